@@ -1,0 +1,5 @@
+"""``python -m notifier`` runs the ``notify`` command."""
+
+from .cli import main
+
+main()

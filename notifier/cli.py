@@ -1,0 +1,416 @@
+"""``notify``: the command line, a thin shell over the library.
+
+Parse, call ``notifier``, render. A ``NotifierError`` becomes one plain line on standard error and
+an exit status: 2 for bad input or configuration, 1 for a failed delivery or a broken log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .audit import AuditLog
+from .config import Settings, load_settings
+from .errors import AuditIntegrityError, ConfigError, NotifierError
+from .models import Finding, Resolution
+from .pipeline import Notifier, SendResult, contact_record
+from .sources import utcnow
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="notifier: find who owns an exposed address and tell them, with evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log_app = typer.Typer(help="Review and check the audit log.", no_args_is_help=True)
+contacts_app = typer.Typer(help="Check a contacts.yaml file.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
+app.add_typer(contacts_app, name="contacts")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML configuration (default: $NOTIFY_CONFIG, else built-ins)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"notify: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run the library call; turn our errors into one line and an exit status."""
+    try:
+        return asyncio.run(coro)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    except AuditIntegrityError as exc:
+        fail(str(exc), 1)
+    except NotifierError as exc:
+        fail(str(exc), 1)
+    except KeyboardInterrupt:
+        fail("interrupted; everything sent so far is in the audit log", 130)
+
+
+def settings_from(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+
+
+# -- resolve ----------------------------------------------------------------------------------
+
+
+def _contact_lines(resolution: Resolution) -> list[str]:
+    lines = []
+    for use, contacts in (("notify", resolution.recipients), ("fallback", resolution.fallbacks)):
+        for c in contacts:
+            lines.append(f"{use:<9}{c.address}  [{c.role}, confidence {c.confidence:.2f}]")
+            lines += [f"{'':<11}{why}" for why in c.provenance or c.sources]
+    return lines
+
+
+def resolution_json(resolution: Resolution) -> dict[str, Any]:
+    network = resolution.network
+    return {
+        "ip": str(resolution.target.ip),
+        "contacts": [
+            {**contact_record(c), "use": use}
+            for use, group in (
+                ("notify", resolution.recipients),
+                ("fallback", resolution.fallbacks),
+            )
+            for c in group
+        ],
+        "network": None
+        if network is None
+        else {
+            "registry": network.registry,
+            "handle": network.handle,
+            "name": network.name,
+            "cidrs": list(network.cidrs),
+            "country": network.country,
+            "org": network.org,
+            "asn": network.asn,
+        },
+        "hostnames": list(resolution.hostnames),
+        "notes": list(resolution.notes),
+        "errors": [{"source": s, "error": e} for s, e in resolution.errors],
+    }
+
+
+def print_resolution(resolution: Resolution) -> None:
+    network = resolution.network
+    if network:
+        out.print(
+            f"network  {', '.join(network.cidrs) or network.handle}  {network.name}  "
+            f"{network.org}  country {network.country or '?'}  ({network.registry})",
+            markup=False,
+        )
+    if resolution.hostnames:
+        out.print(f"names    {', '.join(resolution.hostnames)}", markup=False)
+    if resolution.contacts:
+        for line in _contact_lines(resolution):
+            out.print(line, markup=False)
+    else:
+        out.print("no contact found", markup=False)
+    for note in resolution.notes:
+        out.print(f"  note: {note}", markup=False)
+    for source, error in resolution.errors:
+        out.print(f"  {source} failed: {error}", markup=False)
+
+
+@app.command()
+def resolve(
+    ip: Annotated[str, typer.Argument(help="The exposed address (IPv4 or IPv6).")],
+    hostname: Annotated[
+        list[str] | None, typer.Option(help="A host name seen on the service.")
+    ] = None,
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Print the contacts `send` would use, with where each came from. Sends nothing."""
+    settings = settings_from(config)
+
+    async def go() -> Resolution:
+        async with Notifier(settings) as notifier:
+            return await notifier.resolve(ip, hostname or [])
+
+    resolution = run(go())
+    if json_output:
+        print(json.dumps(resolution_json(resolution), indent=2))
+    else:
+        print_resolution(resolution)
+
+
+# -- send -------------------------------------------------------------------------------------
+
+
+def print_send(result: SendResult, dry_run: bool) -> None:
+    print_resolution(result.resolution)
+    if dry_run:
+        for message in result.messages:
+            out.rule(f"message to {message.recipient} (dry run: not sent)")
+            out.print(message.raw.decode("utf-8", "replace").replace("\r\n", "\n"), markup=False)
+    for d in result.deliveries:
+        detail = f" ({d.smtp_code} {d.smtp_reply})" if d.smtp_code else ""
+        tries = f", {d.attempts} attempts" if d.attempts > 1 else ""
+        out.print(f"{d.status:>13}  {d.recipient}{detail}{tries}", markup=False)
+    if not result.deliveries:
+        out.print("nothing to send: no contact found", markup=False)
+
+
+def send_json(result: SendResult) -> dict[str, Any]:
+    return {
+        **resolution_json(result.resolution),
+        "deliveries": [
+            {
+                "recipient": d.recipient,
+                "status": str(d.status),
+                "role": str(d.role or ""),
+                "smtp_code": d.smtp_code,
+                "smtp_reply": d.smtp_reply,
+                "attempts": d.attempts,
+                "message_id": d.message_id,
+                "digest": d.digest,
+            }
+            for d in result.deliveries
+        ],
+        "exit": result.exit_code,
+    }
+
+
+@app.command()
+def send(
+    ip: Annotated[str, typer.Argument(help="The exposed address (IPv4 or IPv6).")],
+    finding: Annotated[
+        str, typer.Option(help="What was seen: the exposure, never its contents.")
+    ] = "A service reachable from the internet without access control",
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port of the service.")] = None,
+    hostname: Annotated[str | None, typer.Option(help="Host name seen on the service.")] = None,
+    template: Annotated[str | None, typer.Option(help="Template name in templates/.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Render and print; send nothing.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Send even if already sent or in doubt.")
+    ] = False,
+    test_recipient: Annotated[
+        str | None, typer.Option(help="Send to this address instead.")
+    ] = None,
+    json_output: JsonOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Resolve the owner of IP, render the disclosure, deliver it, and log every step."""
+    settings = settings_from(config)
+
+    async def go() -> SendResult:
+        async with Notifier(settings) as notifier:
+            address = notifier.target(ip)
+            item = Finding(
+                address,
+                finding,
+                port=port,
+                hostname=hostname,
+                observed_at=datetime.now().astimezone(),
+            )
+            return await notifier.send(
+                [item],
+                template=template,
+                dry_run=dry_run,
+                force=force,
+                test_recipient=test_recipient,
+            )
+
+    if not finding.strip():
+        fail("--finding must describe the exposure")
+    result = run(go())
+    if json_output:
+        print(json.dumps(send_json(result), indent=2))
+    else:
+        print_send(result, dry_run)
+    raise typer.Exit(result.exit_code)
+
+
+# -- log --------------------------------------------------------------------------------------
+
+
+@log_app.command("show")
+def log_show(
+    json_output: JsonOption = False,
+    ip: Annotated[str | None, typer.Option(help="Only records about this address.")] = None,
+    recipient: Annotated[str | None, typer.Option(help="Only records for this recipient.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only records at or after (ISO date).")] = None,
+    status: Annotated[str | None, typer.Option(help="Only outcomes with this status.")] = None,
+    message: Annotated[
+        str | None, typer.Option(help="Print the exact bytes of one message.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Review the audit log (a table, or JSON lines with --json)."""
+    settings = settings_from(config)
+    path = settings.state_dir / "audit.jsonl"
+    if not path.exists():
+        if json_output:
+            return
+        out.print(f"no audit log yet at {path}", markup=False)
+        return
+    log = AuditLog(path, clock=utcnow)
+    try:
+        if message:
+            sys.stdout.buffer.write(_message_bytes(log, message))
+            return
+        when = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        fail(f"--since is not an ISO date: {since!r}")
+    except NotifierError as exc:
+        fail(str(exc))
+    records = log.select(ip=ip, recipient=recipient, since=when, status=status)
+    if json_output:
+        for record in records:
+            print(json.dumps(record, ensure_ascii=False))
+        return
+    table = Table()
+    for column in ("#", "time", "event", "ip", "recipient", "status / detail"):
+        table.add_column(column)
+    for r in records:
+        detail = r.get("status") or r.get("reason") or r.get("error") or ""
+        if r["event"] == "resolution":
+            detail = ", ".join(c["address"] for c in r.get("recipients", [])) or "no contact"
+        table.add_row(
+            str(r["seq"]),
+            r["time"][:19],
+            r["event"],
+            str(r.get("ip") or ""),
+            str(r.get("recipient") or r.get("to") or ""),
+            str(detail),
+        )
+    out.print(table)
+
+
+def _message_bytes(log: AuditLog, message_id: str) -> bytes:
+    digests = [r["digest"] for r in log.find(message_id) if isinstance(r.get("digest"), str)]
+    if not digests:
+        raise ConfigError(f"no message with Message-ID {message_id} in the audit log")
+    return log.load_message(digests[0])
+
+
+@log_app.command("verify")
+def log_verify(
+    head_option: Annotated[
+        str | None, typer.Option("--head", help="N:HASH the log must still contain.")
+    ] = None,
+    public_key: Annotated[
+        Path | None, typer.Option(help="Ed25519 public key (PEM) to check signatures.")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Check the audit log's hash chain end to end (exit 0 intact, 1 with the first bad line)."""
+    from .audit import load_verify_key, parse_head, verify
+
+    settings = settings_from(config)
+    path = settings.state_dir / "audit.jsonl"
+    try:
+        expected = parse_head(head_option) if head_option else None
+        key = load_verify_key(public_key) if public_key else None
+    except ConfigError as exc:
+        fail(str(exc))
+    report = verify(
+        path, head=expected, public_key=key, messages_dir=settings.state_dir / "messages"
+    )
+    if report.ok:
+        out.print(f"audit log {report.summary()}", markup=False)
+        return
+    fail(f"audit log broken: {report.summary()}", 1)
+
+
+@log_app.command("head")
+def log_head(config: ConfigOption = None) -> None:
+    """Print the chain head (line count and hash) to publish or mail to yourself."""
+    from .audit import format_head, head
+
+    settings = settings_from(config)
+    print(format_head(*head(settings.state_dir / "audit.jsonl")))
+
+
+@log_app.command("export")
+def log_export(
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "json",
+    ip: Annotated[str | None, typer.Option(help="Only records about this address.")] = None,
+    recipient: Annotated[str | None, typer.Option(help="Only records for this recipient.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Export the log for a report to a CERT or a court."""
+    if fmt not in ("csv", "json"):
+        fail(f"--format must be csv or json, not {fmt!r}")
+    settings = settings_from(config)
+    log = AuditLog(settings.state_dir / "audit.jsonl", clock=utcnow)
+    log.export("csv" if fmt == "csv" else "json", sys.stdout, ip=ip, recipient=recipient)
+
+
+# -- contacts ---------------------------------------------------------------------------------
+
+
+@contacts_app.command("check")
+def contacts_check(
+    file: Annotated[Path, typer.Argument(help="A contacts.yaml to validate.")],
+) -> None:
+    """Validate a contacts file: schema, addresses, CIDR/ASN/domain keys, with line numbers."""
+    from .contacts import check_file
+
+    problems = check_file(file)
+    for p in problems:
+        err.print(f"{file}:{p.line}:{p.column}: {p.message}", markup=False)
+    if problems:
+        raise typer.Exit(2)
+    out.print(f"{file}: ok", markup=False)
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    keep: Annotated[Path | None, typer.Option(help="Keep the demo's state in this folder.")] = None,
+) -> None:
+    """Run a complete disclosure offline against notifier's own loopback internet."""
+    from .demo import run_demo
+
+    raise typer.Exit(run(run_demo(out, keep)))
+
+
+def main() -> None:
+    """Console entry point: one line for our errors; a traceback only with NOTIFY_DEBUG=1."""
+    try:
+        app()
+    except NotifierError as exc:
+        err.print(f"notify: {exc}", markup=False)
+        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+    except Exception as exc:  # noqa: BLE001 - a bug must still not dump a traceback on a user
+        if os.environ.get("NOTIFY_DEBUG"):
+            raise
+        err.print(
+            f"notify: internal error: {type(exc).__name__}: {exc} "
+            "(NOTIFY_DEBUG=1 shows the traceback)",
+            markup=False,
+        )
+        sys.exit(3)

@@ -1,0 +1,369 @@
+"""Hand composed messages to the configured mail server: one connection, retries, a verdict.
+
+``Mailer`` keeps one SMTP connection open across messages (reconnecting when it drops) and runs
+one SMTP transaction per recipient. Failures are translated at this boundary by ``classify``:
+4xx replies, timeouts and dropped connections are ``TransientDeliveryError`` and are retried
+with exponential backoff; 5xx replies and configuration problems (no STARTTLS, bad credentials,
+an untrusted certificate) are ``PermanentDeliveryError`` and are not. Either way ``send`` returns
+a ``Delivery``; it raises only for configuration errors and for what ``on_attempt`` raises.
+
+The SMTP password is read from the environment variable named by ``smtp.password_env`` and never
+appears in a log line, a repr or an exception message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import os
+import ssl
+from collections.abc import Awaitable, Callable
+from email.utils import parseaddr
+from types import TracebackType
+
+import aiosmtplib
+from aiosmtplib import SMTPResponse
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+
+from .addresses import header_text
+from .compose import ComposedMessage
+from .config import Settings
+from .errors import (
+    ConfigError,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from .models import Delivery, DeliveryStatus
+
+__all__ = ["Mailer", "AttemptHook", "classify", "envelope_sender", "SMTP_ERROR_RULES"]
+
+AttemptHook = Callable[[int, DeliveryError | None, str], Awaitable[None] | None]
+"""Called after every attempt: (attempt number from 1, the error or None, the server's reply)."""
+
+_Rule = Callable[[BaseException], type[DeliveryError]]
+_REPLY_LIMIT = 1000
+
+
+def _by_code(exc: BaseException) -> type[DeliveryError]:
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and 500 <= code < 600:
+        return PermanentDeliveryError
+    # 4xx, and replies too malformed to carry a code (-1): retrying is bounded, giving up is not
+    # undoable
+    return TransientDeliveryError
+
+
+def _auth(exc: BaseException) -> type[DeliveryError]:
+    code = getattr(exc, "code", None)
+    # RFC 4954 454 is "temporary authentication failure"; everything else is wrong credentials
+    # or a mechanism mismatch, which no retry fixes
+    if isinstance(code, int) and 400 <= code < 500:
+        return TransientDeliveryError
+    return PermanentDeliveryError
+
+
+def _all_refused(exc: BaseException) -> type[DeliveryError]:
+    inner = getattr(exc, "recipients", [])
+    if inner and all(_by_code(e) is TransientDeliveryError for e in inner):
+        return TransientDeliveryError
+    return PermanentDeliveryError
+
+
+def _connect(exc: BaseException) -> type[DeliveryError]:
+    # aiosmtplib wraps implicit-TLS failures in SMTPConnectError; an untrusted certificate or a
+    # protocol mismatch will not heal by itself
+    cause = exc.__cause__
+    if isinstance(cause, ssl.SSLError) and _ssl(cause) is PermanentDeliveryError:
+        return PermanentDeliveryError
+    return TransientDeliveryError
+
+
+def _ssl(exc: BaseException) -> type[DeliveryError]:
+    if isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError):
+        return TransientDeliveryError
+    return PermanentDeliveryError
+
+
+def _transient(exc: BaseException) -> type[DeliveryError]:
+    return TransientDeliveryError
+
+
+def _permanent(exc: BaseException) -> type[DeliveryError]:
+    return PermanentDeliveryError
+
+
+SMTP_ERROR_RULES: dict[type[BaseException], _Rule] = {
+    aiosmtplib.SMTPRecipientsRefused: _all_refused,
+    aiosmtplib.SMTPRecipientRefused: _by_code,
+    aiosmtplib.SMTPSenderRefused: _by_code,
+    aiosmtplib.SMTPDataError: _by_code,
+    aiosmtplib.SMTPHeloError: _by_code,
+    aiosmtplib.SMTPConnectResponseError: _by_code,
+    aiosmtplib.SMTPResponseException: _by_code,
+    aiosmtplib.SMTPAuthenticationError: _auth,
+    aiosmtplib.SMTPConnectTimeoutError: _transient,
+    aiosmtplib.SMTPReadTimeoutError: _transient,
+    aiosmtplib.SMTPTimeoutError: _transient,
+    aiosmtplib.SMTPConnectError: _connect,
+    aiosmtplib.SMTPServerDisconnected: _transient,
+    # STARTTLS or SMTPUTF8 required but not offered: the server will not change its mind
+    aiosmtplib.SMTPNotSupported: _permanent,
+    # raised bare for configuration mismatches (e.g. AUTH or STARTTLS not offered)
+    aiosmtplib.SMTPException: _permanent,
+}
+"""How each aiosmtplib exception class is classified (looked up along the exception's MRO)."""
+
+_OTHER_RULES: tuple[tuple[type[BaseException], _Rule], ...] = (
+    (ssl.SSLError, _ssl),  # before OSError, of which it is a subclass
+    (TimeoutError, _transient),
+    (OSError, _transient),  # refused, reset, unreachable, name resolution failed
+    (ValueError, _permanent),  # an address aiosmtplib refuses to put on the wire
+)
+
+
+def classify(exc: BaseException) -> type[DeliveryError]:
+    """``TransientDeliveryError`` or ``PermanentDeliveryError`` for what a send raised.
+
+    Raises ``TypeError`` for exceptions that are not delivery failures (bugs stay visible).
+    """
+    if isinstance(exc, DeliveryError):
+        return type(exc) if type(exc) is not DeliveryError else PermanentDeliveryError
+    for klass in type(exc).__mro__:
+        rule = SMTP_ERROR_RULES.get(klass)
+        if rule is not None:
+            return rule(exc)
+    for klass, rule in _OTHER_RULES:
+        if isinstance(exc, klass):
+            return rule(exc)
+    raise TypeError(f"not a delivery failure: {type(exc).__name__}")
+
+
+def _describe(exc: BaseException) -> tuple[int | None, str]:
+    """(SMTP code, server reply or a description) for an exception from a send."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        exc = exc.recipients[-1]
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:
+        return exc.code, header_text(exc.message, _REPLY_LIMIT)
+    if isinstance(exc, aiosmtplib.SMTPException):
+        text = exc.message
+    else:
+        text = str(exc) or type(exc).__name__
+    return None, header_text(f"{type(exc).__name__}: {text}", _REPLY_LIMIT)
+
+
+def envelope_sender(settings: Settings, composed: ComposedMessage) -> str:
+    """The return path for ``composed``: ``smtp.envelope_from`` (VERP-expanded) or the sender.
+
+    ``bounce+{id}@notify.example`` becomes ``bounce+<id>@notify.example``, where ``<id>`` is a
+    short digest of the Message-ID and recipient, so a bounce maps back to its message.
+    """
+    template = settings.smtp.envelope_from
+    if not template:
+        return parseaddr(settings.sender.address)[1]
+    if "{id}" in template:
+        seed = f"{composed.message_id}|{composed.recipient}".encode()
+        template = template.replace("{id}", hashlib.sha256(seed).hexdigest()[:12])
+    return parseaddr(template)[1] or template
+
+
+class Mailer:
+    """One reusable SMTP connection to the configured server.
+
+    Use as ``async with Mailer(settings) as mailer: await mailer.send(composed)``. Sends are
+    serialised on the one connection; ``connections`` counts the connections attempted.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        smtp = settings.smtp
+        self._username = smtp.username or None
+        self._password: str | None = None
+        if self._username is not None:
+            password = os.environ.get(smtp.password_env)
+            if password is None:
+                raise ConfigError(
+                    f"smtp.username is set but the environment variable {smtp.password_env} "
+                    "holding the password is not"
+                )
+            self._password = password
+        self._tls_context: ssl.SSLContext | None = None
+        if smtp.security != "none":
+            context = ssl.create_default_context()
+            if smtp.ca_bundle:
+                try:
+                    context.load_verify_locations(cafile=smtp.ca_bundle)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError(
+                        f"smtp.ca_bundle: cannot load {smtp.ca_bundle}: {exc}"
+                    ) from None
+            self._tls_context = context
+        self._local_hostname = parseaddr(settings.sender.address)[1].rpartition("@")[2]
+        self._client: aiosmtplib.SMTP | None = None
+        self._last_reply = ""
+        self._lock = asyncio.Lock()
+        self.connections = 0
+
+    def __repr__(self) -> str:
+        smtp = self.settings.smtp
+        user = f" user={smtp.username!r}" if smtp.username else ""
+        return f"<Mailer {smtp.security}://{smtp.host}:{smtp.port}{user}>"
+
+    async def __aenter__(self) -> Mailer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Say QUIT and close the connection (quietly: the messages are already handed over)."""
+        client, self._client = self._client, None
+        if client is None or not client.is_connected:
+            return
+        try:
+            await client.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            client.close()
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        client = self._client
+        if client is not None and client.is_connected:
+            try:
+                # the server may have closed an idle connection: find out before MAIL FROM
+                await client.noop()
+                return client
+            except (aiosmtplib.SMTPException, OSError):
+                self._drop()
+        smtp = self.settings.smtp
+        client = aiosmtplib.SMTP(
+            hostname=smtp.host,
+            port=smtp.port,
+            timeout=smtp.timeout,
+            local_hostname=self._local_hostname,
+            use_tls=smtp.security == "tls",
+            start_tls=smtp.security == "starttls",
+            tls_context=self._tls_context,
+            username=self._username,
+            password=self._password,
+        )
+        self.connections += 1
+        await client.connect()
+        self._client = client
+        if client.is_ehlo_or_helo_needed:
+            # EHLO now, so that the extensions (SIZE) are known before MAIL FROM
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
+        return client
+
+    async def _transaction(self, sender: str, recipient: str, raw: bytes) -> SMTPResponse:
+        client = await self._connection()
+        options = [f"SIZE={len(raw)}"] if client.supports_extension("size") else []
+        try:
+            await client.mail(sender, options=options)
+            await client.rcpt(recipient)
+            return await client.data(raw)
+        except aiosmtplib.SMTPResponseException:
+            try:
+                await client.rset()
+            except (aiosmtplib.SMTPException, OSError):
+                self._drop()
+            raise
+
+    async def _attempt(self, composed: ComposedMessage, sender: str) -> SMTPResponse:
+        try:
+            return await self._transaction(sender, composed.recipient, composed.raw)
+        except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
+            if not isinstance(exc, aiosmtplib.SMTPResponseException):
+                # after a timeout or a broken pipe the session state is unknown: start afresh
+                self._drop()
+            kind = classify(exc)
+            code, reply = _describe(exc)
+            self._last_reply = reply
+            where = f"{composed.recipient}: " if composed.recipient else ""
+            text = f"{where}{code} {reply}" if code is not None else f"{where}{reply}"
+            raise kind(text, smtp_code=code, target=composed.recipient, source="smtp") from exc
+
+    async def send(
+        self, composed: ComposedMessage, *, on_attempt: AttemptHook | None = None
+    ) -> Delivery:
+        """Deliver ``composed`` to its recipient, retrying transient failures.
+
+        Returns ``Delivery`` with status DELIVERED (the server's reply to end of DATA, queue id
+        included) or FAILED (a permanent refusal, or the last transient one once retries ran
+        out). ``on_attempt`` is called after every attempt.
+        """
+        smtp = self.settings.smtp
+        sender = envelope_sender(self.settings, composed)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(smtp.retry_attempts),
+            wait=wait_exponential(
+                multiplier=smtp.retry_wait, min=smtp.retry_wait, max=smtp.retry_wait_max
+            ),
+            retry=retry_if_exception_type(TransientDeliveryError),
+            reraise=True,
+        )
+        attempts = 0
+        response: SMTPResponse | None = None
+        async with self._lock:
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        attempts += 1
+                        try:
+                            response = await self._attempt(composed, sender)
+                        except DeliveryError as exc:
+                            await _call(on_attempt, attempts, exc, self._last_reply)
+                            raise
+                        await _call(on_attempt, attempts, None, _reply(response))
+            except DeliveryError as exc:
+                return Delivery(
+                    recipient=composed.recipient,
+                    message_id=composed.message_id,
+                    status=DeliveryStatus.FAILED,
+                    attempts=attempts,
+                    smtp_code=exc.smtp_code,
+                    smtp_reply=self._last_reply,
+                    digest=composed.digest,
+                )
+        assert response is not None
+        return Delivery(
+            recipient=composed.recipient,
+            message_id=composed.message_id,
+            status=DeliveryStatus.DELIVERED,
+            attempts=attempts,
+            smtp_code=response.code,
+            smtp_reply=_reply(response),
+            digest=composed.digest,
+        )
+
+
+def _reply(response: SMTPResponse) -> str:
+    return header_text(response.message, _REPLY_LIMIT)
+
+
+async def _call(
+    hook: AttemptHook | None, number: int, error: DeliveryError | None, reply: str
+) -> None:
+    if hook is None:
+        return
+    result = hook(number, error, reply)
+    if inspect.isawaitable(result):
+        await result

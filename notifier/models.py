@@ -1,0 +1,191 @@
+"""The values that flow through notifier: target → contacts → messages → deliveries.
+
+This module imports nothing from the package, so every other module may depend on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = [
+    "IPAddress",
+    "Role",
+    "Target",
+    "Finding",
+    "Contact",
+    "Network",
+    "Evidence",
+    "SourceReport",
+    "Resolution",
+    "Delivery",
+    "DeliveryStatus",
+    "case_reference",
+]
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class Role(StrEnum):
+    """Who a contact is for the target, in the order the ladder climbs."""
+
+    OVERRIDE = "override"  # the operator said so in contacts.yaml
+    OWNER = "owner"  # the party running the host (security.txt, role mailbox)
+    NETWORK = "network"  # the abuse desk of the network the address is in
+    REGISTRAR = "registrar"  # the registrar of the host's domain
+    NATIONAL_CERT = "national-cert"  # last rung: the country's CERT
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """An address to notify about, with host names a finding carries for it."""
+
+    ip: IPAddress
+    hostnames: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """What was seen: the exposure, never the leaked contents."""
+
+    ip: IPAddress
+    text: str
+    port: int | None = None
+    hostname: str | None = None
+    observed_at: datetime | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Stable identity of this finding, for idempotence and case references."""
+        raw = f"{self.ip}|{self.port or ''}|{' '.join(self.text.split()).lower()}"
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def case_reference(findings: tuple[Finding, ...] | list[Finding]) -> str:
+    """A short, stable reference a recipient can quote back (e.g. ``NTF-3KQ7ZD2M4A``)."""
+    digest = hashlib.sha256("|".join(sorted(f.key for f in findings)).encode()).digest()
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    number = int.from_bytes(digest[:8], "big")
+    chars = []
+    for _ in range(10):
+        number, rest = divmod(number, len(alphabet))
+        chars.append(alphabet[rest])
+    return "NTF-" + "".join(chars)
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A mailbox that can act on the target, and why we believe so.
+
+    ``confidence`` is 0..1: 0.9 a registry's abuse role or a valid security.txt, 0.5 an inferred
+    parent-domain file, 0.3 a guessed RFC 2142 role mailbox.
+    """
+
+    address: str
+    role: Role
+    sources: tuple[str, ...]
+    confidence: float
+    provenance: tuple[str, ...] = ()
+    name: str = ""
+
+    def merged(self, other: Contact) -> Contact:
+        """The same mailbox found twice: keep the better-evidenced role and all provenance."""
+        # the better-evidenced finding says what this mailbox is; a tie goes to the stronger role
+        order = list(Role)
+        stronger = min((self, other), key=lambda c: (-c.confidence, order.index(c.role)))
+        return replace(
+            self,
+            role=stronger.role,
+            sources=tuple(dict.fromkeys(self.sources + other.sources)),
+            confidence=max(self.confidence, other.confidence),
+            provenance=tuple(dict.fromkeys(self.provenance + other.provenance)),
+            name=self.name or other.name,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """The registry's record of the network an address is in."""
+
+    registry: str
+    handle: str = ""
+    name: str = ""
+    cidrs: tuple[str, ...] = ()
+    start: str = ""
+    end: str = ""
+    country: str = ""
+    org: str = ""
+    asn: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """One raw answer a decision rests on: where it came from and the digest of its bytes."""
+
+    source: str
+    locator: str
+    sha256: str
+    fetched_at: datetime
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class SourceReport:
+    """What one lookup source found. A source with nothing to say returns an empty report."""
+
+    source: str
+    contacts: list[Contact] = field(default_factory=list)
+    network: Network | None = None
+    hostnames: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Everything the sources found for a target, merged and ranked.
+
+    ``recipients`` are notified first; ``fallbacks`` (the national CERT) only when no recipient
+    exists or every recipient fails permanently.
+    """
+
+    target: Target
+    recipients: tuple[Contact, ...]
+    fallbacks: tuple[Contact, ...]
+    network: Network | None
+    hostnames: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
+    errors: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def contacts(self) -> tuple[Contact, ...]:
+        return self.recipients + self.fallbacks
+
+
+class DeliveryStatus(StrEnum):
+    DELIVERED = "delivered"  # the server accepted end of DATA
+    FAILED = "failed"  # permanent refusal, or retries exhausted
+    ALREADY_SENT = "already-sent"  # idempotence: delivered in an earlier run
+    IN_DOUBT = "in-doubt"  # an earlier run crashed between intent and outcome
+    SUPPRESSED = "suppressed"  # on the suppression list or over a cap
+    DRY_RUN = "dry-run"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of handing one message for one recipient to the mail server."""
+
+    recipient: str
+    message_id: str
+    status: DeliveryStatus
+    attempts: int = 0
+    smtp_code: int | None = None
+    smtp_reply: str = ""
+    digest: str = ""
+    role: Role | None = None

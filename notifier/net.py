@@ -1,0 +1,352 @@
+"""Network access with limits: the one place notifier opens connections for lookups.
+
+Every fetch here has a byte cap and a total deadline (a server dripping a byte a second cannot
+hold a run past its timeout), every host name is resolved through the configured nameservers,
+and every address actually connected to is checked against the address policy (no SSRF), after
+each DNS answer and each redirect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import ssl
+import time
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urljoin
+
+import dns.asyncresolver
+import dns.exception
+import dns.nameserver
+import dns.resolver
+import httpcore
+import httpx
+
+from .config import DNSSettings, HTTPSettings
+from .errors import SourceProtocolError, SourceTimeout, SourceUnavailable
+from .models import IPAddress
+
+__all__ = [
+    "is_public_address",
+    "AddressPolicy",
+    "make_resolver",
+    "resolve_host",
+    "make_http_client",
+    "make_ssl_context",
+    "FetchResult",
+    "fetch",
+    "tcp_exchange",
+    "RateLimiter",
+]
+
+
+def is_public_address(addr: IPAddress) -> bool:
+    """Globally routable unicast: not private, loopback, link-local, documentation, multicast..."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return is_public_address(addr.ipv4_mapped)
+    return bool(
+        addr.is_global
+        and not addr.is_multicast
+        and not addr.is_reserved
+        and not addr.is_unspecified
+        and not addr.is_loopback
+        and not addr.is_link_local
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPolicy:
+    """Which addresses notifier may connect to for lookups."""
+
+    allow_private: bool = False
+
+    def allows(self, addr: IPAddress) -> bool:
+        return self.allow_private or is_public_address(addr)
+
+
+def make_resolver(settings: DNSSettings) -> dns.asyncresolver.Resolver:
+    """A resolver on the configured nameservers (``host:port``), or the system's."""
+    if settings.nameservers:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        resolver.nameservers = [
+            dns.nameserver.Do53Nameserver(host, port) for host, port in settings.endpoints()
+        ]
+    else:
+        resolver = dns.asyncresolver.Resolver()
+    resolver.timeout = settings.timeout
+    resolver.lifetime = settings.timeout
+    resolver.cache = dns.resolver.LRUCache(10_000)
+    return resolver
+
+
+async def resolve_host(resolver: dns.asyncresolver.Resolver, host: str) -> list[IPAddress]:
+    """Addresses of ``host`` (A then AAAA) through our resolver; an IP literal is itself."""
+    literal = host.strip("[]")
+    try:
+        return [ipaddress.ip_address(literal)]
+    except ValueError:
+        pass
+    found: list[IPAddress] = []
+    timed_out = False
+    for rdtype in ("A", "AAAA"):
+        try:
+            answer = await resolver.resolve(host, rdtype, search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
+            continue
+        except dns.exception.Timeout:
+            timed_out = True
+            continue
+        except dns.exception.DNSException:
+            continue
+        found.extend(ipaddress.ip_address(r.to_text()) for r in answer)
+    if not found and timed_out:
+        raise SourceTimeout(f"DNS lookup of {host} timed out", source="dns")
+    return found
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves through our resolver and connects only to addresses the policy allows."""
+
+    def __init__(self, resolver: dns.asyncresolver.Resolver, policy: AddressPolicy):
+        self._resolver = resolver
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's backend interface
+        local_address: str | None = None,
+        socket_options: Iterable[typing.Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await resolve_host(self._resolver, host)
+        except SourceTimeout as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from exc
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} does not resolve")
+        allowed = [a for a in addresses if self._policy.allows(a)]
+        if not allowed:
+            raise httpcore.ConnectError(
+                f"{host} resolves only to non-public addresses ({addresses[0]}); refused"
+            )
+        last: Exception | None = None
+        for addr in allowed:
+            try:
+                return await self._inner.connect_tcp(
+                    str(addr),
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's backend interface
+        socket_options: Iterable[typing.Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:  # pragma: no cover - never used
+        raise httpcore.ConnectError("unix sockets are not used")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class _GuardedTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, ssl_context: ssl.SSLContext, backend: _GuardedBackend, limit: int):
+        super().__init__(verify=ssl_context)
+        # httpx has no public seam for a network backend; the pool is the documented httpcore one
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limit,
+            max_keepalive_connections=limit,
+            network_backend=backend,
+        )
+
+
+def make_ssl_context(ca_bundle: str = "") -> ssl.SSLContext:
+    """The system trust store, plus the extra CAs in ``ca_bundle`` if given."""
+    context = ssl.create_default_context()
+    if ca_bundle:
+        try:
+            context.load_verify_locations(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as exc:
+            from .errors import ConfigError
+
+            raise ConfigError(f"cannot load CA bundle {ca_bundle}: {exc}") from None
+    return context
+
+
+def make_http_client(
+    settings: HTTPSettings,
+    resolver: dns.asyncresolver.Resolver,
+    *,
+    user_agent: str,
+    connections: int = 50,
+) -> httpx.AsyncClient:
+    """An HTTP client whose every connection goes through the address policy."""
+    context = make_ssl_context(settings.ca_bundle)
+    backend = _GuardedBackend(resolver, AddressPolicy(settings.allow_private))
+    return httpx.AsyncClient(
+        transport=_GuardedTransport(context, backend, connections),
+        headers={"User-Agent": user_agent},
+        follow_redirects=False,
+        timeout=httpx.Timeout(settings.timeout),
+        trust_env=False,
+    )
+
+
+@dataclass(slots=True)
+class FetchResult:
+    """A bounded HTTP answer, with every URL of its redirect chain."""
+
+    status: int
+    headers: httpx.Headers
+    body: bytes
+    chain: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.chain[-1]
+
+
+async def fetch(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    max_bytes: int,
+    deadline: float,
+    accept: str = "*/*",
+    max_redirects: int = 5,
+    https_only: bool = False,
+    source: str = "http",
+) -> FetchResult:
+    """GET ``url`` following at most ``max_redirects`` redirects, within ``deadline`` seconds.
+
+    Raises ``SourceTimeout`` past the deadline, ``SourceProtocolError`` for a body over
+    ``max_bytes`` or a forbidden redirect, ``SourceUnavailable`` when no connection can be made.
+    Any HTTP status is returned, not raised: 404, 429 and 5xx mean different things to callers.
+    """
+    chain = [url]
+    try:
+        async with asyncio.timeout(deadline):
+            while True:
+                current = chain[-1]
+                if https_only and not current.startswith("https://"):
+                    raise SourceProtocolError(f"refused non-HTTPS URL {current}", source=source)
+                async with client.stream("GET", current, headers={"Accept": accept}) as response:
+                    if response.is_redirect and "location" in response.headers:
+                        if len(chain) > max_redirects:
+                            raise SourceProtocolError(
+                                f"more than {max_redirects} redirects from {url}", source=source
+                            )
+                        chain.append(urljoin(current, response.headers["location"]))
+                        continue
+                    declared = response.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > max_bytes:
+                        raise SourceProtocolError(
+                            f"{current}: answer of {declared} bytes is over the {max_bytes} cap",
+                            source=source,
+                        )
+                    body = bytearray()
+                    async for chunk in response.aiter_raw():
+                        body += chunk
+                        if len(body) > max_bytes:
+                            raise SourceProtocolError(
+                                f"{current}: answer over the {max_bytes}-byte cap", source=source
+                            )
+                    return FetchResult(response.status_code, response.headers, bytes(body), chain)
+    except TimeoutError:
+        raise SourceTimeout(
+            f"{chain[-1]}: no complete answer in {deadline:g} s", source=source
+        ) from None
+    except httpx.TimeoutException as exc:
+        raise SourceTimeout(
+            f"{chain[-1]}: timed out ({type(exc).__name__})", source=source
+        ) from None
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(
+            f"{chain[-1]}: {exc or type(exc).__name__}", source=source
+        ) from None
+
+
+async def tcp_exchange(
+    resolver: dns.asyncresolver.Resolver,
+    host: str,
+    port: int,
+    query: bytes,
+    *,
+    max_bytes: int,
+    deadline: float,
+    source: str = "tcp",
+) -> bytes:
+    """Send ``query``, read until the server closes, within ``deadline`` and ``max_bytes``."""
+    try:
+        async with asyncio.timeout(deadline):
+            addresses = await resolve_host(resolver, host)
+            if not addresses:
+                raise SourceUnavailable(f"{host} does not resolve", source=source)
+            last: OSError | None = None
+            for addr in addresses:
+                try:
+                    reader, writer = await asyncio.open_connection(str(addr), port)
+                    break
+                except OSError as exc:
+                    last = exc
+            else:
+                raise SourceUnavailable(f"{host}:{port}: {last}", source=source)
+            try:
+                writer.write(query)
+                await writer.drain()
+                data = bytearray()
+                while chunk := await reader.read(65536):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise SourceProtocolError(
+                            f"{host}:{port}: answer over the {max_bytes}-byte cap", source=source
+                        )
+                return bytes(data)
+            finally:
+                writer.close()
+                try:
+                    await writer.wait_closed()
+                except OSError:
+                    pass
+    except TimeoutError:
+        raise SourceTimeout(
+            f"{host}:{port}: no complete answer in {deadline:g} s", source=source
+        ) from None
+    except ConnectionError as exc:
+        raise SourceUnavailable(f"{host}:{port}: {exc}", source=source) from None
+
+
+class RateLimiter:
+    """Requests per second per key (a registry host), spaced evenly; ``pause`` honours 429s."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic):
+        self._interval = 1.0 / rate
+        self._clock = clock
+        self._next: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def wait(self, key: str) -> None:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            now = self._clock()
+            start = max(now, self._next.get(key, now))
+            self._next[key] = start + self._interval
+            if start > now:
+                await asyncio.sleep(start - now)
+
+    def pause(self, key: str, seconds: float) -> None:
+        """The server asked us to wait (429 Retry-After): nobody queries it before then."""
+        until = self._clock() + seconds
+        self._next[key] = max(self._next.get(key, 0.0), until)

@@ -1,0 +1,189 @@
+"""Who to tell: run the sources in stages, merge what they found, rank it, and explain it.
+
+Stage 1 (concurrent): reverse DNS; the registry (RDAP, with WHOIS when RDAP fails or names no
+abuse contact). Stage 2 (concurrent, needs the host names and the network): security.txt, domain
+RDAP, operator overrides, RFC 2142 role mailboxes. Stage 3: the national CERT of the network's
+country. Each source runs under its own deadline; a failing source is recorded, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import replace
+
+from .models import Contact, Network, Resolution, Role, SourceReport, Target
+from .sources import (
+    LookupContext,
+    Query,
+    cert,
+    domain_rdap,
+    overrides,
+    rdap,
+    rdns,
+    rolemailbox,
+    securitytxt,
+    whois,
+)
+
+__all__ = ["resolve", "choose", "merge_contacts"]
+
+Lookup = Callable[[Query, LookupContext], Awaitable[SourceReport]]
+
+
+async def _run(
+    name: str, lookup: Lookup, query: Query, ctx: LookupContext, deadline: float
+) -> SourceReport:
+    ctx.trace("source-start", {"source": name, "ip": str(query.target.ip)})
+    try:
+        async with asyncio.timeout(deadline):
+            report = await lookup(query, ctx)
+    except TimeoutError:
+        report = SourceReport(name, error=f"no answer within {deadline:g} s")
+    except Exception as exc:  # noqa: BLE001 - one source's failure never sinks the others
+        report = SourceReport(name, error=str(exc) or type(exc).__name__)
+    ctx.trace(
+        "source-done",
+        {"source": name, "contacts": [c.address for c in report.contacts], "error": report.error},
+    )
+    return report
+
+
+def _coarse_prefix(target: Target) -> str:
+    """Lookups inside one /16 (v6: /32) queue behind each other, so a network is fetched once."""
+    length = 16 if target.ip.version == 4 else 32
+    return str(ipaddress.ip_network(f"{target.ip}/{length}", strict=False))
+
+
+async def _registry(query: Query, ctx: LookupContext) -> list[SourceReport]:
+    """RDAP, then WHOIS when RDAP failed or named no abuse contact; answers cached by range."""
+    settings = ctx.settings
+    lock = ctx.inflight.setdefault("registry:" + _coarse_prefix(query.target), asyncio.Lock())
+    async with lock:
+        if ctx.cache is not None:
+            cached = ctx.cache.lookup_range("registry", query.target.ip)
+            if cached is not None:
+                ctx.trace("cache-hit", {"kind": "registry", "ip": str(query.target.ip)})
+                reports: list[SourceReport] = cached
+                return reports
+        rdap_deadline = settings.rdap.timeout * 4 + settings.rdap.max_retry_after
+        found = [await _run("rdap", rdap.lookup, query, ctx, rdap_deadline)]
+        first = found[0]
+        if first.error or not any(c.confidence >= 0.8 for c in first.contacts):
+            whois_query = replace(query, network=first.network)
+            whois_deadline = settings.whois.timeout * (settings.whois.max_referrals + 2)
+            found.append(await _run("whois", whois.lookup, whois_query, ctx, whois_deadline))
+        if ctx.cache is not None and any(r.network for r in found):
+            cidrs = _cacheable(
+                query.target, (c for r in found if r.network for c in r.network.cidrs)
+            )
+            if cidrs:
+                ctx.cache.store_range(
+                    "registry", cidrs, found, settings.batch.cache_ttl_hours * 3600
+                )
+        return found
+
+
+def _cacheable(target: Target, cidrs: Iterable[str]) -> list[str]:
+    """Ranges an answer may speak for: those holding the queried address and no wider than /8
+    (v6: /16), so a hostile answer claiming 0.0.0.0/0 cannot answer for everyone else."""
+    kept = []
+    for cidr in cidrs:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            continue
+        if target.ip in net and net.prefixlen >= (8 if net.version == 4 else 16):
+            kept.append(str(net))
+    return kept
+
+
+def _network(reports: Iterable[SourceReport]) -> Network | None:
+    """RDAP's network record, gaps filled from WHOIS."""
+    networks = [r.network for r in reports if r.network is not None]
+    if not networks:
+        return None
+    best = networks[0]
+    for other in networks[1:]:
+        best = replace(
+            best,
+            country=best.country or other.country,
+            org=best.org or other.org,
+            name=best.name or other.name,
+            cidrs=best.cidrs or other.cidrs,
+            asn=best.asn if best.asn is not None else other.asn,
+        )
+    return best
+
+
+def merge_contacts(contacts: Iterable[Contact]) -> list[Contact]:
+    """One entry per mailbox, provenance joined, ordered by role then confidence."""
+    merged: dict[str, Contact] = {}
+    for contact in contacts:
+        key = contact.address.lower()
+        merged[key] = merged[key].merged(contact) if key in merged else contact
+    order = list(Role)
+    return sorted(merged.values(), key=lambda c: (order.index(c.role), -c.confidence, c.address))
+
+
+def choose(contacts: list[Contact]) -> tuple[tuple[Contact, ...], tuple[Contact, ...]]:
+    """Split merged contacts into recipients and the fallback ladder.
+
+    Owner level (overrides, security.txt, non-redacted registrants) and network level (the abuse
+    desk) are notified together. A guessed role mailbox is used only when no other owner-level
+    contact exists. Within a role only the best-evidenced tier is kept, so one weak guess does not
+    ride along with a registry's abuse role. Registrar and national CERT are fallbacks, in order.
+    """
+
+    def best_tier(role_contacts: list[Contact]) -> list[Contact]:
+        if not role_contacts:
+            return []
+        top = max(c.confidence for c in role_contacts)
+        return [c for c in role_contacts if c.confidence >= top - 0.15]
+
+    by_role = {role: [c for c in contacts if c.role == role] for role in Role}
+    owner = by_role[Role.OVERRIDE] or best_tier(by_role[Role.OWNER])
+    recipients = owner + best_tier(by_role[Role.NETWORK])
+    fallbacks = best_tier(by_role[Role.REGISTRAR]) + by_role[Role.NATIONAL_CERT][:1]
+    return tuple(recipients), tuple(fallbacks)
+
+
+async def resolve(target: Target, ctx: LookupContext) -> Resolution:
+    """Every contact for ``target``, ranked, with provenance, notes and evidence."""
+    settings = ctx.settings
+    base = Query(target, hostnames=target.hostnames)
+    dns_deadline = settings.dns.timeout * 4
+    rdns_report, registry_reports = await asyncio.gather(
+        _run("rdns", rdns.lookup, base, ctx, dns_deadline),
+        _registry(base, ctx),
+    )
+    reports = [rdns_report, *registry_reports]
+    hostnames = tuple(dict.fromkeys([*rdns_report.hostnames, *target.hostnames]))
+    network = _network(registry_reports)
+    query = Query(target, hostnames=hostnames, network=network)
+
+    http_deadline = settings.http.timeout * 4 + 1
+    stage2: list[tuple[str, Lookup, float]] = [
+        ("security.txt", securitytxt.lookup, http_deadline),
+        ("domain-rdap", domain_rdap.lookup, settings.rdap.timeout * 3 + settings.whois.timeout),
+        ("overrides", overrides.lookup, dns_deadline),
+    ]
+    reports += await asyncio.gather(*(_run(n, f, query, ctx, d) for n, f, d in stage2))
+    found = merge_contacts(c for r in reports for c in r.contacts)
+    if not any(c.role in (Role.OWNER, Role.OVERRIDE) for c in found):
+        reports.append(await _run("role-mailbox", rolemailbox.lookup, query, ctx, dns_deadline))
+    reports.append(await _run("national-cert", cert.lookup, query, ctx, dns_deadline))
+
+    contacts = merge_contacts(c for r in reports for c in r.contacts)
+    recipients, fallbacks = choose(contacts)
+    return Resolution(
+        target=target,
+        recipients=recipients,
+        fallbacks=fallbacks,
+        network=network,
+        hostnames=hostnames,
+        notes=tuple(f"{r.source}: {n}" for r in reports for n in r.notes),
+        evidence=tuple(e for r in reports for e in r.evidence),
+        errors=tuple((r.source, r.error) for r in reports if r.error),
+    )

@@ -1,0 +1,255 @@
+"""Reverse DNS: the PTR names of the target, kept only when they resolve back to it (FCrDNS).
+
+Anyone who controls the reverse zone of an address can make its PTR say anything
+(``www.bank.example``); only a name whose own A/AAAA records contain the address is evidence that
+the name's owner runs the host. Unconfirmed names are reported as notes, never used.
+
+Many confirmed names still say nothing about the owner: ``ec2-3-1-2-3.compute.amazonaws.com`` or
+``static-1-2-3-4.dsl.isp.example`` name the provider's address pool, and their domain belongs to
+the provider. ``is_generic_hosting_name`` spots them so that later sources (security.txt, role
+mailboxes) do not mistake the provider for the owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import re
+from functools import cache
+
+import dns.exception
+import dns.name
+import dns.resolver
+import dns.reversename
+from publicsuffixlist import PublicSuffixList
+
+from ..addresses import header_text
+from ..errors import SourceProtocolError, SourceTimeout, SourceUnavailable
+from ..models import Evidence, IPAddress, SourceReport
+from . import LookupContext, Query
+
+__all__ = ["lookup", "registrable_domain", "is_generic_hosting_name", "clean_hostname", "SOURCE"]
+
+SOURCE = "rdns"
+_MAX_PTR_NAMES = 10  # a hostile reverse zone may publish hundreds; each costs a forward lookup
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+
+# hosting and cloud domains whose reverse names name the provider's pool, never a customer
+_PROVIDER_DOMAINS = (
+    "amazonaws.com",
+    "googleusercontent.com",
+    "linode.com",
+    "linodeusercontent.com",
+    "vultr.com",
+    "vultrusercontent.com",
+    "ovh.net",
+    "ovh.ca",
+    "ovh.us",
+    "kimsufi.com",
+    "your-server.de",
+    "contaboserver.net",
+    "poneytelecom.eu",
+    "akamaitechnologies.com",
+    "ec2.internal",
+)
+# words ISPs and hosters put in the names of address pools (a whole token, digits allowed)
+_POOL_TOKEN = re.compile(
+    r"^(?:[a-z]*dsl|dyn|dynamic|dynip|static|staticip|pool|cable|cablemodem|customers?|cust"
+    r"|dhcp|ppp|pppoe|broadband|clients?|cpe|unassigned|unknown|rev|reverse|residential"
+    r"|subscriber|dialup|dial|ftth|fibre|fiber|nat|mobile)\d*$"
+)
+# ip-…, host-…, ec2-… as the first label (OVH's ip-51-68-1.eu, AWS's ip-10-0-0-1)
+_POOL_PREFIX = re.compile(r"^(?:ip-|ip\d|host-|ec2-)")
+_NUMBERED_LABEL = re.compile(r"^(?:ip|host|ec2)-\d")
+_DOTTED_QUAD = re.compile(r"(?<!\d)(\d{1,3})[-.](\d{1,3})[-.](\d{1,3})[-.](\d{1,3})(?!\d)")
+
+
+@cache
+def _psl(only_icann: bool) -> PublicSuffixList:
+    # the list shipped inside publicsuffixlist's wheel: read once, never downloaded
+    return PublicSuffixList(only_icann=only_icann)
+
+
+def clean_hostname(name: str) -> str | None:
+    """``name`` as a lower-case ASCII (A-label) host name without the final dot, or None."""
+    if not isinstance(name, str):
+        return None
+    value = name.strip().rstrip(".")
+    if not value or len(value) > 253:
+        return None
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    try:
+        value = value.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    labels = value.split(".")
+    if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        return None
+    if labels[-1].isdigit():
+        return None
+    return value
+
+
+def registrable_domain(name: str) -> str | None:
+    """The domain a registrant holds for ``name`` (``db.example.co.uk`` → ``example.co.uk``).
+
+    Uses the Public Suffix List shipped with ``publicsuffixlist`` (private suffixes included, so
+    ``app.herokuapp.com`` is its own registrable domain). None for IP literals, public suffixes
+    and names that are not host names.
+    """
+    host = clean_hostname(name)
+    if host is None:
+        return None
+    found = _psl(False).privatesuffix(host)
+    return found if isinstance(found, str) else None
+
+
+def _ip_forms(ip: IPAddress) -> list[str]:
+    """How an address tends to be written into its own reverse name."""
+    if ip.version == 4:
+        octets = str(ip).split(".")
+        forms = [
+            "-".join(octets),
+            ".".join(octets),
+            "-".join(reversed(octets)),
+            ".".join(reversed(octets)),
+            "".join(f"{int(o):03d}" for o in octets),
+            f"{int(ip):08x}",
+        ]
+    else:
+        forms = [
+            str(ip).replace(":", "-"),
+            ip.exploded.replace(":", ""),
+            ip.exploded.replace(":", "-"),
+        ]
+    return [form for form in forms if len(form) >= 7]
+
+
+def is_generic_hosting_name(name: str, ip: IPAddress | None = None) -> bool:
+    """Whether ``name`` is a provider's pool name rather than a name its customer chose.
+
+    Matches cloud and hosting domains (AWS, Google Cloud, Linode, Vultr, OVH, Hetzner...), names
+    that spell out an IPv4 address (or ``ip``'s own forms when given), and ISP pool words
+    (``static``, ``dyn``, ``pool``, ``dsl``, ``cable``, ``customer``, ``ip-``, ``host-``...).
+    """
+    host = clean_hostname(name)
+    if host is None:
+        return False
+    if any(host == d or host.endswith("." + d) for d in _PROVIDER_DOMAINS):
+        return True
+    # some hosters register the pool names themselves (OVH's ip-51-68-1.eu)
+    if any(_NUMBERED_LABEL.match(label) for label in host.split(".")):
+        return True
+    # judge only what the registrant chose: the labels left of the ICANN registrable domain
+    base = _psl(True).privatesuffix(host)
+    left = host[: -len(base) - 1] if isinstance(base, str) and host != base else ""
+    if not left:
+        return False
+    if ip is not None and any(form in left for form in _ip_forms(ip)):
+        return True
+    for match in _DOTTED_QUAD.finditer(left):
+        if all(int(part) <= 255 for part in match.groups()):
+            return True
+    if _POOL_PREFIX.match(left):
+        return True
+    tokens = re.split(r"[.-]", left)
+    return any(_POOL_TOKEN.match(token) for token in tokens)
+
+
+async def _confirm(name: str, ip: IPAddress, ctx: LookupContext) -> str | None:
+    """None when ``name`` resolves back to ``ip``; otherwise why it does not."""
+    rdtype = "A" if ip.version == 4 else "AAAA"
+    try:
+        answer = await ctx.resolver.resolve(name, rdtype, search=False)
+    except dns.resolver.NXDOMAIN:
+        return "the name does not exist"
+    except dns.resolver.NoAnswer:
+        return f"it has no {rdtype} record"
+    except dns.exception.Timeout:
+        return "the forward lookup timed out"
+    except dns.resolver.NoNameservers:
+        return "no nameserver answered the forward lookup"
+    except dns.exception.DNSException as exc:
+        return f"the forward lookup failed ({type(exc).__name__})"
+    addresses: list[IPAddress] = []
+    for rdata in answer:
+        try:
+            addresses.append(ipaddress.ip_address(rdata.to_text()))
+        except ValueError:
+            continue
+    if ip in addresses:
+        return None
+    shown = ", ".join(str(a) for a in addresses[:3]) or "nothing"
+    return f"its {rdtype} records point elsewhere ({shown})"
+
+
+async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
+    """PTR names of the target, forward-confirmed; confirmed names go to ``report.hostnames``."""
+    report = SourceReport(source=SOURCE)
+    ip = query.target.ip
+    reverse = dns.reversename.from_address(str(ip))
+    try:
+        answer = await ctx.resolver.resolve(reverse, "PTR", search=False)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        report.notes.append(f"no PTR record for {ip}")
+        return report
+    except dns.exception.Timeout:
+        raise SourceTimeout(
+            f"PTR lookup for {ip} timed out", target=str(ip), source=SOURCE
+        ) from None
+    except dns.resolver.NoNameservers:
+        raise SourceUnavailable(
+            f"PTR lookup for {ip}: no nameserver answered (SERVFAIL or refused)",
+            target=str(ip),
+            source=SOURCE,
+        ) from None
+    except dns.exception.DNSException as exc:
+        raise SourceProtocolError(
+            f"PTR lookup for {ip} failed: {header_text(exc) or type(exc).__name__}",
+            target=str(ip),
+            source=SOURCE,
+        ) from None
+
+    names: list[str] = []
+    for rdata in answer:
+        raw = rdata.target.to_text(omit_final_dot=True) if hasattr(rdata, "target") else ""
+        name = clean_hostname(raw)
+        if name is None:
+            report.notes.append(f"ignored a PTR answer that is not a host name: {header_text(raw)}")
+        elif name not in names:
+            names.append(name)
+    if len(names) > _MAX_PTR_NAMES:
+        report.notes.append(f"{len(names)} PTR names; only the first {_MAX_PTR_NAMES} checked")
+        names = names[:_MAX_PTR_NAMES]
+    rrset_text = answer.rrset.to_text() if answer.rrset is not None else ""
+    report.evidence.append(
+        Evidence(
+            source=SOURCE,
+            locator=f"PTR {reverse.to_text()}",
+            sha256=hashlib.sha256(rrset_text.encode()).hexdigest(),
+            fetched_at=ctx.clock(),
+            detail=header_text(", ".join(names) or "no usable name", limit=500),
+        )
+    )
+    ctx.trace("rdns.ptr", {"ip": str(ip), "names": list(names)})
+
+    reasons = await asyncio.gather(*(_confirm(name, ip, ctx) for name in names))
+    for name, reason in zip(names, reasons, strict=True):
+        if reason is not None:
+            report.notes.append(f"PTR name {name} is not forward-confirmed: {reason}; not used")
+            continue
+        report.hostnames.append(name)
+        if is_generic_hosting_name(name, ip):
+            domain = registrable_domain(name) or name
+            report.notes.append(
+                f"{name} looks like a generic hosting name: its domain {domain} belongs to the "
+                "provider, not to the owner of the host"
+            )
+    ctx.trace("rdns.confirmed", {"ip": str(ip), "hostnames": list(report.hostnames)})
+    return report

@@ -1,0 +1,24 @@
+"""Shared fixtures: the captured corpus, a clean environment, settings pointed at loopback."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CORPUS = Path(os.environ.get("NOTIFY_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+
+
+@pytest.fixture
+def corpus_dir() -> Path:
+    """The real captured RDAP/WHOIS answers, read in place (never copied into the project)."""
+    if not CORPUS.is_dir():
+        pytest.skip(f"captured corpus not found at {CORPUS} (set NOTIFY_CORPUS)")
+    return CORPUS
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test picks up the developer's own configuration."""
+    monkeypatch.delenv("NOTIFY_CONFIG", raising=False)
