@@ -10,18 +10,22 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Coroutine
-from datetime import datetime
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, BinaryIO, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from .audit import AuditLog
+from .batch import BatchCounts
 from .config import Settings, load_settings
 from .errors import AuditIntegrityError, ConfigError, NotifierError
+from .inputs import FORMATS
 from .models import Finding, Resolution
 from .pipeline import Notifier, SendResult, contact_record
 from .sources import utcnow
@@ -166,7 +170,8 @@ def resolve(
 
 
 def print_send(result: SendResult, dry_run: bool) -> None:
-    print_resolution(result.resolution)
+    if result.resolution is not None:
+        print_resolution(result.resolution)
     if dry_run:
         for message in result.messages:
             out.rule(f"message to {message.recipient} (dry run: not sent)")
@@ -181,7 +186,7 @@ def print_send(result: SendResult, dry_run: bool) -> None:
 
 def send_json(result: SendResult) -> dict[str, Any]:
     return {
-        **resolution_json(result.resolution),
+        **(resolution_json(result.resolution) if result.resolution else {}),
         "deliveries": [
             {
                 "recipient": d.recipient,
@@ -251,6 +256,134 @@ def send(
     raise typer.Exit(result.exit_code)
 
 
+# -- batch ------------------------------------------------------------------------------------
+
+
+def _summary_table(counts: BatchCounts, outcomes: dict[str, int]) -> Table:
+    table = Table(title="notify batch", title_justify="left")
+    table.add_column("")
+    table.add_column("count", justify="right")
+    rows = [
+        ("findings read", counts.read),
+        ("bad input lines", counts.problems),
+        ("refused targets", counts.refused),
+        ("duplicates", counts.duplicates),
+        ("distinct addresses", counts.addresses),
+        ("recipients", counts.recipients),
+        ("messages sent", counts.sent),
+        ("messages failed", counts.failed),
+        ("messages skipped", counts.skipped),
+    ]
+    rows += [(f"findings {status}", n) for status, n in sorted(outcomes.items())]
+    for label, value in rows:
+        table.add_row(label, str(value))
+    return table
+
+
+@app.command()
+def batch(
+    file: Annotated[str, typer.Argument(help="Scanner output, or - for standard input.")] = "-",
+    fmt: Annotated[
+        str | None, typer.Option("--format", help=f"Force a format: {', '.join(FORMATS)}.")
+    ] = None,
+    template: Annotated[str | None, typer.Option(help="Template name in templates/.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render; send nothing.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Send even if already sent or in doubt.")
+    ] = False,
+    test_recipient: Annotated[
+        str | None, typer.Option(help="Send every message here instead.")
+    ] = None,
+    max_messages: Annotated[
+        int | None, typer.Option(min=1, help="Raise the per-run message cap.")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="One JSON line per finding outcome.")
+    ] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Many findings at once: one message per contact listing all of that contact's findings."""
+    from .batch import Batch, FindingOutcome
+    from .cache import LookupCache
+    from .inputs import InputProblem, read_findings
+
+    settings = settings_from(config)
+    if fmt is not None and fmt != "auto" and fmt not in FORMATS:
+        fail(f"unknown input format {fmt!r}; known: auto, {', '.join(FORMATS)}")
+    if file == "-":
+        stream: BinaryIO = sys.stdin.buffer
+    else:
+        try:
+            stream = open(file, "rb")  # noqa: SIM115 - closed below, after the run
+        except OSError as exc:
+            fail(f"cannot read {file}: {exc.strerror}")
+    outcomes: dict[str, int] = {}
+    live = sys.stderr.isatty() and not json_output
+
+    def on_outcome(outcome: FindingOutcome) -> None:
+        outcomes[outcome.status] = outcomes.get(outcome.status, 0) + 1
+        if json_output:
+            print(json.dumps(outcome.as_dict(), ensure_ascii=False), flush=True)
+        elif outcome.status in ("bad-input", "refused"):
+            err.print(f"notify: {outcome.reason}", markup=False)
+
+    async def go() -> BatchCounts:
+        cache = LookupCache.from_settings(settings)
+        try:
+            async with Notifier(settings, cache=cache) as notifier:
+                if max_messages:
+                    notifier.max_messages = max_messages
+                with _progress(live) as update:
+                    runner = Batch(
+                        notifier,
+                        template=template,
+                        dry_run=dry_run,
+                        force=force,
+                        test_recipient=test_recipient,
+                        on_progress=update,
+                        on_outcome=on_outcome,
+                    )
+                    for item in read_findings(stream, fmt=fmt):
+                        if isinstance(item, InputProblem):
+                            runner.problem(item.line, item.message)
+                        else:
+                            await runner.submit(item)
+                    await runner.flush()
+                return runner.counts
+        finally:
+            cache.close()
+
+    try:
+        counts = run(go())
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    (err if json_output else out).print(_summary_table(counts, outcomes))
+    raise typer.Exit(1 if outcomes.get("failed") else 0)
+
+
+@contextmanager
+def _progress(live: bool) -> Iterator[Callable[[BatchCounts], None]]:
+    """A progress bar with counts on a terminal; nothing in a pipe."""
+    if not live:
+        yield lambda counts: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[counts]}"))
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("resolving", total=None, counts="")
+
+        def update(c: BatchCounts) -> None:
+            progress.update(
+                task,
+                total=max(c.addresses, 1),
+                completed=c.resolved,
+                counts=f"read {c.read}  resolved {c.resolved}/{c.addresses}  queued {c.queued}"
+                f"  sent {c.sent}  failed {c.failed}",
+            )
+
+        yield update
+
+
 # -- log --------------------------------------------------------------------------------------
 
 
@@ -280,11 +413,15 @@ def log_show(
             sys.stdout.buffer.write(_message_bytes(log, message))
             return
         when = datetime.fromisoformat(since) if since else None
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        records = list(log.select(ip=ip, recipient=recipient, since=when, status=status))
     except ValueError:
         fail(f"--since is not an ISO date: {since!r}")
-    except NotifierError as exc:
+    except ConfigError as exc:
         fail(str(exc))
-    records = log.select(ip=ip, recipient=recipient, since=when, status=status)
+    except NotifierError as exc:
+        fail(str(exc), 1)
     if json_output:
         for record in records:
             print(json.dumps(record, ensure_ascii=False))
@@ -305,6 +442,15 @@ def log_show(
             str(detail),
         )
     out.print(table)
+
+
+def _load_certificates(path: str) -> list[Any]:
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load TSA certificates from {path}: {exc}") from None
 
 
 def _message_bytes(log: AuditLog, message_id: str) -> bytes:
@@ -334,9 +480,20 @@ def log_verify(
         key = load_verify_key(public_key) if public_key else None
     except ConfigError as exc:
         fail(str(exc))
-    report = verify(
-        path, head=expected, public_key=key, messages_dir=settings.state_dir / "messages"
-    )
+    try:
+        trust = _load_certificates(settings.audit.tsa_ca) if settings.audit.tsa_ca else None
+        report = verify(
+            path,
+            head=expected,
+            public_key=key,
+            messages_dir=settings.state_dir / "messages",
+            timestamps_dir=settings.state_dir / "timestamps",
+            tsa_trust=trust,
+        )
+    except ConfigError as exc:
+        fail(str(exc))
+    except NotifierError as exc:
+        fail(str(exc), 1)
     if report.ok:
         out.print(f"audit log {report.summary()}", markup=False)
         return
@@ -365,6 +522,26 @@ def log_export(
     settings = settings_from(config)
     log = AuditLog(settings.state_dir / "audit.jsonl", clock=utcnow)
     log.export("csv" if fmt == "csv" else "json", sys.stdout, ip=ip, recipient=recipient)
+
+
+# -- suppression ------------------------------------------------------------------------------
+
+
+@app.command()
+def suppress(
+    address: Annotated[str, typer.Argument(help="Address (or @domain) never to write to again.")],
+    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Never write to ADDRESS again: recorded in the audit log, honoured by every command."""
+    settings = settings_from(config)
+
+    async def go() -> None:
+        async with Notifier(settings) as notifier:
+            notifier.suppress(address, reason)
+
+    run(go())
+    out.print(f"suppressed {address}", markup=False)
 
 
 # -- contacts ---------------------------------------------------------------------------------

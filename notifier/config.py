@@ -176,6 +176,8 @@ class LimitSettings(_Section):
 
 class AuditSettings(_Section):
     tsa_url: str = ""  # RFC 3161 time-stamping authority for the chain head
+    tsa_ca: str = ""  # PEM of the TSA's certificate(s): verify checks tokens were signed by it
+    tsa_timeout: float = Field(default=10, gt=0)
     signing_key: str = ""  # PEM file of an Ed25519 private key: outcome records are signed
 
 

@@ -71,9 +71,7 @@ async def run_demo(console: Console, keep: Path | None = None) -> int:
             console.print(
                 f"  {log}: {report.lines} records, head {format_head(*head(log))}", markup=False
             )
-            console.print(
-                f"  notify log verify: {report.summary()}", markup=False
-            )
+            console.print(f"  notify log verify: {report.summary()}", markup=False)
             console.print(
                 f"  SMTP server received {len(sandbox.smtp.messages)} messages", markup=False
             )

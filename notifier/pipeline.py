@@ -11,8 +11,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .addresses import clean_address
@@ -21,7 +21,7 @@ from .compose import ComposedMessage, compose
 from .config import Settings
 from .contacts import ContactRegistry
 from .deliver import Mailer
-from .errors import ConfigError, DeliveryError, TransientDeliveryError
+from .errors import ConfigError, DeliveryError, NotifierError, TransientDeliveryError
 from .models import (
     Contact,
     Delivery,
@@ -36,8 +36,11 @@ from .models import (
 )
 from .net import RateLimiter, make_http_client, make_resolver
 from .resolve import resolve
-from .sources import LookupContext, Tracer, utcnow
+from .sources import Cache, LookupContext, Tracer, utcnow
 from .targets import parse_target
+
+if TYPE_CHECKING:
+    from .batch import Batch, FindingOutcome
 
 __all__ = ["Notifier", "SendResult", "contact_record"]
 
@@ -58,7 +61,7 @@ def contact_record(contact: Contact) -> dict[str, Any]:
 class SendResult:
     """What happened to one target's findings."""
 
-    resolution: Resolution
+    resolution: Resolution | None = None  # None for a batch, which has one per address
     deliveries: list[Delivery] = field(default_factory=list)
     messages: list[ComposedMessage] = field(default_factory=list)
 
@@ -95,8 +98,11 @@ class Notifier:
         *,
         clock: Callable[[], datetime] = utcnow,
         trace: Tracer | None = None,
+        cache: Cache | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        self._cache = cache
+        self._batch: Batch | None = None
         self._clock = clock
         self._trace: Tracer = trace or (lambda event, fields: None)
         self._stack = AsyncExitStack()
@@ -105,7 +111,12 @@ class Notifier:
         self._mailer: Mailer | None = None
         self._delivered: set[tuple[str, str]] = set()
         self._in_doubt: set[tuple[str, str]] = set()
+        self._suppressed: set[str] = set()
+        self._sent_today: dict[str, int] = {}
         self.sent_this_run = 0
+        self._wrote = False
+        self.max_messages = self.settings.limits.max_messages_per_run
+        self._domain_limiter = RateLimiter(self.settings.limits.per_domain_per_minute / 60)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -125,11 +136,33 @@ class Notifier:
             clock=self._clock,
             trace=self._trace,
             contacts=ContactRegistry.load(settings.contacts.file or None),
+            cache=self._cache,
         )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._stack.aclose()
+        try:
+            await self._anchor()
+        finally:
+            await self._stack.aclose()
+
+    async def _anchor(self) -> None:
+        """Have the configured TSA timestamp the chain head after a run that wrote to the log.
+
+        A chain kept only by the researcher proves nothing against the researcher; a trusted
+        timestamp over its head, like the head in every message, commits it outside.
+        """
+        url = self.settings.audit.tsa_url
+        if not url or self._audit is None or self._ctx is None or not self._wrote:
+            return
+        try:
+            path, _ = await self._audit.timestamp(
+                url, self._ctx.http, timeout=self.settings.audit.tsa_timeout
+            )
+        except NotifierError as exc:
+            self._audit.append("anchor-failed", tsa=url, error=str(exc))
+        else:
+            self._trace("anchor", {"tsa": url, "token": str(path)})
 
     @property
     def ctx(self) -> LookupContext:
@@ -140,6 +173,9 @@ class Notifier:
     @property
     def audit(self) -> AuditLog:
         """The audit log, opened on first use (resolving alone writes nothing)."""
+        return self._open_audit()
+
+    def _open_audit(self) -> AuditLog:
         if self._audit is None:
             signer = (
                 load_signing_key(self.settings.audit.signing_key)
@@ -151,16 +187,67 @@ class Notifier:
             )
             self._delivered = self._audit.delivered_keys()
             self._in_doubt = {
-                (key, rec["recipient"])
+                (key, str(rec["recipient"]).lower())
                 for rec in self._audit.in_doubt()
                 for key in rec.get("finding_keys", [])
             }
+            self._load_limits(self._audit)
         return self._audit
+
+    def _load_limits(self, audit: AuditLog) -> None:
+        day_ago = self._clock() - timedelta(days=1)
+        for record in audit.records():
+            event = record.get("event")
+            if event == "suppress":
+                self._suppressed.add(str(record.get("recipient", "")).lower())
+            elif event == "outcome" and record.get("status") == "delivered":
+                try:
+                    when = datetime.fromisoformat(str(record.get("time")))
+                except ValueError:
+                    continue
+                if when >= day_ago:
+                    to = str(record.get("recipient", "")).lower()
+                    self._sent_today[to] = self._sent_today.get(to, 0) + 1
 
     async def _get_mailer(self) -> Mailer:
         if self._mailer is None:
             self._mailer = await self._stack.enter_async_context(Mailer(self.settings))
         return self._mailer
+
+    def prior(self, finding: Finding, recipient: str) -> str | None:
+        """What earlier runs did with ``finding`` for ``recipient``: delivered, in-doubt or None."""
+        key = (finding.key, recipient.lower())
+        self._open_audit()  # what earlier runs recorded is loaded with the log
+        if key in self._delivered:
+            return "delivered"
+        if key in self._in_doubt:
+            return "in-doubt"
+        return None
+
+    def suppress(self, address: str, reason: str = "") -> None:
+        """Never write to ``address`` again (recorded in the audit log, honoured everywhere)."""
+        domain = address.strip().lower()
+        if domain.startswith("@") and clean_address("x" + domain):
+            cleaned: str | None = domain
+        else:
+            cleaned = clean_address(address)
+        if cleaned is None:
+            raise ConfigError(f"not an e-mail address or @domain: {address!r}")
+        self.audit.append("suppress", recipient=cleaned, reason=reason)
+        self._suppressed.add(cleaned)
+
+    def _refusal(self, address: str) -> str | None:
+        """Why a message to ``address`` must not be sent now, if it must not."""
+        self._open_audit()
+        limits = self.settings.limits
+        domain = address.rpartition("@")[2]
+        if address in self._suppressed or f"@{domain}" in self._suppressed:
+            return "suppressed: the recipient asked not to be written to"
+        if self.sent_this_run >= self.max_messages:
+            return f"run cap reached: {self.max_messages} messages (raise with --max-messages)"
+        if self._sent_today.get(address, 0) >= limits.per_recipient_per_day:
+            return f"daily cap reached: {limits.per_recipient_per_day} messages to this recipient"
+        return None
 
     # -- resolving --------------------------------------------------------------------------
 
@@ -174,6 +261,7 @@ class Notifier:
         return await resolve(Target(address, tuple(hostnames)), self.ctx)
 
     def record_resolution(self, resolution: Resolution) -> None:
+        self._wrote = True
         self.audit.append(
             "resolution",
             ip=str(resolution.target.ip),
@@ -227,6 +315,29 @@ class Notifier:
         )
         return result
 
+    async def submit(self, finding: Finding, **options: Any) -> None:
+        """Queue a finding of a stream; ``flush`` sends one message per recipient (as ``batch``).
+
+        ``options`` (template, dry_run, force, test_recipient) apply from the first submit on.
+        """
+        from .batch import Batch
+
+        if self._batch is None:
+            self._batch = Batch(self, **options)
+        await self._batch.submit(finding)
+
+    async def flush(self) -> list[FindingOutcome]:
+        """Deliver everything submitted since the last flush; one outcome per finding."""
+
+        if self._batch is None:
+            return []
+        outcomes: list[FindingOutcome] = []
+        batch: Batch = self._batch
+        self._batch = None
+        batch.on_outcome(outcomes.append)
+        await batch.flush()
+        return outcomes
+
     async def deliver_ladder(
         self,
         recipients: Sequence[Contact],
@@ -270,35 +381,51 @@ class Notifier:
         in_reply_to: str | None = None,
         references: Sequence[str] = (),
     ) -> Delivery:
-        """One message to one contact about ``findings``, written ahead to the audit log."""
+        """One message to one contact about ``findings``, written ahead to the audit log.
+
+        Findings already delivered to this contact are left out (unless ``force``); findings
+        an interrupted run may have sent are left out and reported in doubt. Suppressed
+        addresses, the per-recipient daily cap and the per-run cap are refused and logged.
+        """
         address = contact.address
         if test_recipient:
             tester = clean_address(test_recipient)
             if tester is None:
                 raise ConfigError(f"--test-recipient is not an e-mail address: {test_recipient!r}")
             contact = replace(contact, address=tester)
-        now = self._clock()
-        case_ref = case_reference(findings)
+
+        def skipped(status: DeliveryStatus) -> Delivery:
+            delivery = Delivery(address, "", status, role=contact.role)
+            result.deliveries.append(delivery)
+            return delivery
+
         # a rehearsal (--test-recipient) always sends: it shows what owners would get
         if not dry_run and not force and not test_recipient:
-            audit = self.audit
-            new = [f for f in findings if (f.key, contact.address) not in self._delivered]
-            if not new:
-                delivery = Delivery(address, "", DeliveryStatus.ALREADY_SENT, role=contact.role)
-                result.deliveries.append(delivery)
-                return delivery
-            doubtful = [f for f in new if (f.key, contact.address) in self._in_doubt]
+            new = [f for f in findings if self.prior(f, contact.address) is None]
+            doubtful = [f for f in findings if self.prior(f, contact.address) == "in-doubt"]
             if doubtful:
-                audit.append(
+                self.audit.append(
                     "refusal",
                     ip=str(findings[0].ip),
                     recipient=contact.address,
+                    finding_keys=[f.key for f in doubtful],
                     reason="in doubt: an earlier run may have sent this (use --force to resend)",
                 )
-                delivery = Delivery(address, "", DeliveryStatus.IN_DOUBT, role=contact.role)
-                result.deliveries.append(delivery)
-                return delivery
+            if not new:
+                return skipped(DeliveryStatus.IN_DOUBT if doubtful else DeliveryStatus.ALREADY_SENT)
             findings = new
+        refusal = None if dry_run else self._refusal(contact.address)
+        if refusal is not None:
+            self.audit.append(
+                "refusal",
+                ip=str(findings[0].ip),
+                recipient=contact.address,
+                reason=refusal,
+                finding_keys=[f.key for f in findings],
+            )
+            return skipped(DeliveryStatus.SUPPRESSED)
+        now = self._clock()
+        case_ref = case_reference(findings)
         log_head = None if dry_run else format_head(*head(self.audit.path))
         composed = compose(
             findings,
@@ -335,6 +462,7 @@ class Notifier:
         intended: str,
     ) -> Delivery:
         audit = self.audit
+        self._wrote = True
         attempt_id = uuid.uuid4().hex[:16]
         audit.store_message(composed.raw)
         keys = [f.key for f in findings]
@@ -350,6 +478,18 @@ class Notifier:
             case=composed.case_ref,
             finding_keys=keys,
             finding_texts=[f"{f.ip}:{f.port or ''} {f.text}" for f in findings],
+            # structured, so that a follow-up or a bounce fallback can rebuild the findings
+            findings=[
+                {
+                    "ip": f.ip,
+                    "port": f.port,
+                    "text": f.text,
+                    "hostname": f.hostname,
+                    "observed_at": f.observed_at,
+                    "extra": [list(pair) for pair in f.extra],
+                }
+                for f in findings
+            ],
         )
         self._in_doubt.update((k, contact.address) for k in keys)
 
@@ -366,6 +506,7 @@ class Notifier:
                 )
 
         mailer = await self._get_mailer()
+        await self._domain_limiter.wait(contact.address.rpartition("@")[2])
         delivery = await mailer.send(composed, on_attempt=on_attempt)
         delivery = replace(delivery, role=contact.role)
         audit.append(
@@ -386,6 +527,8 @@ class Notifier:
         if delivery.status == DeliveryStatus.DELIVERED:
             if not test_recipient:
                 self._delivered.update((k, contact.address) for k in keys)
+            self._sent_today[contact.address] = self._sent_today.get(contact.address, 0) + 1
+        if delivery.status != DeliveryStatus.FAILED or delivery.attempts:
             self.sent_this_run += 1
         result.deliveries.append(delivery)
         self._trace(

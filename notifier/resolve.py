@@ -72,7 +72,7 @@ async def _registry(query: Query, ctx: LookupContext) -> list[SourceReport]:
         first = found[0]
         if first.error or not any(c.confidence >= 0.8 for c in first.contacts):
             whois_query = replace(query, network=first.network)
-            whois_deadline = settings.whois.timeout * (settings.whois.max_referrals + 2)
+            whois_deadline = settings.whois.timeout * (settings.whois.max_referrals + 4)
             found.append(await _run("whois", whois.lookup, whois_query, ctx, whois_deadline))
         if ctx.cache is not None and any(r.network for r in found):
             cidrs = _cacheable(

@@ -24,6 +24,7 @@ from .config import Settings
 from .sandbox.dns import DNSServer
 from .sandbox.rdap import RDAPRegistry, domain_json, network_json
 from .sandbox.smtp import SMTPServer
+from .sandbox.tsa import TimestampAuthority
 from .sandbox.web import Reply, SandboxCA, WebServer
 from .sandbox.whois import WhoisServer
 from .sandbox.world import REGISTRIES, World, WorldNetwork, demo_world
@@ -158,6 +159,8 @@ class Sandbox:
         }
         self.iana = WhoisServer(self._iana_answer)
         self.smtp = SMTPServer(script=self.world.mail_script)
+        self.tsa = TimestampAuthority()
+        self.tsa.mount(self.web, "/tsa")
 
     # -- world → answers --------------------------------------------------------------------
 
@@ -305,6 +308,17 @@ class Sandbox:
         for name, values in sections.items():
             data[name] = {**data.get(name, {}), **values}
         return data
+
+    @property
+    def tsa_url(self) -> str:
+        """The loopback RFC 3161 time-stamping authority (for ``[audit] tsa_url``)."""
+        return f"https://127.0.0.1:{self.web.port}/tsa"
+
+    def tsa_ca_path(self) -> Path:
+        """The TSA's root certificate (for ``[audit] tsa_ca``)."""
+        path = self.directory / "sandbox-tsa-ca.pem"
+        path.write_bytes(self.tsa.ca_pem())
+        return path
 
     def settings(self, **sections: dict[str, Any]) -> Settings:
         return Settings.from_mapping(self.config(**sections), origin="sandbox")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-CORPUS = Path(os.environ.get("NOTIFY_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus"))
+CORPUS = Path(
+    os.environ.get("NOTIFY_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
+)
 
 
 @pytest.fixture

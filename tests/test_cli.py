@@ -22,7 +22,10 @@ def notify(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     """The installed entry point in a real process, as a user or a pipeline runs it."""
     return subprocess.run(
         [sys.executable, "-m", "notifier", *args],
-        capture_output=True, text=True, timeout=60, env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
     )
 
 
@@ -89,7 +92,10 @@ class TestBadInput:
         """security must be none/starttls/tls; broken TOML is one line too."""
         path = tmp_path / "c.toml"
         path.write_text("[smtp]\nsecurity = 'ssl'\n")
-        assert "smtp.security" in runner.invoke(app, ["resolve", "8.8.8.8", "--config", str(path)]).stderr
+        assert (
+            "smtp.security"
+            in runner.invoke(app, ["resolve", "8.8.8.8", "--config", str(path)]).stderr
+        )
         path.write_text("[smtp\n")
         result = runner.invoke(app, ["resolve", "8.8.8.8", "--config", str(path)])
         assert result.exit_code == 2 and "not valid TOML" in result.stderr
@@ -154,8 +160,14 @@ class TestSend:
     async def test_send_delivers_and_logs(self, sandbox: Sandbox, config: str) -> None:
         """send exits 0 when every contact was reached; log verify then passes."""
         code, stdout, _ = await invoke(
-            "send", "127.1.0.10", "--port", "9200", "--finding",
-            "Elasticsearch on 9200 without authentication", "--config", config,
+            "send",
+            "127.1.0.10",
+            "--port",
+            "9200",
+            "--finding",
+            "Elasticsearch on 9200 without authentication",
+            "--config",
+            config,
         )
         assert code == 0, stdout
         assert "delivered  security@health-dept.test" in stdout
@@ -217,14 +229,14 @@ class TestLog:
         assert code == 1
         assert "line 2" in stderr
 
-    async def test_show_message_prints_the_exact_bytes(
-        self, sandbox: Sandbox, config: str
-    ) -> None:
+    async def test_show_message_prints_the_exact_bytes(self, sandbox: Sandbox, config: str) -> None:
         """log show --message ID prints the bytes the server received."""
         log = await self._sent(config)
         intent = next(json.loads(x) for x in log.read_text().splitlines() if '"intent"' in x)
         result = await asyncio.to_thread(
-            runner.invoke, app, ["log", "show", "--message", intent["message_id"], "--config", config]
+            runner.invoke,
+            app,
+            ["log", "show", "--message", intent["message_id"], "--config", config],
         )
         assert result.stdout_bytes == sandbox.smtp.messages[0].raw
 
@@ -252,3 +264,22 @@ class TestContactsCheck:
         result = runner.invoke(app, ["contacts", "check", str(path)])
         assert result.exit_code == 2
         assert f"{path}:2:" in result.stderr
+
+
+class TestSuppress:
+    async def test_suppress_is_honoured_by_send(self, sandbox: Sandbox, config: str) -> None:
+        """notify suppress @domain stops every message to that domain."""
+        code, _, _ = await invoke(
+            "suppress", "@cloud-eu.test", "--reason", "opt-out", "--config", config
+        )
+        assert code == 0
+        code, stdout, _ = await invoke(
+            "send", "127.2.0.20", "--finding", "open Redis", "--config", config
+        )
+        assert "suppressed" in stdout
+        assert sandbox.smtp.messages == []
+
+    def test_bad_address_is_exit_2(self) -> None:
+        """A non-address is refused with one line."""
+        result = runner.invoke(app, ["suppress", "nobody"])
+        assert result.exit_code == 2 and "not an e-mail address" in result.stderr

@@ -62,7 +62,7 @@ SHADOWSERVER_CSV = f"""\
 "timestamp","ip","protocol","port","hostname","tag","asn","geo","region","city","naics","sic","version","cluster_name"
 "2024-03-18 01:23:45","{V4_A}","tcp",9200,"search.example.org","elasticsearch",15169,"US","CALIFORNIA","MOUNTAIN VIEW",0,0,"7.10.2","prod"
 "2024-03-18 01:24:00","{V4_B}","tcp",9200,"","elasticsearch",5400,"GB","LONDON","LONDON",0,0,"6.8.0","logs"
-""".encode()
+""".encode()  # noqa: E501
 
 JSONL = f"""\
 {{"ip": "{V4_A}", "port": 9200, "finding": "Elasticsearch without authentication", "hostname": "search.example.org", "observed_at": "2024-03-18T10:11:12Z", "ticket": "T-1", "extra": {{"team": "blue"}}}}
@@ -70,7 +70,7 @@ JSONL = f"""\
 {{"ip": "{V4_B}", "port": 9200
 ["not", "an", "object"]
 {{"ip": "{V4_C}", "port": 70000}}
-""".encode()
+""".encode()  # noqa: E501
 
 MASSCAN_JSON = f"""\
 [
@@ -79,7 +79,7 @@ MASSCAN_JSON = f"""\
 {{   "ip": "{V4_B}",   "timestamp": "1710756673", "ports": [ {{"port": 81, "proto": "tcp", "status": "closed", "reason": "rst", "ttl": 54}} ] }},
 {{   "ip": "{V6_A}",   "timestamp": "1710756674", "ports": [ {{"port": 27017, "proto": "tcp", "status": "open", "reason": "syn-ack", "ttl": 57}} ] }}
 ]
-""".encode()
+""".encode()  # noqa: E501
 
 MASSCAN_LIST = f"""\
 #masscan
@@ -134,20 +134,20 @@ NMAP_XML = f"""\
 <runstats><finished time="1710756690" timestr="Mon Mar 18 10:11:30 2024" elapsed="18.12" exit="success"/><hosts up="3" down="0" total="3"/>
 </runstats>
 </nmaprun>
-""".encode()
+""".encode()  # noqa: E501
 
 NUCLEI = f"""\
 {{"template":"http/misconfiguration/elasticsearch-unauth.yaml","template-url":"https://cloud.projectdiscovery.io/public/elasticsearch-unauth","template-id":"elasticsearch-unauth","template-path":"/root/nuclei-templates/http/misconfiguration/elasticsearch-unauth.yaml","info":{{"name":"Elasticsearch - Unauthenticated Access","author":["pdteam"],"tags":["elastic","unauth"],"description":"Elasticsearch was accessed without authentication.","reference":["https://www.elastic.co/guide/"],"severity":"high","metadata":{{"max-request":1}},"classification":{{"cve-id":null,"cwe-id":["cwe-200"]}}}},"type":"http","host":"{V4_A}","port":"9200","scheme":"http","url":"http://{V4_A}:9200","matched-at":"http://admin:SECRETPW@{V4_A}:9200/_cat/indices?v&token=SECRETDATA","extracted-results":["customers 12GB SECRETDATA"],"request":"GET /_cat/indices?v HTTP/1.1\\r\\nHost: {V4_A}:9200\\r\\n\\r\\n","response":"HTTP/1.1 200 OK\\r\\n\\r\\ngreen open customers SECRETDATA","ip":"{V4_A}","timestamp":"2024-03-18T10:11:12.123456789+01:00","curl-command":"curl -X 'GET' 'http://{V4_A}:9200/_cat/indices'","matcher-status":true}}
 {{"template-id":"git-config","info":{{"name":"Git Config - Detect","severity":"medium"}},"type":"http","host":"https://db.example.org","matched-at":"https://db.example.org/.git/config","ip":"{V4_B}","timestamp":"2024-03-18T10:12:00Z","response":"[core] SECRETDATA","matcher-status":true}}
 {{"template-id":"redis-default-logins","info":{{"name":"Redis - Default Logins","severity":"high"}},"type":"network","host":"{V4_C}:6379","matched-at":"{V4_C}:6379","ip":"{V4_C}","timestamp":"2024-03-18T10:13:00Z","matcher-status":false}}
 {{"template-id":"ssh-weak","info":{{"name":"SSH weak","severity":"low"}},"host":"db.example.org","timestamp":"2024-03-18T10:14:00Z"}}
-""".encode()
+""".encode()  # noqa: E501
 
 ZGRAB2 = f"""\
 {{"ip":"{V4_A}","domain":"search.example.org","data":{{"http":{{"status":"success","protocol":"http","result":{{"response":{{"status_code":200,"body":"SECRETDATA","headers":{{"server":["nginx"]}},"request":{{"url":{{"scheme":"http","host":"{V4_A}:8080","path":"/"}},"method":"GET"}}}}}},"timestamp":"2024-03-18T10:11:12Z"}}}}}}
 {{"ip":"{V4_B}","data":{{"ssh":{{"status":"success","protocol":"ssh","port":22,"result":{{"server_id":{{"raw":"SSH-2.0-OpenSSH_8.9 SECRETDATA"}}}},"timestamp":"2024-03-18T10:11:13Z"}},"redis":{{"status":"connection-timeout","protocol":"redis","timestamp":"2024-03-18T10:11:14Z","error":"dial tcp: i/o timeout"}}}}}}
 {{"domain":"only-a-name.example.org","data":{{"http":{{"status":"success","protocol":"http"}}}}}}
-""".encode()
+""".encode()  # noqa: E501
 
 ZMAP_CSV = f"""\
 saddr,daddr,sport,dport,seqnum,acknum,window,classification,success,repeat,cooldown,timestamp_str,timestamp_ts,timestamp_us
@@ -400,9 +400,8 @@ class TestJsonl:
 
     def test_deep_nesting_refused(self) -> None:
         """JSON nested past the depth bound is a problem, not a crash."""
-        deep = '{"ip": "%s", "x": %s1%s}\n' % (V4_A, "[" * 100, "]" * 100)
-        very_deep = '{"ip": "%s", "x": %s1%s}\n' % (V4_A, "[" * 100_000, "]" * 100_000)
-        for line in (deep, very_deep):
+        for depth in (100, 100_000):
+            line = f'{{"ip": "{V4_A}", "x": {"[" * depth}1{"]" * depth}}}\n'
             items = read(line.encode() + f'{{"ip": "{V4_B}"}}\n'.encode(), "jsonl")
             assert "nested deeper" in problems(items)[0][1]
             assert [str(f.ip) for f in findings(items)] == [V4_B]
@@ -424,7 +423,11 @@ class TestMasscan:
 
     def test_json_old_trailer_and_bad_record(self) -> None:
         """The old '{finished: 1}' trailer is ignored; a record without ports is reported."""
-        data = f'[\n{{"ip": "{V4_A}"}},\n{{"ip": "{V4_B}", "ports": [{{"port": 1, "status": "open"}}]}},\n{{finished: 1}}\n]\n'
+        data = (
+            f'[\n{{"ip": "{V4_A}"}},\n'
+            f'{{"ip": "{V4_B}", "ports": [{{"port": 1, "status": "open"}}]}},\n'
+            "{finished: 1}\n]\n"
+        )
         items = read(data.encode())
         assert problems(items) == [(2, "no ports list in masscan record")]
         assert [str(f.ip) for f in findings(items)] == [V4_B]
@@ -470,17 +473,15 @@ class TestNmap:
 
     def test_truncated_report_keeps_earlier_hosts(self) -> None:
         """An interrupted scan's report yields the hosts it finished, then one problem."""
-        cut = NMAP_XML[: NMAP_XML.index(b"<host starttime=\"1710756680\"")]
+        cut = NMAP_XML[: NMAP_XML.index(b'<host starttime="1710756680"')]
         items = read(cut)
         assert len(findings(items)) == 2
-        (line, message), = problems(items)
+        ((line, message),) = problems(items)
         assert "malformed XML" in message and line == cut.count(b"\n")
 
     def test_billion_laughs_refused(self) -> None:
         """An entity-expansion bomb is refused at once, without memory growth."""
-        entities = "\n".join(
-            f'<!ENTITY lol{i} "{("&lol%d;" % (i - 1)) * 10}">' for i in range(1, 10)
-        )
+        entities = "\n".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
         bomb = (
             '<?xml version="1.0"?>\n<!DOCTYPE nmaprun [\n<!ENTITY lol0 "lol">\n'
             f"{entities}\n]>\n<nmaprun>&lol9;</nmaprun>\n"
@@ -665,9 +666,29 @@ _mutated_line = st.one_of(
     ),
     st.text(max_size=80),
 )
+_KEYS = [
+    "ip", "host", "port", "ports", "proto", "status", "service", "name", "finding", "hostname",
+    "timestamp", "observed_at", "extra", "template-id", "info", "severity", "matched-at",
+    "matcher-status", "data", "http", "result", "domain", "response", "request", "url",
+]  # fmt: skip
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats()
+    | st.sampled_from([V4_A, V6_A, "9200", "open", "success", "2024-03-18T10:11:12Z"])
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_KEYS), inner),
+    max_leaves=20,
+)
+_json_lines = st.lists(
+    st.dictionaries(st.sampled_from(_KEYS), _json_values, max_size=8).map(json.dumps),
+    max_size=10,
+).map(lambda ls: "\n".join(ls).encode())
 _documents = st.one_of(
     st.binary(max_size=2000),
     st.lists(_mutated_line, max_size=30).map(lambda ls: "\n".join(ls).encode()),
+    _json_lines,
 )
 
 

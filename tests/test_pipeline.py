@@ -76,8 +76,11 @@ class TestSend:
     async def test_no_contact_at_all_goes_to_national_cert(self, tmp_path: Path) -> None:
         """A network without any abuse contact or host name is reported to its national CERT."""
         world = World(
-            networks=(WorldNetwork("127.5.0.0/16", "ripe", "ORPHAN", "ORPHAN-NET", "NL",
-                                   "Orphan BV", None),),
+            networks=(
+                WorldNetwork(
+                    "127.5.0.0/16", "ripe", "ORPHAN", "ORPHAN-NET", "NL", "Orphan BV", None
+                ),
+            ),
             hosts=(WorldHost("127.5.0.5"),),
         )
         async with Sandbox(world, directory=tmp_path) as box:
@@ -91,8 +94,11 @@ class TestSend:
     async def test_failure_with_no_fallback_left_exits_1(self, tmp_path: Path) -> None:
         """When every rung fails, the result says so (exit status 1)."""
         world = World(
-            networks=(WorldNetwork("127.6.0.0/16", "arin", "NET-6", "GONE", "ZZ", "Gone Inc",
-                                   "abuse@gone.test"),),
+            networks=(
+                WorldNetwork(
+                    "127.6.0.0/16", "arin", "NET-6", "GONE", "ZZ", "Gone Inc", "abuse@gone.test"
+                ),
+            ),
             hosts=(WorldHost("127.6.0.6"),),
             mail_script={"abuse@gone.test": ["550 5.1.1 no such user"]},
         )
@@ -159,8 +165,11 @@ class TestIdempotence:
             resolution = await notifier.resolve("127.2.0.20")
             item = finding("127.2.0.20")
             notifier.audit.append(
-                "intent", attempt_id="crashed", ip="127.2.0.20",
-                recipient=resolution.recipients[0].address, finding_keys=[item.key],
+                "intent",
+                attempt_id="crashed",
+                ip="127.2.0.20",
+                recipient=resolution.recipients[0].address,
+                finding_keys=[item.key],
             )
         async with Notifier(settings) as notifier:
             result = await notifier.send([item])
@@ -188,5 +197,100 @@ class TestTestRecipient:
         assert {r for m in sandbox.smtp.messages for r in m.rcpt_tos} == {"me@research.test"}
         intents = [r for r in records(sandbox) if r["event"] == "intent"]
         assert {r["intended_recipient"] for r in intents} == {
-            "security@health-dept.test", "abuse@telecom-in.test"
+            "security@health-dept.test",
+            "abuse@telecom-in.test",
         }
+
+
+class TestEvidence:
+    async def test_chain_head_is_timestamped_after_a_run(self, sandbox: Sandbox) -> None:
+        """With a TSA configured, the run ends with an anchor record and a stored token."""
+        audit = {"tsa_url": sandbox.tsa_url, "tsa_ca": str(sandbox.tsa_ca_path())}
+        settings = sandbox.settings(audit=audit)
+        async with Notifier(settings) as notifier:
+            await notifier.send([finding("127.2.0.20")])
+        log = records(sandbox)
+        assert log[-1]["event"] == "anchor"
+        tokens = list((settings.state_dir / "timestamps").iterdir())
+        assert tokens
+        report = verify(
+            settings.state_dir / "audit.jsonl",
+            timestamps_dir=settings.state_dir / "timestamps",
+            messages_dir=settings.state_dir / "messages",
+        )
+        assert report.ok and report.timestamps
+
+    async def test_signed_outcomes_verify_with_the_public_key(
+        self, sandbox: Sandbox, tmp_path: Path
+    ) -> None:
+        """With an Ed25519 key configured, outcome records are signed and verify checks them."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        key = ed25519.Ed25519PrivateKey.generate()
+        key_file = tmp_path / "signing.pem"
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        settings = sandbox.settings(audit={"signing_key": str(key_file)})
+        async with Notifier(settings) as notifier:
+            await notifier.send([finding("127.2.0.20")])
+        outcome = next(r for r in records(sandbox) if r["event"] == "outcome")
+        assert "sig" in outcome
+        report = verify(settings.state_dir / "audit.jsonl", public_key=key.public_key())
+        assert report.ok and report.signatures == 1
+        other = ed25519.Ed25519PrivateKey.generate().public_key()
+        assert not verify(settings.state_dir / "audit.jsonl", public_key=other).ok
+
+
+class TestLimits:
+    async def test_suppressed_address_is_never_written_to(self, sandbox: Sandbox) -> None:
+        """A suppressed recipient is refused and the refusal is logged."""
+        async with Notifier(sandbox.settings()) as notifier:
+            notifier.suppress("abuse@cloud-eu.test", "asked us to stop")
+            result = await notifier.send([finding("127.2.0.20")])
+        assert [d.status for d in result.deliveries][0] == DeliveryStatus.SUPPRESSED
+        assert not any("abuse@cloud-eu.test" in m.rcpt_tos for m in sandbox.smtp.messages)
+        assert any(r["event"] == "refusal" for r in records(sandbox))
+
+    async def test_run_cap_stops_sending(self, sandbox: Sandbox) -> None:
+        """Past limits.max_messages_per_run nothing more is sent in that run."""
+        settings = sandbox.settings(limits={"max_messages_per_run": 1})
+        async with Notifier(settings) as notifier:
+            result = await notifier.send([finding("127.1.0.10")])
+        assert [d.status for d in result.deliveries].count(DeliveryStatus.SUPPRESSED) == 1
+        assert len(sandbox.smtp.messages) == 1
+
+    async def test_daily_cap_per_recipient(self, sandbox: Sandbox) -> None:
+        """limits.per_recipient_per_day counts deliveries of the last 24 hours across runs."""
+        settings = sandbox.settings(limits={"per_recipient_per_day": 1})
+        async with Notifier(settings) as notifier:
+            await notifier.send([finding("127.2.0.20")])
+        async with Notifier(settings) as notifier:
+            second = await notifier.send([finding("127.2.0.21", "open Redis", 6379)])
+        assert second.deliveries[0].status == DeliveryStatus.SUPPRESSED
+
+    async def test_state_files_are_private(self, sandbox: Sandbox) -> None:
+        """The audit log and stored messages are created with mode 0600."""
+        settings = sandbox.settings()
+        async with Notifier(settings) as notifier:
+            await notifier.send([finding("127.2.0.20")])
+        state = settings.state_dir
+        assert (state / "audit.jsonl").stat().st_mode & 0o777 == 0o600
+        for message in (state / "messages").iterdir():
+            assert message.stat().st_mode & 0o777 == 0o600
+
+    async def test_smtp_password_never_reaches_the_log(
+        self, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The password from the environment appears in no state file."""
+        monkeypatch.setenv("NOTIFY_SMTP_PASSWORD", "hunter2-very-secret")
+        async with Notifier(sandbox.settings()) as notifier:
+            await notifier.send([finding("127.2.0.20")])
+        for path in sandbox.settings().state_dir.rglob("*"):
+            if path.is_file():
+                assert b"hunter2-very-secret" not in path.read_bytes()

@@ -44,6 +44,8 @@ Mode = Literal[
 _OID_SHA256 = univ.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
 _OID_ECDSA_SHA256 = univ.ObjectIdentifier("1.2.840.10045.4.3.2")
 _POLICY = univ.ObjectIdentifier("2.999.1")  # the ITU example arc: never a real policy
+# PKIFailureInfo bit numbers (RFC 3161 §2.4.2)
+_BAD_ALG, _BAD_REQUEST, _BAD_DATA_FORMAT = 0, 2, 5
 
 
 def _name(common_name: str) -> x509.Name:
@@ -156,15 +158,15 @@ class TimestampAuthority:
             return b"\x30\x03not a reply"
         try:
             request, rest = der_decoder.decode(query, asn1Spec=rfc3161.TimeStampReq())
-        except PyAsn1Error:
-            return self._refusal(2, "request is not DER")  # failInfo badDataFormat
+        except (PyAsn1Error, ValueError, TypeError):
+            return self._refusal(_BAD_DATA_FORMAT, "request is not DER")
         if rest:
-            return self._refusal(2, "trailing bytes after the request")
+            return self._refusal(_BAD_DATA_FORMAT, "trailing bytes after the request")
         if self.mode == "reject":
-            return self._refusal(2, "rejected on purpose")
+            return self._refusal(_BAD_REQUEST, "rejected on purpose")
         imprint = request["messageImprint"]
         if imprint["hashAlgorithm"]["algorithm"] != _OID_SHA256:
-            return self._refusal(0, "only SHA-256 imprints")  # failInfo badAlg
+            return self._refusal(_BAD_ALG, "only SHA-256 imprints")
         hashed = bytes(imprint["hashedMessage"])
         nonce = int(request["nonce"]) if request["nonce"].isValue else None
         if self.mode == "wrong-imprint":

@@ -23,7 +23,7 @@ from ..net import RateLimiter
 if TYPE_CHECKING:
     from ..contacts import ContactRegistry
 
-__all__ = ["Query", "LookupContext", "Source", "Tracer", "utcnow"]
+__all__ = ["Query", "LookupContext", "Source", "Cache", "Tracer", "utcnow"]
 
 Tracer = Callable[[str, dict[str, Any]], None]
 
