@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import email
 import tempfile
+from email import policy
+from email.message import EmailMessage
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from .audit import format_head, head, verify
+from .audit import AuditLog, format_head, head, verify
 from .models import Finding
 from .pipeline import Notifier, SendResult
 from .testing import Sandbox
@@ -25,7 +28,7 @@ CASES = (
 def _printer(console: Console) -> Any:
     def trace(event: str, fields: dict[str, Any]) -> None:
         if event == "source-done":
-            found = ", ".join(fields["contacts"]) or "nothing"
+            found = ", ".join(fields["contacts"] or fields.get("hostnames", [])) or "nothing"
             error = f"  ({fields['error']})" if fields.get("error") else ""
             console.print(f"    {fields['source']:<13} → {found}{error}", markup=False)
         elif event == "delivery":
@@ -35,6 +38,18 @@ def _printer(console: Console) -> Any:
             )
 
     return trace
+
+
+def _readable(raw: bytes) -> list[str]:
+    """Headers, the text part decoded, and the attachments by name."""
+    message = email.message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    lines = [f"{name}: {value}" for name, value in message.items() if name != "Content-Type"]
+    body = message.get_body(("plain",))
+    if body is not None and isinstance(body, EmailMessage):
+        lines += ["", *str(body.get_content()).splitlines()]
+    lines += [f"[attachment: {part.get_filename()}]" for part in message.iter_attachments()]
+    return lines
 
 
 async def run_demo(console: Console, keep: Path | None = None) -> int:
@@ -62,11 +77,17 @@ async def run_demo(console: Console, keep: Path | None = None) -> int:
                         )
             first = results[0].messages[0]
             console.rule(f"the message {first.recipient} received")
-            console.print(
-                first.raw.decode("utf-8", "replace").replace("\r\n", "\n")[:4000], markup=False
-            )
+            for line in _readable(first.raw):
+                console.print(line, markup=False)
             log = settings.state_dir / "audit.jsonl"
             console.rule("the audit log")
+            for record in AuditLog(log, clock=lambda: datetime.now(UTC)).records():
+                who = record.get("recipient") or record.get("to") or record.get("ip") or ""
+                what = record.get("status") or record.get("reason") or record.get("error") or ""
+                console.print(
+                    f"  {record['seq']:>3}  {record['event']:<10} {who:<28} {what}"[:120],
+                    markup=False,
+                )
             report = verify(log, messages_dir=settings.state_dir / "messages")
             console.print(
                 f"  {log}: {report.lines} records, head {format_head(*head(log))}", markup=False

@@ -45,7 +45,12 @@ async def _run(
         report = SourceReport(name, error=str(exc) or type(exc).__name__)
     ctx.trace(
         "source-done",
-        {"source": name, "contacts": [c.address for c in report.contacts], "error": report.error},
+        {
+            "source": name,
+            "contacts": [c.address for c in report.contacts],
+            "hostnames": list(report.hostnames),
+            "error": report.error,
+        },
     )
     return report
 
