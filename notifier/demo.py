@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import email
 import tempfile
+from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
