@@ -30,6 +30,7 @@ import dataclasses
 import enum
 import errno
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -65,6 +66,7 @@ __all__ = [
     "GENESIS",
     "LOG_NAME",
     "AuditLog",
+    "GroupCommit",
     "Problem",
     "VerifyReport",
     "TimestampToken",
@@ -196,7 +198,9 @@ def _name_words(name: str) -> list[str]:
     return [w for w in re.split(r"[^a-z0-9]+", spaced) if w]
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_secret_name(name: str) -> bool:
+    # field names repeat in every record (a batch writes thousands alike): decide each once
     words = _name_words(name)
     if any(w in _SECRET_WORDS for w in words) or "".join(words) in _SECRET_WORDS:
         return True
@@ -473,6 +477,8 @@ class AuditLog:
         self._signer = signer
         self._key_id = key_id(signer.public_key()) if signer is not None else None
         self.torn_tail: TornTail | None = self._detect_torn()
+        # (inode, offset, complete lines before it): where ``head`` stopped counting last time
+        self._counted: tuple[int, int, int] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock) -> AuditLog:
@@ -500,6 +506,29 @@ class AuditLog:
                 self._move_torn(fd, tail.torn)
                 tail = _read_tail(fd)
             return self._write_record(fd, tail, event, plain)
+
+    def append_many(self, entries: Iterable[tuple[str, Mapping[str, object]]]) -> list[Record]:
+        """Write several records in order with one write and one ``fsync`` (a group commit).
+
+        Each entry is ``(event, fields)`` and is checked as ``append`` checks it; nothing is
+        written when any is refused. Returns the records as stored.
+        """
+        items: list[tuple[str, Record]] = []
+        for event, fields in entries:
+            if not _EVENT.fullmatch(event):
+                raise ValueError(f"bad audit event name: {event!r}")
+            items.append((event, _normalise_fields(fields)))
+        return self._append_checked(items)
+
+    def _append_checked(self, items: list[tuple[str, Record]]) -> list[Record]:
+        if not items:
+            return []
+        with self._locked() as fd:
+            tail = _read_tail(fd)
+            if tail.torn is not None:
+                self._move_torn(fd, tail.torn)
+                tail = _read_tail(fd)
+            return self._write_records(fd, tail, items)
 
     def recover(self) -> Record | None:
         """Move a torn last line aside now; return the ``torn-tail`` record, or None if intact."""
@@ -570,8 +599,34 @@ class AuditLog:
     # ---------------------------------------------------------------- reading
 
     def head(self) -> tuple[int, str]:
-        """``(line count, hash of the last line)`` of the log on disk."""
-        return head(self.path)
+        """``(line count, hash of the last line)`` of the log on disk, as :func:`head` says.
+
+        Lines are counted once: a later call counts only what was appended since, so quoting
+        the head in every message of a long run does not re-read the whole log each time.
+        """
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self._counted = None
+            return 0, GENESIS
+        except OSError as exc:
+            raise AuditError(f"cannot read {self.path}: {exc.strerror}") from None
+        try:
+            inode = os.fstat(fd).st_ino
+            tail = _read_tail(fd)
+            if tail.last is None:
+                self._counted = None
+                return 0, GENESIS
+            known = self._counted
+            if known is not None and known[0] == inode and known[1] <= tail.end:
+                count = known[2] + _count_lines(fd, tail.end, start=known[1])
+            else:
+                count = _count_lines(fd, tail.end)
+        finally:
+            os.close(fd)
+        digest = _last_hash(tail.last, count)
+        self._counted = (inode, tail.end, count)
+        return count, digest
 
     def verify(
         self,
@@ -777,6 +832,9 @@ class AuditLog:
             raise AuditError(f"cannot lock the audit log: {exc.strerror}") from None
 
     def _write_record(self, fd: int, tail: _Tail, event: str, fields: Record) -> Record:
+        return self._write_records(fd, tail, [(event, fields)])[0]
+
+    def _write_records(self, fd: int, tail: _Tail, items: list[tuple[str, Record]]) -> list[Record]:
         if tail.last is None:
             seq, prev = 1, GENESIS
         else:
@@ -790,17 +848,29 @@ class AuditLog:
                     line=line,
                 ) from None
             seq, prev = last["seq"] + 1, last["hash"]
-        record: Record = {**fields, "seq": seq, "time": _utc_iso(self._clock()), "event": event}
-        record["prev"] = prev
-        if self._signer is not None and event == "outcome":
-            record["key_id"] = self._key_id
-        record["hash"] = record_hash(record)
-        if self._signer is not None and event == "outcome":
-            signature = self._signer.sign(bytes.fromhex(record["hash"]))
-            record["sig"] = base64.b64encode(signature).decode("ascii")
-        data = (_canonical(record) + "\n").encode("utf-8")
-        if len(data) > MAX_RECORD_BYTES:
-            raise ValueError(f"audit record too large ({len(data)} bytes)")
+        records: list[Record] = []
+        lines: list[bytes] = []
+        for event, fields in items:
+            record: Record = {
+                **fields,
+                "seq": seq,
+                "time": _utc_iso(self._clock()),
+                "event": event,
+            }
+            record["prev"] = prev
+            if self._signer is not None and event == "outcome":
+                record["key_id"] = self._key_id
+            record["hash"] = record_hash(record)
+            if self._signer is not None and event == "outcome":
+                signature = self._signer.sign(bytes.fromhex(record["hash"]))
+                record["sig"] = base64.b64encode(signature).decode("ascii")
+            encoded = (_canonical(record) + "\n").encode("utf-8")
+            if len(encoded) > MAX_RECORD_BYTES:
+                raise ValueError(f"audit record too large ({len(encoded)} bytes)")
+            records.append(record)
+            lines.append(encoded)
+            seq, prev = seq + 1, record["hash"]
+        data = b"".join(lines)
         try:
             written = os.write(fd, data)
         except OSError as exc:
@@ -813,7 +883,7 @@ class AuditLog:
             os.fsync(fd)
         except OSError as exc:
             raise AuditError(f"cannot flush the audit log to disk: {exc.strerror}") from None
-        return record
+        return records
 
     @staticmethod
     def _roll_back(fd: int, size: int) -> None:
@@ -871,9 +941,64 @@ class AuditLog:
         return record
 
 
-def _count_lines(fd: int, end: int) -> int:
+class GroupCommit:
+    """Appends from concurrent tasks, written together: one lock, one write, one fsync a group.
+
+    ``await group.append(event, **fields)`` returns the record once it is on disk, exactly as
+    ``AuditLog.append`` does, so an intent is still durable before its SMTP transaction. Records
+    that tasks hand in while a group is being written wait for the next one; the disk work runs
+    in a worker thread, so the event loop goes on while the disk syncs. Fields are checked in
+    the caller, so a refused record raises there; a failed write (or a record over the size
+    cap) fails every record of its group, and nothing of that group is written.
+    """
+
+    def __init__(self, log: AuditLog, *, max_group: int = 256) -> None:
+        self.log = log
+        self.max_group = max(1, max_group)
+        self.groups = 0  # writes (and fsyncs) done
+        self._pending: deque[tuple[str, Record, asyncio.Future[Record]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def append(self, event: str, /, **fields: object) -> Record:
+        """Queue one record and wait until it is on disk (``AuditLog.append``'s contract)."""
+        if not _EVENT.fullmatch(event):
+            raise ValueError(f"bad audit event name: {event!r}")
+        plain = _normalise_fields(fields)
+        done: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, plain, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        # shielded: a caller giving up must not cancel the write other records share
+        return await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            group = [
+                self._pending.popleft() for _ in range(min(self.max_group, len(self._pending)))
+            ]
+            items = [(event, plain) for event, plain, _ in group]
+            try:
+                records = await asyncio.to_thread(self.log._append_checked, items)
+            except BaseException as exc:
+                for _, _, done in group:
+                    if done.done():
+                        continue
+                    if isinstance(exc, asyncio.CancelledError):
+                        done.cancel()
+                    else:
+                        done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            self.groups += 1
+            for (_, _, done), record in zip(group, records, strict=True):
+                if not done.done():
+                    done.set_result(record)
+
+
+def _count_lines(fd: int, end: int, start: int = 0) -> int:
     count = 0
-    offset = 0
+    offset = start
     while offset < end:
         block = os.pread(fd, min(1 << 20, end - offset), offset)
         if not block:
@@ -939,14 +1064,18 @@ def head(path: str | os.PathLike[str]) -> tuple[int, str]:
         count = _count_lines(fd, tail.end)
     finally:
         os.close(fd)
+    return count, _last_hash(tail.last, count)
+
+
+def _last_hash(last: bytes, count: int) -> str:
     try:
-        value = json.loads(tail.last)
+        value = json.loads(last)
     except (ValueError, RecursionError):
         value = None
     digest = value.get("hash") if isinstance(value, dict) else None
     if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
         raise AuditIntegrityError(f"line {count} (the last) is not an audit record", line=count)
-    return count, digest
+    return digest
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,13 @@ The fallback rule is ``Notifier.deliver_ladder``'s, applied after the fact: a ca
 when *every* contact it was sent to has now failed (refused at send time or bounced permanently;
 a message still in doubt counts as reaching). It then goes to the resolution's fallbacks
 (registrar, national CERT) not yet tried for the case, in order, stopping at the first that
-accepts. While any other contact of the case still stands, the bounce is recorded and nothing
-is sent. Each report is processed once: its Message-ID (or the digest of its bytes when it has
-none) is kept in the ``bounce`` records, and a report seen again is skipped.
+accepts; addresses on the suppression list are not tried. While any other contact of the case
+still stands, the bounce is recorded and nothing is sent. When a sending limit (daily or per-run
+cap) refuses the fallback, the report stays processed and ``followup`` climbs the ladder for the
+case once it is due.
+
+Each report is processed once: its Message-ID (or the digest of its bytes when it has none) is
+kept in the ``bounce`` records, and a report seen again is skipped.
 """
 
 from __future__ import annotations
@@ -152,11 +156,11 @@ def _status(status: str, diagnostic: str) -> str:
     return f"{match.group(1)}.0.0" if match else ""
 
 
-def _children(part: Message) -> list[Message]:
+def _children(part: Message, limit: int = _MAX_PARTS) -> list[Message]:
     payload = part.get_payload()
     if not isinstance(payload, list):
         return []
-    return [p for p in payload[:_MAX_PARTS] if isinstance(p, Message)]
+    return [p for p in payload[:limit] if isinstance(p, Message)]
 
 
 def _find_report(message: Message, depth: int = 0) -> Message | None:
@@ -184,18 +188,30 @@ def _raw_payload(part: Message) -> bytes:
     return text.encode("utf-8", "replace")[:_MAX_STATUS_BYTES] if isinstance(text, str) else b""
 
 
+def _status_text(part: Message) -> str:
+    children = _children(part, 1)
+    if children:
+        # the parser takes message/global-delivery-status for an encapsulated message: its
+        # "headers" are the per-message block and its body the recipient blocks
+        try:
+            text = children[0].as_string()
+        except (ValueError, LookupError, TypeError):
+            text = ""
+    else:
+        text = _raw_payload(part).decode("utf-8", "replace")
+    return text[:_MAX_STATUS_BYTES].replace("\r\n", "\n")
+
+
 def _status_blocks(part: Message) -> list[dict[str, str]]:
     """The header blocks of a delivery-status part: per-message first, then per-recipient."""
-    blocks: list[dict[str, str]] = []
-    children = _children(part)
-    if children:
-        for child in children[: _MAX_RECIPIENTS + 1]:
-            blocks.append({str(k).lower(): _header(v) for k, v in child.items()})
-        return [b for b in blocks if b]
-    # not split by the parser (message/global-delivery-status, or an encoded body)
-    text = _raw_payload(part).decode("utf-8", "replace").replace("\r\n", "\n")
+    if part.get_content_type() == "message/delivery-status":
+        children = _children(part, _MAX_RECIPIENTS + 1)
+        if children:
+            blocks = [{str(k).lower(): _header(v) for k, v in c.items()} for c in children]
+            return [b for b in blocks if b]
+    blocks = []
     parser = HeaderParser(policy=compat32)
-    for chunk in re.split(r"\n[ \t]*\n", text)[: _MAX_RECIPIENTS + 1]:
+    for chunk in re.split(r"\n[ \t]*\n", _status_text(part))[: _MAX_RECIPIENTS + 1]:
         if chunk.strip():
             headers = parser.parsestr(chunk.strip("\n") + "\n", headersonly=True)
             block = {str(k).lower(): _header(v) for k, v in headers.items()}
@@ -381,6 +397,7 @@ class BounceOutcome(StrEnum):
     FALLBACK = "fallback"  # every contact of the case failed: a fallback accepted the report
     FALLBACK_FAILED = "fallback-failed"  # ... and every fallback failed too
     EXHAUSTED = "exhausted"  # every contact failed and no fallback is left to try
+    DEFERRED = "deferred"  # a sending limit refused the fallback; follow-ups escalate later
     UNMATCHED = "unmatched"  # not about anything we sent: not recorded
     DUPLICATE = "duplicate"  # this report was processed in an earlier run
     IGNORED = "ignored"  # a success notice (delivered/relayed/expanded)
@@ -606,6 +623,13 @@ async def _process(
             )
         delivery = await notifier.deliver(contact, findings, network, result, dry_run=dry_run)
         book.note_delivery(case, contact, delivery)
+        if delivery.status == DeliveryStatus.SUPPRESSED:
+            action.outcome = BounceOutcome.DEFERRED
+            action.reason = (
+                f"a sending limit refused the fallback to {contact.address}; "
+                "followup escalates the case once it is due"
+            )
+            break
         if delivery.status != DeliveryStatus.FAILED:
             action.outcome = BounceOutcome.FALLBACK
             action.reason = f"every contact failed: the report went to {contact.address}"

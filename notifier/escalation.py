@@ -11,11 +11,17 @@ repeating the same message to the same people does not help; a different recipie
 The rungs are levels, not single contacts: ``owner`` (an operator override, security.txt or the
 host's own mailbox), ``network`` (the registry's abuse desk; the domain's registrar stands in
 when there is none) and ``cert`` (the national CERT from the resolution's fallbacks). A level is
-reached once one of its contacts accepted a message about the case; a follow-up to a level all
-of whose contacts fail permanently climbs on to the next level in the same run, as ``send`` does.
+reached once one of its contacts accepted a message about the case. Contacts that already
+refused or bounced the case are skipped, and a follow-up to a level all of whose contacts fail
+permanently climbs on to the next level in the same run, as ``send`` does.
 
 Each follow-up is threaded to the first message of the case (``In-Reply-To``) and names every
 earlier message of it (``References``), so a ticket system files it with the original report.
+
+Addresses on the suppression list are off the ladder. When a sending limit (the per-run cap or a
+recipient's daily cap) refuses a follow-up, a ``followup-deferred`` record takes the level back
+and the case stays due, so the next run tries again; a run that reached its cap leaves the
+remaining cases untouched and reports them ``DEFERRED``.
 
 :class:`CaseBook` is the read side both this module and :mod:`notifier.bounces` use: one pass
 over the log gives every case, its messages, their fate and the contacts the resolution offered.
@@ -94,8 +100,11 @@ def level_of(role: object) -> str | None:
 
 
 def verp_id(message_id: str, recipient: str) -> str:
-    """The VERP id ``deliver.envelope_sender`` puts in the return path of this message."""
-    seed = f"{message_id}|{clean_address(recipient) or recipient}".encode()
+    """The VERP id ``deliver.envelope_sender`` puts in the return path of this message.
+
+    ``message_id`` with or without its angle brackets; the id is made over the bracketed form.
+    """
+    seed = f"<{_strip_id(message_id)}>|{clean_address(recipient) or recipient}".encode()
     return hashlib.sha256(seed).hexdigest()[:12]
 
 
@@ -310,6 +319,7 @@ class CaseBook:
         self._verp: dict[str, SentMessage] | None = None
         self._aliases: dict[str, str] = {}
         self._acked: set[str] = set()
+        self._suppressed: set[str] = set()
 
     @classmethod
     def from_records(cls, records: Iterable[Record]) -> CaseBook:
@@ -351,6 +361,19 @@ class CaseBook:
             if record.get("test") is True:
                 sent.test = True
                 self._drop_from_case(sent)
+        elif event == "suppress":
+            target = _string(record.get("recipient"), 254).lower()
+            if target:
+                self._suppressed.add(target)
+        elif event == "followup-deferred":
+            case = self.cases.get(self._canonical(normalise_case(_string(record.get("case"), 64))))
+            level = record.get("level")
+            if case is not None:
+                # the follow-up was refused by a sending limit before anything went out
+                for index in range(len(case.followups) - 1, -1, -1):
+                    if case.followups[index][1] == level:
+                        del case.followups[index]
+                        break
         elif event in ("followup", "fallback"):
             ref = normalise_case(_string(record.get("case"), 64))
             alias = normalise_case(_string(record.get("sent_case"), 64))
@@ -431,32 +454,33 @@ class CaseBook:
             self._verp = {verp_id(m.message_id, m.recipient): m for m in self._messages.values()}
         return self._verp.get(identifier.strip().lower())
 
-    def contacts(self, case: Case) -> list[Contact]:
-        """Every contact the resolutions of the case's addresses offered, recipients first."""
+    def suppressed(self, address: str) -> bool:
+        """The address (or its whole domain) asked not to be written to (``notify suppress``)."""
+        address = address.lower()
+        return address in self._suppressed or f"@{address.rpartition('@')[2]}" in self._suppressed
+
+    def _offered(self, case: Case, groups: tuple[str, ...]) -> list[Contact]:
         seen: dict[str, Contact] = {}
         for ip in case.ips:
             record = self.resolutions.get(ip)
             if record is None:
                 continue
-            for group in ("recipients", "fallbacks"):
+            for group in groups:
                 items = record.get(group)
                 for item in items if isinstance(items, list) else []:
                     contact = contact_of(item)
-                    if contact is not None:
+                    # a suppressed address is off the ladder: the level goes on without it
+                    if contact is not None and not self.suppressed(contact.address):
                         seen.setdefault(contact.address.lower(), contact)
         return list(seen.values())
 
+    def contacts(self, case: Case) -> list[Contact]:
+        """Every contact the resolutions of the case's addresses offered, recipients first."""
+        return self._offered(case, ("recipients", "fallbacks"))
+
     def fallbacks(self, case: Case) -> list[Contact]:
         """The resolutions' fallback ladder (registrar, national CERT) for the case, in order."""
-        seen: dict[str, Contact] = {}
-        for ip in case.ips:
-            record = self.resolutions.get(ip)
-            items = record.get("fallbacks") if record is not None else None
-            for item in items if isinstance(items, list) else []:
-                contact = contact_of(item)
-                if contact is not None:
-                    seen.setdefault(contact.address.lower(), contact)
-        return list(seen.values())
+        return self._offered(case, ("fallbacks",))
 
     def contacts_at(self, case: Case, level: str) -> list[Contact]:
         """The contacts of one ladder level; the registrar only where no abuse desk is known."""
@@ -549,6 +573,7 @@ class FollowupStatus(StrEnum):
     FAILED = "failed"  # every remaining level was tried and nobody accepted it
     EXHAUSTED = "exhausted"  # every level was already told: reported, nothing sent
     DRY_RUN = "dry-run"  # what would be sent, rendered but not sent
+    DEFERRED = "deferred"  # a sending limit refused it: the next run tries again
     UNREADABLE = "unreadable"  # the log does not hold the findings to rebuild the message from
 
 
@@ -586,6 +611,16 @@ def due_cases(book: CaseBook, *, now: datetime, after_days: float) -> list[Case]
     return due
 
 
+_REACHED = frozenset(
+    {
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.ALREADY_SENT,
+        DeliveryStatus.IN_DOUBT,
+        DeliveryStatus.DRY_RUN,
+    }
+)
+
+
 async def followup(
     notifier: Notifier, *, now: datetime, dry_run: bool = False
 ) -> list[FollowupAction]:
@@ -605,6 +640,18 @@ async def followup(
     for case in due_cases(book, now=now, after_days=after):
         last = case.last_notice()
         assert last is not None
+        if not dry_run and notifier.sent_this_run >= notifier.max_messages:
+            # nothing recorded: the case stays due and the next run picks it up
+            actions.append(
+                FollowupAction(
+                    case.ref,
+                    tuple(case.ips),
+                    FollowupStatus.DEFERRED,
+                    last,
+                    reason=f"run cap reached: {notifier.max_messages} messages",
+                )
+            )
+            continue
         actions.append(await _escalate(notifier, book, case, last, reason, dry_run))
     return actions
 
@@ -620,7 +667,12 @@ async def _escalate(
     ips = tuple(case.ips)
     reached = case.levels_reached()
     top = max((LEVELS.index(level) for level in reached), default=-1)
-    rungs = [(level, book.contacts_at(case, level)) for level in LEVELS[top + 1 :]]
+    # a contact that refused or bounced this case already is no way to reach anyone
+    dead = {m.recipient.lower() for m in case.messages if m.status == "failed" or m.bounced}
+    rungs = [
+        (level, [c for c in book.contacts_at(case, level) if c.address.lower() not in dead])
+        for level in LEVELS[top + 1 :]
+    ]
     rungs = [(level, contacts) for level, contacts in rungs if contacts]
     if not rungs:
         told = ", ".join(level for level in LEVELS if level in reached)
@@ -662,7 +714,7 @@ async def _escalate(
                 in_reply_to=f"<{thread[0]}>",
                 **extra,
             )
-        reached_any = False
+        statuses = []
         for contact in contacts:
             delivery = await notifier.deliver(
                 contact,
@@ -674,9 +726,20 @@ async def _escalate(
                 references=[f"<{m}>" for m in thread],
             )
             book.note_delivery(case, contact, delivery)
-            reached_any = reached_any or delivery.status != DeliveryStatus.FAILED
-        if reached_any:
+            statuses.append(delivery.status)
+        if any(status in _REACHED for status in statuses):
             action.status = FollowupStatus.DRY_RUN if dry_run else FollowupStatus.SENT
+            break
+        if DeliveryStatus.SUPPRESSED in statuses:
+            # a daily or per-run cap said no: this level was not told, so it must not count
+            notifier.audit.append(
+                "followup-deferred",
+                case=case.ref,
+                level=level,
+                reason="refused by a sending limit (see the refusal record)",
+            )
+            action.status = FollowupStatus.DEFERRED
+            action.reason = f"a sending limit refused the follow-up to the {level} level"
             break
         reason = f"every contact at the {level} level failed"
     action.deliveries = list(result.deliveries)

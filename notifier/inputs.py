@@ -225,8 +225,10 @@ def _time(value: object) -> datetime | None:
     """An aware UTC datetime from an epoch number or ISO 8601 text, or None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
-        return _epoch(float(value))
+    if isinstance(value, float):
+        return _epoch(value)
+    if isinstance(value, int):
+        return _epoch(float(value)) if abs(value) < 1 << 64 else None
     if not isinstance(value, str):
         return None
     text = value.strip()
@@ -516,26 +518,37 @@ def sniff_format(line: str) -> str:
 # --------------------------------------------------------------------------- JSON
 
 
-def _depth_within(value: object, limit: int) -> bool:
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children: Iterable[object]
-        if isinstance(item, dict):
-            children = item.values()
-        elif isinstance(item, list):
-            children = item
+_JSON_TOKEN = re.compile(r'[\[\]{}"]')
+_JSON_STRING = re.compile(r'"(?>[^"\\]+|\\.)*"', re.DOTALL)
+
+
+def _check_depth(text: str) -> None:
+    """Refuse JSON nested past MAX_JSON_DEPTH before the decoder recurses into it (linear)."""
+    if text.count("{") + text.count("[") <= MAX_JSON_DEPTH:
+        return  # the ordinary flat record: no scan needed
+    depth = 0
+    found = _JSON_TOKEN.search(text)
+    while found is not None:
+        char = found.group()
+        position = found.end()
+        if char == '"':
+            string = _JSON_STRING.match(text, found.start())
+            if string is None:
+                raise _Bad("not valid JSON (unterminated string)")
+            position = string.end()
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise _Bad(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
         else:
-            continue
-        if depth > limit:
-            return False
-        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return True
+            depth -= 1
+        found = _JSON_TOKEN.search(text, position)
 
 
 def _load_json(text: str) -> object:
     if len(text) > MAX_LINE:
         raise _Bad(f"JSON value longer than {MAX_LINE} characters")
+    _check_depth(text)
     try:
         value: object = json.loads(text)
     except RecursionError:
@@ -543,11 +556,6 @@ def _load_json(text: str) -> object:
     except ValueError as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "unreadable value"
         raise _Bad(f"not valid JSON ({reason})") from None
-    # counting brackets first spares the walk for the ordinary flat record
-    if text.count("{") + text.count("[") > MAX_JSON_DEPTH and not _depth_within(
-        value, MAX_JSON_DEPTH
-    ):
-        raise _Bad(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
 
@@ -581,7 +589,7 @@ def _generic(record: Mapping[str, object], lineno: int, default: str) -> list[In
         if not _scalar(fields.get("host")):
             raise _Bad("no IP address (expected an ip column)")
         ip_key = "host"
-    ip = _ip(fields[ip_key])
+    ip = _ip(_scalar(fields[ip_key]))
     port_key = next((k for k in _PORT_KEYS if _scalar(fields.get(k))), None)
     port = _port(_scalar(fields[port_key]) if port_key else None)
     text_key = next((k for k in _TEXT_KEYS if _text(fields.get(k), MAX_TEXT)), None)
@@ -714,6 +722,8 @@ def _masscan_ports(
             continue
         try:
             port = _port(_scalar(entry.get("port")))
+            if port is None:
+                raise _Bad("a masscan port entry has no port")
         except _Bad as exc:
             items.append(InputProblem(lineno, str(exc)))
             continue
@@ -881,7 +891,6 @@ def _zmap_row(record: Mapping[str, object], lineno: int, default: str) -> list[I
 
 def _csv(lines: Iterator[_Line], default: str, *, zmap: bool = False) -> Iterator[InputItem]:
     feed = _CsvFeed(lines)
-    header: list[str] | None = None
     first = ""
     for line in feed:
         if line.strip() and not line.lstrip().startswith("#"):
@@ -987,7 +996,6 @@ class _XMLFeed:
 
 @dataclass(slots=True)
 class _Port:
-    lineno: int
     port: int
     text: str
     extra: tuple[tuple[str, str], ...]
@@ -1009,10 +1017,9 @@ class _NmapHost:
                     return name
         return None
 
-    def finding(self, port: _Port) -> Finding:
-        assert self.ip is not None
+    def finding(self, ip: IPAddress, port: _Port) -> Finding:
         return Finding(
-            ip=self.ip,
+            ip=ip,
             text=port.text,
             port=port.port,
             hostname=self.hostname(),
@@ -1021,7 +1028,7 @@ class _NmapHost:
         )
 
 
-def _nmap_port(elem: Element, lineno: int) -> _Port | None:
+def _nmap_port(elem: Element) -> _Port | None:
     """An open port described by its service fingerprint; script output is never read."""
     state = elem.find("state")
     if state is None or state.get("state") != "open":
@@ -1051,7 +1058,7 @@ def _nmap_port(elem: Element, lineno: int) -> _Port | None:
         else:
             label = name
     text = f"{label} on {port}/{proto} open" if label else f"port {port}/{proto} open"
-    return _Port(lineno, port, _clean(text, MAX_TEXT), extras.pairs())
+    return _Port(port, _clean(text, MAX_TEXT), extras.pairs())
 
 
 def _nmap_xml(lines: Iterator[_Line], default: str) -> Iterator[InputItem]:
@@ -1117,20 +1124,20 @@ def _nmap_end(
     try:
         if depth == 3 and tag == "address":
             if elem.get("addrtype") in ("ipv4", "ipv6") and host.ip is None:
-                host.ip = _ip(elem.get("addr"))
+                host.ip = ip = _ip(elem.get("addr"))
                 for waiting in host.pending:
-                    yield host.finding(waiting)
+                    yield host.finding(ip, waiting)
                 host.pending.clear()
         elif depth == 4 and tag == "hostname" and parent is not None and parent.tag == "hostnames":
             name = _hostname(elem.get("name"))
             if name and len(host.names) < 16:
                 host.names.append((elem.get("type") or "", name))
         elif depth == 4 and tag == "port" and parent is not None and parent.tag == "ports":
-            port = _nmap_port(elem, lineno)
+            port = _nmap_port(elem)
             if port is None:
                 return
             if host.ip is not None:
-                yield host.finding(port)
+                yield host.finding(host.ip, port)
             elif len(host.pending) < _MAX_PENDING_PORTS:
                 host.pending.append(port)
             elif not host.dropped:

@@ -7,16 +7,17 @@ log: an intent record is on disk before each SMTP transaction, its outcome after
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .addresses import clean_address
-from .audit import AuditLog, format_head, head, load_signing_key
+from .audit import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .compose import ComposedMessage, compose
 from .config import Settings
 from .contacts import ContactRegistry
@@ -42,7 +43,15 @@ from .targets import parse_target
 if TYPE_CHECKING:
     from .batch import Batch, FindingOutcome
 
-__all__ = ["Notifier", "SendResult", "contact_record"]
+__all__ = ["Notifier", "SendResult", "contact_record", "resolution_record"]
+
+# SMTP connections a run keeps open at most: deliveries to different recipients go in parallel
+# (a batch has hundreds), few enough that no mail server takes the run for a flood
+MAX_SMTP_CONNECTIONS = 8
+
+
+# a suppressed or capped contact did not get the report: the ladder goes on past it
+_NOT_REACHED = (DeliveryStatus.FAILED, DeliveryStatus.SUPPRESSED)
 
 
 def contact_record(contact: Contact) -> dict[str, Any]:
@@ -54,6 +63,22 @@ def contact_record(contact: Contact) -> dict[str, Any]:
         "confidence": round(contact.confidence, 2),
         "provenance": list(contact.provenance),
         "name": contact.name,
+    }
+
+
+def resolution_record(resolution: Resolution) -> dict[str, Any]:
+    """The fields of the audit log's ``resolution`` record for ``resolution``."""
+    return {
+        "ip": str(resolution.target.ip),
+        "hostnames": list(resolution.hostnames),
+        "network": asdict(resolution.network) if resolution.network else None,
+        "recipients": [contact_record(c) for c in resolution.recipients],
+        "fallbacks": [contact_record(c) for c in resolution.fallbacks],
+        "errors": [{"source": s, "error": e} for s, e in resolution.errors],
+        "evidence": [
+            {"source": e.source, "locator": e.locator, "sha256": e.sha256}
+            for e in resolution.evidence
+        ],
     }
 
 
@@ -108,7 +133,12 @@ class Notifier:
         self._stack = AsyncExitStack()
         self._ctx: LookupContext | None = None
         self._audit: AuditLog | None = None
-        self._mailer: Mailer | None = None
+        self._journal: GroupCommit | None = None
+        self._mailers: list[Mailer] = []  # idle connections, reused
+        self._mail_slots = asyncio.Semaphore(
+            max(1, min(self.settings.limits.concurrency, MAX_SMTP_CONNECTIONS))
+        )
+        self._in_flight = 0  # messages past the run-cap check and not yet settled
         self._delivered: set[tuple[str, str]] = set()
         self._in_doubt: set[tuple[str, str]] = set()
         self._suppressed: set[str] = set()
@@ -209,10 +239,28 @@ class Notifier:
                     to = str(record.get("recipient", "")).lower()
                     self._sent_today[to] = self._sent_today.get(to, 0) + 1
 
-    async def _get_mailer(self) -> Mailer:
-        if self._mailer is None:
-            self._mailer = await self._stack.enter_async_context(Mailer(self.settings))
-        return self._mailer
+    @asynccontextmanager
+    async def _mailer(self) -> AsyncIterator[Mailer]:
+        """An SMTP connection of the run's small pool, for one message."""
+        async with self._mail_slots:
+            if self._mailers:
+                mailer = self._mailers.pop()
+            else:
+                mailer = await self._stack.enter_async_context(Mailer(self.settings))
+            try:
+                yield mailer
+            finally:
+                self._mailers.append(mailer)
+
+    async def log(self, event: str, /, **fields: object) -> Record:
+        """Append to the audit log; concurrent callers share one write and one fsync.
+
+        Returns once the record is on disk, like ``AuditLog.append``.
+        """
+        self._wrote = True
+        if self._journal is None:
+            self._journal = GroupCommit(self.audit)
+        return await self._journal.append(event, **fields)
 
     def prior(self, finding: Finding, recipient: str) -> str | None:
         """What earlier runs did with ``finding`` for ``recipient``: delivered, in-doubt or None."""
@@ -243,7 +291,7 @@ class Notifier:
         domain = address.rpartition("@")[2]
         if address in self._suppressed or f"@{domain}" in self._suppressed:
             return "suppressed: the recipient asked not to be written to"
-        if self.sent_this_run >= self.max_messages:
+        if self.sent_this_run + self._in_flight >= self.max_messages:
             return f"run cap reached: {self.max_messages} messages (raise with --max-messages)"
         if self._sent_today.get(address, 0) >= limits.per_recipient_per_day:
             return f"daily cap reached: {limits.per_recipient_per_day} messages to this recipient"
@@ -262,19 +310,7 @@ class Notifier:
 
     def record_resolution(self, resolution: Resolution) -> None:
         self._wrote = True
-        self.audit.append(
-            "resolution",
-            ip=str(resolution.target.ip),
-            hostnames=list(resolution.hostnames),
-            network=asdict(resolution.network) if resolution.network else None,
-            recipients=[contact_record(c) for c in resolution.recipients],
-            fallbacks=[contact_record(c) for c in resolution.fallbacks],
-            errors=[{"source": s, "error": e} for s, e in resolution.errors],
-            evidence=[
-                {"source": e.source, "locator": e.locator, "sha256": e.sha256}
-                for e in resolution.evidence
-            ],
-        )
+        self.audit.append("resolution", **resolution_record(resolution))
 
     # -- sending ----------------------------------------------------------------------------
 
@@ -351,7 +387,7 @@ class Notifier:
         reached = False
         for contact in recipients:
             delivery = await self.deliver(contact, findings, network, result, **options)
-            reached = reached or delivery.status != DeliveryStatus.FAILED
+            reached = reached or delivery.status not in _NOT_REACHED
         if reached and recipients:
             return
         for contact in fallbacks:
@@ -364,7 +400,7 @@ class Notifier:
                     reason="no contact found" if not recipients else "every contact failed",
                 )
             delivery = await self.deliver(contact, findings, network, result, **options)
-            if delivery.status != DeliveryStatus.FAILED:
+            if delivery.status not in _NOT_REACHED:
                 return
 
     async def deliver(
@@ -426,7 +462,7 @@ class Notifier:
             return skipped(DeliveryStatus.SUPPRESSED)
         now = self._clock()
         case_ref = case_reference(findings)
-        log_head = None if dry_run else format_head(*head(self.audit.path))
+        log_head = None if dry_run else format_head(*self.audit.head())
         composed = compose(
             findings,
             contact,
@@ -450,7 +486,14 @@ class Notifier:
             )
             result.deliveries.append(delivery)
             return delivery
-        return await self._transmit(composed, contact, findings, result, test_recipient, address)
+        # counted against the run cap from here on: concurrent deliveries cannot overshoot it
+        self._in_flight += 1
+        try:
+            return await self._transmit(
+                composed, contact, findings, result, test_recipient, address
+            )
+        finally:
+            self._in_flight -= 1
 
     async def _transmit(
         self,
@@ -461,12 +504,12 @@ class Notifier:
         test_recipient: str | None,
         intended: str,
     ) -> Delivery:
-        audit = self.audit
         self._wrote = True
         attempt_id = uuid.uuid4().hex[:16]
-        audit.store_message(composed.raw)
+        # in a worker thread: deliveries in parallel then sync their files to disk together
+        await asyncio.to_thread(self.audit.store_message, composed.raw)
         keys = [f.key for f in findings]
-        audit.append(
+        await self.log(
             "intent",
             attempt_id=attempt_id,
             ip=str(findings[0].ip),
@@ -493,9 +536,9 @@ class Notifier:
         )
         self._in_doubt.update((k, contact.address) for k in keys)
 
-        def on_attempt(number: int, error: DeliveryError | None, reply: str) -> None:
+        async def on_attempt(number: int, error: DeliveryError | None, reply: str) -> None:
             if error is not None:
-                audit.append(
+                await self.log(
                     "attempt",
                     attempt_id=attempt_id,
                     recipient=contact.address,
@@ -505,11 +548,11 @@ class Notifier:
                     transient=isinstance(error, TransientDeliveryError),
                 )
 
-        mailer = await self._get_mailer()
         await self._domain_limiter.wait(contact.address.rpartition("@")[2])
-        delivery = await mailer.send(composed, on_attempt=on_attempt)
+        async with self._mailer() as mailer:
+            delivery = await mailer.send(composed, on_attempt=on_attempt)
         delivery = replace(delivery, role=contact.role)
-        audit.append(
+        await self.log(
             "outcome",
             attempt_id=attempt_id,
             ip=str(findings[0].ip),

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import replace
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 
 from .models import Contact, Network, Resolution, Role, SourceReport, Target
 from .sources import (
@@ -55,39 +56,83 @@ async def _run(
     return report
 
 
-def _coarse_prefix(target: Target) -> str:
-    """Lookups inside one /16 (v6: /32) queue behind each other, so a network is fetched once."""
-    length = 16 if target.ip.version == 4 else 32
+# Lookups of addresses in one block queue behind each other, so that a network is fetched once
+# however many of its addresses arrive together. The block starts coarse (/16; v6 /32), since
+# nothing is known of the networks there yet, and narrows to the size of the networks the
+# registry answered with (down to /24; v6 /48), so the customer networks side by side in one
+# provider block are fetched in parallel, not one after another.
+_COARSE = {4: 16, 6: 32}
+_FINEST = {4: 24, 6: 48}
+
+
+@dataclass(slots=True)
+class _Gate:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+@asynccontextmanager
+async def _gate(ctx: LookupContext, key: str) -> AsyncIterator[None]:
+    """Hold the lock named ``key``; it is forgotten when nobody holds or awaits it."""
+    gate = ctx.inflight.get(key)
+    if not isinstance(gate, _Gate):
+        gate = ctx.inflight[key] = _Gate()
+    gate.users += 1
+    try:
+        async with gate.lock:
+            yield
+    finally:
+        gate.users -= 1
+        if not gate.users and ctx.inflight.get(key) is gate:
+            del ctx.inflight[key]
+
+
+def _block(target: Target, length: int) -> str:
     return str(ipaddress.ip_network(f"{target.ip}/{length}", strict=False))
 
 
 async def _registry(query: Query, ctx: LookupContext) -> list[SourceReport]:
     """RDAP, then WHOIS when RDAP failed or named no abuse contact; answers cached by range."""
-    settings = ctx.settings
-    lock = ctx.inflight.setdefault("registry:" + _coarse_prefix(query.target), asyncio.Lock())
-    async with lock:
-        if ctx.cache is not None:
-            cached = ctx.cache.lookup_range("registry", query.target.ip)
-            if cached is not None:
-                ctx.trace("cache-hit", {"kind": "registry", "ip": str(query.target.ip)})
-                reports: list[SourceReport] = cached
-                return reports
-        rdap_deadline = settings.rdap.timeout * 4 + settings.rdap.max_retry_after
-        found = [await _run("rdap", rdap.lookup, query, ctx, rdap_deadline)]
-        first = found[0]
-        if first.error or not any(c.confidence >= 0.8 for c in first.contacts):
-            whois_query = replace(query, network=first.network)
-            whois_deadline = settings.whois.timeout * (settings.whois.max_referrals + 4)
-            found.append(await _run("whois", whois.lookup, whois_query, ctx, whois_deadline))
-        if ctx.cache is not None and any(r.network for r in found):
-            cidrs = _cacheable(
-                query.target, (c for r in found if r.network for c in r.network.cidrs)
-            )
+    target = query.target
+    version = target.ip.version
+    grain_key = "registry-grain:" + _block(target, _COARSE[version])
+    while True:
+        grain: int = ctx.inflight.get(grain_key, _COARSE[version])
+        async with _gate(ctx, f"registry:{_block(target, grain)}"):
+            if ctx.inflight.get(grain_key, _COARSE[version]) != grain:
+                continue  # the block narrowed while we waited: queue in our own part of it
+            found, cidrs = await _registry_locked(query, ctx)
             if cidrs:
-                ctx.cache.store_range(
-                    "registry", cidrs, found, settings.batch.cache_ttl_hours * 3600
-                )
-        return found
+                finest = max(ipaddress.ip_network(c).prefixlen for c in cidrs)
+                narrower = min(finest, _FINEST[version])
+                if narrower > ctx.inflight.get(grain_key, _COARSE[version]):
+                    ctx.inflight[grain_key] = narrower
+            return found
+
+
+async def _registry_locked(
+    query: Query, ctx: LookupContext
+) -> tuple[list[SourceReport], list[str]]:
+    """The registry's reports for the query (from the cache when it has them), and the ranges
+    they were stored for."""
+    settings = ctx.settings
+    if ctx.cache is not None:
+        cached = ctx.cache.lookup_range("registry", query.target.ip)
+        if cached is not None:
+            ctx.trace("cache-hit", {"kind": "registry", "ip": str(query.target.ip)})
+            reports: list[SourceReport] = cached
+            return reports, []
+    rdap_deadline = settings.rdap.timeout * 4 + settings.rdap.max_retry_after
+    found = [await _run("rdap", rdap.lookup, query, ctx, rdap_deadline)]
+    first = found[0]
+    if first.error or not any(c.confidence >= 0.8 for c in first.contacts):
+        whois_query = replace(query, network=first.network)
+        whois_deadline = settings.whois.timeout * (settings.whois.max_referrals + 4)
+        found.append(await _run("whois", whois.lookup, whois_query, ctx, whois_deadline))
+    cidrs = _cacheable(query.target, (c for r in found if r.network for c in r.network.cidrs))
+    if ctx.cache is not None and cidrs:
+        ctx.cache.store_range("registry", cidrs, found, settings.batch.cache_ttl_hours * 3600)
+    return found, cidrs
 
 
 def _cacheable(target: Target, cidrs: Iterable[str]) -> list[str]:

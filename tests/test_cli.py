@@ -268,7 +268,7 @@ class TestContactsCheck:
 
 class TestSuppress:
     async def test_suppress_is_honoured_by_send(self, sandbox: Sandbox, config: str) -> None:
-        """notify suppress @domain stops every message to that domain."""
+        """notify suppress @domain stops every message to that domain; the ladder goes on."""
         code, _, _ = await invoke(
             "suppress", "@cloud-eu.test", "--reason", "opt-out", "--config", config
         )
@@ -277,9 +277,48 @@ class TestSuppress:
             "send", "127.2.0.20", "--finding", "open Redis", "--config", config
         )
         assert "suppressed" in stdout
-        assert sandbox.smtp.messages == []
+        rcpts = [r for m in sandbox.smtp.messages for r in m.rcpt_tos]
+        assert not any(r.endswith("@cloud-eu.test") for r in rcpts)
+        assert rcpts == ["abuse@registrar.test"]  # the ladder goes on past an opted-out desk
 
     def test_bad_address_is_exit_2(self) -> None:
         """A non-address is refused with one line."""
         result = runner.invoke(app, ["suppress", "nobody"])
         assert result.exit_code == 2 and "not an e-mail address" in result.stderr
+
+
+class TestEscalationCommands:
+    async def test_followup_climbs_to_the_national_cert(
+        self, sandbox: Sandbox, tmp_path: Path
+    ) -> None:
+        """After the waiting period with no ack, the next rung gets a threaded follow-up."""
+        config = str(sandbox.write_config(followup={"after_days": 1e-9}))
+        await invoke("send", "127.1.0.10", "--finding", "open Elasticsearch", "--config", config)
+        first = {m.message_id for m in sandbox.smtp.messages}
+        code, stdout, _ = await invoke("followup", "--config", config)
+        assert code == 0, stdout
+        new = [m for m in sandbox.smtp.messages if m.message_id not in first]
+        assert [m.rcpt_tos for m in new] == [("incident@cert-in.org.in",)]
+        assert b"In-Reply-To:" in new[0].raw
+
+    async def test_ack_stops_followups(self, sandbox: Sandbox) -> None:
+        """notify ack REF records the answer; followup then has nothing due."""
+        config = str(sandbox.write_config(followup={"after_days": 1e-9}))
+        _, stdout, _ = await invoke(
+            "send", "127.2.0.20", "--finding", "open Redis", "--json", "--config", config
+        )
+        case = sandbox.smtp.messages[0].raw.split(b"X-Notifier-Case: ")[1].split(b"\r\n")[0]
+        code, stdout, _ = await invoke("ack", case.decode(), "--note", "fixed", "--config", config)
+        assert code == 0 and "acknowledged" in stdout
+        code, stdout, _ = await invoke("followup", "--config", config)
+        assert code == 0 and "nothing due" in stdout
+
+    async def test_ack_of_unknown_case_is_exit_2(self, config: str) -> None:
+        """An unknown reference is one line and exit 2."""
+        code, _, stderr = await invoke("ack", "NTF-NOSUCHCASE", "--config", config)
+        assert code == 2 and len(stderr.strip().splitlines()) == 1
+
+    async def test_bounces_of_a_missing_path_is_exit_2(self, config: str, tmp_path: Path) -> None:
+        """A path that is neither Maildir nor mbox is bad input."""
+        code, _, stderr = await invoke("bounces", str(tmp_path / "nothing"), "--config", config)
+        assert code == 2 and "notify:" in stderr

@@ -185,7 +185,9 @@ class TestIdempotence:
 
     async def test_rehearsals_are_not_cases(self, sandbox: Sandbox, clock: Clock) -> None:
         """Messages sent with --test-recipient are never followed up."""
-        async with Notifier(sandbox.settings(), clock=clock) as notifier:
+        # both rehearsal messages go to one domain: lift the per-domain pacing for speed
+        settings = sandbox.settings(limits={"per_domain_per_minute": 60_000})
+        async with Notifier(settings, clock=clock) as notifier:
             await notifier.send([finding()], test_recipient="me@research.test")
         assert await run_followup(sandbox, clock, 30) == []
 
@@ -224,12 +226,28 @@ class TestLadder:
         levels = [r["level"] for r in records(sandbox) if r["event"] == "followup"]
         assert levels == ["network", "cert"]
 
+    async def test_a_contact_that_refused_the_case_is_skipped(
+        self, sandbox: Sandbox, clock: Clock
+    ) -> None:
+        """The abuse desk refused the first notice (550): the follow-up goes to the CERT only."""
+        sandbox.smtp.add_script(NETWORK, "550 5.1.1 Mailbox does not exist")
+        await send(sandbox, clock)
+        actions = await run_followup(sandbox, clock, 14)
+        assert [(a.level, [d.recipient for d in a.deliveries]) for a in actions] == [
+            ("cert", [CERT])
+        ]
+
     async def test_no_rung_above_is_reported_as_exhausted(self, tmp_path: Path) -> None:
         """A network with no national CERT on file: the case is reported, nothing is resent."""
         world = World(
             networks=(
                 WorldNetwork(
-                    "127.6.0.0/16", "arin", "NET-6", "NOWHERE", "ZZ", "Nowhere Inc",
+                    "127.6.0.0/16",
+                    "arin",
+                    "NET-6",
+                    "NOWHERE",
+                    "ZZ",
+                    "Nowhere Inc",
                     "abuse@nowhere.test",
                 ),
             ),
@@ -242,6 +260,55 @@ class TestLadder:
             assert [(a.case, a.status) for a in actions] == [(case, FollowupStatus.EXHAUSTED)]
             assert actions[0].ips == ("127.6.0.6",)
             assert len(box.smtp.messages) == 1
+
+
+class TestLimits:
+    async def test_a_capped_followup_is_deferred_and_retried(
+        self, sandbox: Sandbox, clock: Clock
+    ) -> None:
+        """The CERT's daily cap refuses the second case: that level is retried the next day."""
+        first = await send(sandbox, clock)
+        second = await send(sandbox, clock, Finding(ip_address("127.1.0.10"), "Open Redis", 6379))
+        limits = {"per_recipient_per_day": 1}
+        settings = sandbox.settings(limits=limits)
+        async with Notifier(settings, clock=clock) as notifier:
+            actions = await followup(notifier, now=clock.at(14))
+        assert [(a.case, a.status) for a in actions] == [
+            (first, FollowupStatus.SENT),
+            (second, FollowupStatus.DEFERRED),
+        ]
+        events = [r["event"] for r in records(sandbox)]
+        assert events[-3:] == ["followup", "refusal", "followup-deferred"]
+        async with Notifier(settings, clock=clock) as notifier:
+            retry = await followup(notifier, now=clock.at(15.5))
+        assert [(a.case, a.status, a.level) for a in retry] == [
+            (second, FollowupStatus.SENT, "cert")
+        ]
+        assert [m.rcpt_tos for m in sandbox.smtp.messages].count((CERT,)) == 2
+
+    async def test_the_run_cap_leaves_the_rest_for_the_next_run(
+        self, sandbox: Sandbox, clock: Clock
+    ) -> None:
+        """Once a run sent its maximum, the other due cases are reported and left untouched."""
+        await send(sandbox, clock)
+        second = await send(sandbox, clock, Finding(ip_address("127.1.0.10"), "Open Redis", 6379))
+        settings = sandbox.settings(limits={"max_messages_per_run": 1})
+        async with Notifier(settings, clock=clock) as notifier:
+            actions = await followup(notifier, now=clock.at(14))
+        assert [a.status for a in actions] == [FollowupStatus.SENT, FollowupStatus.DEFERRED]
+        assert "run cap" in actions[1].reason
+        assert second not in [r["case"] for r in records(sandbox) if r["event"] == "followup"]
+
+    async def test_a_suppressed_cert_is_off_the_ladder(
+        self, sandbox: Sandbox, clock: Clock
+    ) -> None:
+        """An address that asked not to be written to is never escalated to."""
+        case = await send(sandbox, clock)
+        async with Notifier(sandbox.settings(), clock=clock) as notifier:
+            notifier.suppress(CERT, reason="asked us to stop")
+        actions = await run_followup(sandbox, clock, 14)
+        assert [(a.case, a.status) for a in actions] == [(case, FollowupStatus.EXHAUSTED)]
+        assert CERT not in [r for m in sandbox.smtp.messages for r in m.rcpt_tos]
 
 
 class TestAck:
@@ -295,14 +362,21 @@ class TestRebuilding:
     def test_findings_come_back_from_structured_intents(self) -> None:
         """The intent's structured findings rebuild the same findings (same keys, same case)."""
         item = Finding(
-            ip_address("2001:db8::7"), "Redis without auth", port=6379, hostname="h.test",
-            observed_at=T0, extra=(("service", "redis"),),
+            ip_address("2001:db8::7"),
+            "Redis without auth",
+            port=6379,
+            hostname="h.test",
+            observed_at=T0,
+            extra=(("service", "redis"),),
         )
         record = {
             "findings": [
                 {
-                    "ip": "2001:db8::7", "port": 6379, "text": "Redis without auth",
-                    "hostname": "h.test", "observed_at": "2026-11-02T09:00:00Z",
+                    "ip": "2001:db8::7",
+                    "port": 6379,
+                    "text": "Redis without auth",
+                    "hostname": "h.test",
+                    "observed_at": "2026-11-02T09:00:00Z",
                     "extra": [["service", "redis"]],
                 },
                 {"ip": "not an address", "text": "dropped"},

@@ -264,6 +264,16 @@ class TestDetection:
         assert read(JSONL, "json") == read(JSONL, "jsonl")
         assert read(NMAP_XML, "nmap") == read(NMAP_XML, "auto")
 
+    @settings(max_examples=50, deadline=1000)
+    @given(fmt=st.text(max_size=16))
+    def test_any_format_name_is_accepted_or_config_error(self, fmt: str) -> None:
+        """A format name is either known or refused with ConfigError, never anything else."""
+        try:
+            items = read(PLAIN, fmt)
+        except ConfigError:
+            return
+        _check(items)
+
     def test_empty_default_finding_refused(self) -> None:
         """A default finding text that cleans to nothing is a configuration error."""
         with pytest.raises(ConfigError):
@@ -322,6 +332,13 @@ class TestPlain:
         """A UTF-16 file (as Windows shells write) is decoded by its byte-order mark."""
         data = PLAIN.decode().encode("utf-16")
         assert read(data) == read(PLAIN)
+
+    def test_undecodable_text_stream(self) -> None:
+        """A text stream that fails to decode ends the read with a problem, not an exception."""
+        stream = io.TextIOWrapper(io.BytesIO(f"{V4_A}\n".encode() + b"\xff" * 9000), "utf-8")
+        items = list(read_findings(stream))
+        assert len(items) == 1
+        assert "could not be read" in problems(items)[0][1]
 
     def test_utf8_bom(self) -> None:
         """A UTF-8 byte-order mark is ignored."""
@@ -514,6 +531,41 @@ class TestNmap:
         data = b"<nmaprun>\n" + b"<a>\n" * 200 + b"</a>\n" * 200 + b"</nmaprun>\n"
         assert "nested too deeply" in problems(read(data))[0][1]
 
+    def test_large_report_in_flat_memory(self) -> None:
+        """Elements are dropped once read: memory does not grow with the number of hosts."""
+        hosts = 400
+
+        def parts() -> Iterator[bytes]:
+            yield b'<?xml version="1.0"?>\n<!DOCTYPE nmaprun>\n<nmaprun start="1710756672">\n'
+            for n in range(hosts):
+                yield (
+                    f'<host><address addr="{V4_A}" addrtype="ipv4"/>\n<ports>'
+                    f'<port protocol="tcp" portid="{1 + n}"><state state="open"/>'
+                    f'<script id="banner" output="{"A" * 4000}"/></port>\n</ports>\n</host>\n'
+                ).encode()
+            yield b"</nmaprun>\n"
+
+        tracemalloc.start()
+        try:
+            stream = io.BufferedReader(_LazyStream(parts()))
+            count = sum(isinstance(i, Finding) for i in read_findings(stream))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert count == hosts
+        assert peak < 600_000  # holding the report would take over 1.6 MB
+
+    def test_address_after_ports(self) -> None:
+        """Ports listed before the host's address are held and reported once it is known."""
+        data = (
+            "<nmaprun>\n<host>\n<ports>\n"
+            '<port protocol="tcp" portid="23"><state state="open"/>'
+            '<service name="telnet"/></port>\n'
+            f'</ports>\n<address addr="{V4_C}" addrtype="ipv4"/>\n</host>\n</nmaprun>\n'
+        )
+        found = findings(read(data.encode()))
+        assert [(str(f.ip), f.port, f.text) for f in found] == [(V4_C, 23, "telnet on 23/tcp open")]
+
     def test_long_script_line_skipped(self) -> None:
         """A script-output line over the line bound is skipped; the report still parses."""
         lines = NMAP_XML.split(b"\n")
@@ -679,16 +731,15 @@ _json_values = st.recursive(
     | st.sampled_from([V4_A, V6_A, "9200", "open", "success", "2024-03-18T10:11:12Z"])
     | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_KEYS), inner),
-    max_leaves=20,
+    max_leaves=8,
 )
 _json_lines = st.lists(
-    st.dictionaries(st.sampled_from(_KEYS), _json_values, max_size=8).map(json.dumps),
-    max_size=10,
+    st.dictionaries(st.sampled_from(_KEYS), _json_values, max_size=6).map(json.dumps),
+    max_size=6,
 ).map(lambda ls: "\n".join(ls).encode())
 _documents = st.one_of(
     st.binary(max_size=2000),
     st.lists(_mutated_line, max_size=30).map(lambda ls: "\n".join(ls).encode()),
-    _json_lines,
 )
 
 
@@ -706,7 +757,7 @@ def _check(items: list[InputItem]) -> None:
 class TestProperties:
     @pytest.mark.parametrize("fmt", [None, *FORMATS])
     @settings(
-        max_examples=40,
+        max_examples=30,
         deadline=2000,
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
@@ -716,6 +767,17 @@ class TestProperties:
         started = time.monotonic()
         _check(read(data, fmt))
         assert time.monotonic() - started < 1.5
+
+    @pytest.mark.parametrize("fmt", [None, "jsonl", "masscan-json", "nuclei", "zgrab2"])
+    @settings(
+        max_examples=25,
+        deadline=2000,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(data=_json_lines)
+    def test_arbitrary_json_never_raises(self, fmt: str | None, data: bytes) -> None:
+        """JSON records with any value types in the known keys never break the reader."""
+        _check(read(data, fmt))
 
 
 # --------------------------------------------------------------------------- corpus

@@ -9,6 +9,8 @@ IANA format for itself and any peers it is told about. Captured answers replay a
 Misbehaviour is chosen per test: ``rate_limit`` (429 with Retry-After, or a 200 "Rate Limit
 Notice"), ``fail`` (5xx), ``redirect`` (to another registry, as RIRs do for transferred space),
 ``slow`` (a dripping body), ``huge`` (a body over any sane cap) and ``malformed`` (broken JSON).
+``rate_limit_per_second`` is a standing limit, as registries enforce one: queries beyond it are
+answered 429 with Retry-After (and counted in ``throttled``).
 ``counts`` keeps the upstream requests per network, which the benchmark reports.
 """
 
@@ -16,8 +18,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
+import time
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,6 +269,9 @@ class RDAPRegistry:
         base_path: str = "/",
         server: WebServer | None = None,
         host: str | None = None,
+        rate_limit_per_second: float | None = None,
+        rate_limit_burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         # a shared server hosts several registries as virtual hosts; it is started by its owner
@@ -288,6 +295,14 @@ class RDAPRegistry:
         self._peers: list[RDAPRegistry] = []
         # upstream requests per network CIDR / domain / entity handle ("miss" when unknown)
         self.counts: Counter[str] = Counter()
+        # a standing limit on queries (bootstrap files excepted): a token bucket refilled at
+        # ``rate_limit_per_second``, ``rate_limit_burst`` deep (default: one second's worth)
+        self.rate_limit_per_second = rate_limit_per_second
+        self.rate_limit_burst = rate_limit_burst
+        self.throttled = 0  # queries answered 429 because they came faster than the limit
+        self._clock = clock
+        self._tokens: float | None = None
+        self._refilled = 0.0
         prefix = self.base_path
         self.server.route(f"{prefix}ip/*", self._ip, host=self.host)
         self.server.route(f"{prefix}domain/*", self._domain, host=self.host)
@@ -405,8 +420,31 @@ class RDAPRegistry:
         """Answers are ``body``: not valid JSON by default."""
         self._mode.malformed = body
 
+    def _over_limit(self) -> Reply | None:
+        """429 with Retry-After when this query exceeds ``rate_limit_per_second``, else None."""
+        rate = self.rate_limit_per_second
+        if not rate:
+            return None
+        depth = max(1.0, self.rate_limit_burst if self.rate_limit_burst else rate)
+        now = self._clock()
+        if self._tokens is None:
+            self._tokens = depth
+        else:
+            self._tokens = min(depth, self._tokens + (now - self._refilled) * rate)
+        self._refilled = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return None
+        self.throttled += 1
+        self.counts["throttled"] += 1
+        # delay-seconds is an integer (RFC 9110 §10.2.3): a client that overran waits a whole one
+        wait = max(1, math.ceil((1.0 - self._tokens) / rate))
+        headers = {**_CONTENT_TYPE, "Retry-After": str(wait)}
+        error = {"errorCode": 429, "title": "Too Many Requests", "description": ["Slow down."]}
+        return Reply(429, json.dumps(error).encode(), headers)
+
     def behave(self) -> None:
-        """Forget every misbehaviour asked for."""
+        """Forget every misbehaviour asked for (the standing rate limit stays)."""
         self._faults.clear()
         self._mode = _Mode()
 
@@ -435,6 +473,9 @@ class RDAPRegistry:
         return request.path[len(self.base_path) + len(kind) + 1 :]
 
     def _ip(self, request: Request) -> Reply:
+        refused = self._over_limit()
+        if refused is not None:
+            return refused
         text = self._tail(request, "ip")
         try:
             queried = ipaddress.ip_network(text, strict=False)
@@ -458,11 +499,17 @@ class RDAPRegistry:
         return self._answer(best[1], best[2])
 
     def _domain(self, request: Request) -> Reply:
+        refused = self._over_limit()
+        if refused is not None:
+            return refused
         name = self._tail(request, "domain").lower().strip(".")
         data = self._domains.get(name)
         return self._answer(name if data is not None else "miss", data)
 
     def _entity(self, request: Request) -> Reply:
+        refused = self._over_limit()
+        if refused is not None:
+            return refused
         handle = self._tail(request, "entity")
         data = self._entities.get(handle)
         return self._answer(f"entity:{handle}" if data is not None else "miss", data)

@@ -1,0 +1,353 @@
+"""Benchmark: a batch of findings against the loopback internet, batch path vs. naive sends.
+
+    .venv/bin/python bench/batch_bench.py                       # 10,000 findings, 300 networks
+    .venv/bin/python bench/batch_bench.py --findings 1000 --networks 30 --naive-findings 200
+
+The parent process runs the sandbox (DNS, RDAP registries, WHOIS, SMTP, all on 127.0.0.0/8)
+with ``--latency`` added to every HTTP answer and every RIR enforcing ``--rate`` queries a
+second (HTTP 429 with Retry-After beyond it). Each mode runs in a fresh child process, so peak
+RSS figures do not mix and the servers' work is not counted as the notifier's:
+
+- batch: ``Batch`` over a ``Notifier`` with a ``LookupCache``, reading the CSV input as
+  ``notify batch`` does, delivering over SMTP to the sandbox;
+- naive: one ``Notifier.send`` per finding, one after another, no cache. It is slow by
+  design, so it runs on the first ``--naive-findings`` findings and its time is extrapolated
+  linearly to the full input (labelled as such); ``--naive-findings -1`` runs it in full.
+
+The rate-limit lower bound is the busiest registry's distinct networks divided by the rate,
+plus one latency: no client that honours the limit can finish sooner (the registries let a
+``--burst`` of queries through early, so the true floor is at most burst/rate lower).
+
+Prints a markdown table and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+import benchlib  # noqa: E402
+
+# -- child: one mode, in its own process ----------------------------------------------------
+
+
+async def _child_batch(config: str, input_path: str) -> dict[str, Any]:
+    from notifier.batch import Batch, FindingOutcome
+    from notifier.cache import LookupCache
+    from notifier.config import load_settings
+    from notifier.inputs import InputProblem, read_findings
+    from notifier.pipeline import Notifier
+
+    settings = load_settings(config)
+    statuses: dict[str, int] = {}
+
+    def on_outcome(outcome: FindingOutcome) -> None:
+        statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
+
+    baseline = benchlib.current_rss_kb()
+    started = time.perf_counter()
+    cache = LookupCache.from_settings(settings)
+    try:
+        async with Notifier(settings, cache=cache) as notifier:
+            batch = Batch(notifier, on_outcome=on_outcome)
+            with open(input_path, "rb") as stream:
+                for item in read_findings(stream):
+                    if isinstance(item, InputProblem):
+                        batch.problem(item.line, item.message)
+                    else:
+                        await batch.submit(item)
+            await batch.flush()
+            counts = batch.counts
+    finally:
+        cache.close()
+    wall = time.perf_counter() - started
+    return {
+        "wall": wall,
+        "baseline_rss_kb": baseline,
+        "statuses": statuses,
+        "findings": counts.read,
+        "addresses": counts.addresses,
+        "recipients": counts.recipients,
+        "sent": counts.sent,
+        "failed": counts.failed,
+        "cache": cache.stats.as_dict(),
+    }
+
+
+async def _child_naive(config: str, input_path: str, limit: int) -> dict[str, Any]:
+    from notifier.config import load_settings
+    from notifier.errors import NotifierError
+    from notifier.inputs import InputProblem, read_findings
+    from notifier.models import DeliveryStatus, Finding
+    from notifier.pipeline import Notifier
+
+    settings = load_settings(config)
+    findings: list[Finding] = []
+    with open(input_path, "rb") as stream:
+        for item in read_findings(stream):
+            if isinstance(item, InputProblem):
+                continue
+            findings.append(item)
+            if 0 <= limit <= len(findings):
+                break
+    baseline = benchlib.current_rss_kb()
+    sent = failed = errors = 0
+    started = time.perf_counter()
+    async with Notifier(settings) as notifier:
+        for finding in findings:
+            try:
+                result = await notifier.send([finding])
+            except NotifierError:
+                errors += 1
+                continue
+            sent += sum(d.status == DeliveryStatus.DELIVERED for d in result.deliveries)
+            failed += sum(d.status == DeliveryStatus.FAILED for d in result.deliveries)
+    wall = time.perf_counter() - started
+    return {
+        "wall": wall,
+        "baseline_rss_kb": baseline,
+        "findings": len(findings),
+        "sent": sent,
+        "failed": failed,
+        "errors": errors,
+    }
+
+
+def child_main(args: argparse.Namespace) -> None:
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    if args.child == "batch":
+        report = asyncio.run(_child_batch(args.config, args.input))
+    else:
+        report = asyncio.run(_child_naive(args.config, args.input, args.limit))
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(f"{args.profile}.{args.child}")
+    report["peak_rss_kb"] = benchlib.peak_rss_kb()
+    print(json.dumps({"bench": args.child, **report}), flush=True)
+
+
+# -- parent: the sandbox, one fresh one per mode --------------------------------------------
+
+
+async def run_mode(
+    mode: str,
+    bw: benchlib.BenchWorld,
+    input_path: Path,
+    work: Path,
+    args: argparse.Namespace,
+    limit: int,
+) -> dict[str, Any]:
+    from notifier.testing import Sandbox
+
+    directory = work / mode
+    directory.mkdir()
+    async with Sandbox(bw.world, directory=directory, latency=args.latency) as sandbox:
+        benchlib.configure_sandbox(sandbox, args.rate, args.burst)
+        config = sandbox.write_config(**benchlib.bench_sections(args.rate, args.concurrency))
+        child_args = [
+            str(Path(__file__).resolve()),
+            "--child",
+            mode,
+            "--config",
+            str(config),
+            "--input",
+            str(input_path),
+            "--limit",
+            str(limit),
+        ]
+        if args.profile:
+            child_args += ["--profile", args.profile]
+        result = await asyncio.to_thread(
+            benchlib.run_child,
+            child_args,
+            directory / "child.out",
+            directory / "child.err",
+        )
+        if result.status != 0 or not result.report:
+            err = (directory / "child.err").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"{mode} child failed (exit {result.status}):\n{err}")
+        rirs = [sandbox.registries[k] for k in benchlib.REGISTRY_KEYS]
+        recipients = {r for m in sandbox.smtp.messages for r in m.rcpt_tos}
+        return {
+            **result.report,
+            "peak_rss_kb": max(result.report["peak_rss_kb"], result.max_rss_kb),
+            "rdap_requests": sum(r.request_count for r in rirs),
+            "rdap_requests_by_registry": {
+                k: sandbox.registries[k].request_count for k in benchlib.REGISTRY_KEYS
+            },
+            "throttled": sum(r.throttled for r in rirs),
+            "domain_rdap_requests": sandbox.registries["domains"].request_count,
+            "messages": len(sandbox.smtp.messages),
+            "distinct_recipients": len(recipients),
+        }
+
+
+def _fmt(value: float | int | None, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:,.{digits}f}"
+
+
+def table(summary: dict[str, Any]) -> str:
+    b = summary.get("batch")
+    n = summary.get("naive")
+    x = summary.get("naive_extrapolated")
+    naive_label = "naive (measured)"
+    if n is not None and n["findings"] < summary["findings"]:
+        naive_label = f"naive ({n['findings']:,}-finding sample)"
+    cols = ["batch", naive_label, f"naive (extrapolated to {summary['findings']:,})"]
+    rows: list[tuple[str, str, list[str]]] = []
+
+    def pick(d: dict[str, Any] | None, key: str, digits: int = 2) -> str:
+        return _fmt(d.get(key) if d else None, digits)
+
+    for label, target, key, digits in (
+        ("findings", "", "findings", 0),
+        ("distinct networks", "", "networks", 0),
+        ("upstream RDAP requests (RIRs)", "", "rdap_requests", 0),
+        ("**RDAP requests ÷ distinct networks**", "≤ 1.05", "rdap_per_network", 2),
+        ("HTTP 429 answers", "0", "throttled", 0),
+        ("wall time (s)", "", "wall", 2),
+        ("rate-limit lower bound (s)", "", "lower_bound", 2),
+        ("**wall time ÷ lower bound**", "≤ 1.3", "wall_per_bound", 2),
+        ("messages sent", "", "messages", 0),
+        ("distinct recipients", "", "distinct_recipients", 0),
+        ("**messages ÷ distinct recipients**", "1.0", "messages_per_recipient", 2),
+        ("peak RSS (MB)", "", "peak_rss_mb", 0),
+    ):
+        rows.append((label, target, [pick(b, key, digits), pick(n, key, digits), pick(x, key, digits)]))
+    lines = [
+        "| metric | target | " + " | ".join(cols) + " |",
+        "|---|---|" + "---:|" * len(cols),
+    ]
+    for label, target, values in rows:
+        lines.append(f"| {label} | {target} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def derive(report: dict[str, Any], per_registry: dict[str, int], args: argparse.Namespace) -> None:
+    """Add the ratios to a mode's report (in place)."""
+    networks = sum(per_registry.values())
+    report["networks"] = networks
+    report["networks_by_registry"] = per_registry
+    report["lower_bound"] = benchlib.lower_bound(per_registry, args.rate, args.latency)
+    report["rdap_per_network"] = report["rdap_requests"] / max(1, networks)
+    report["wall_per_bound"] = report["wall"] / report["lower_bound"]
+    report["messages_per_recipient"] = report["messages"] / max(1, report["distinct_recipients"])
+    report["peak_rss_mb"] = round(report["peak_rss_kb"] / 1024)
+
+
+async def parent_main(args: argparse.Namespace) -> None:
+    bw = benchlib.build_world(args.networks, args.addresses_per_network)
+    rows = benchlib.sample_findings(bw, args.findings, args.seed)
+    per_registry = benchlib.registry_networks(bw, (ip for ip, _, _ in rows))
+    summary: dict[str, Any] = {
+        "findings": len(rows),
+        "networks": sum(per_registry.values()),
+        "addresses": len({ip for ip, _, _ in rows}),
+        "latency_s": args.latency,
+        "rate_per_s": args.rate,
+        "burst": args.burst,
+        "concurrency": args.concurrency,
+        "lower_bound_s": benchlib.lower_bound(per_registry, args.rate, args.latency),
+        "lower_bound_explained": (
+            f"busiest registry: {max(per_registry.values())} distinct networks / "
+            f"{args.rate:g} requests/s + {args.latency * 1000:g} ms latency"
+        ),
+    }
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    with tempfile.TemporaryDirectory(prefix="notify-bench-") as scratch:
+        work = Path(scratch)
+        input_path = work / "findings.csv"
+        benchlib.write_csv(input_path, rows)
+        if "batch" in modes:
+            report = await run_mode("batch", bw, input_path, work, args, -1)
+            derive(report, per_registry, args)
+            summary["batch"] = report
+            print(f"batch: {report['wall']:.2f} s", file=sys.stderr)
+        if "naive" in modes and args.naive_findings != 0:
+            limit = args.naive_findings if args.naive_findings > 0 else -1
+            report = await run_mode("naive", bw, input_path, work, args, limit)
+            sample = rows[: report["findings"]]
+            derive(report, benchlib.registry_networks(bw, (ip for ip, _, _ in sample)), args)
+            summary["naive"] = report
+            print(f"naive: {report['wall']:.2f} s for {report['findings']}", file=sys.stderr)
+            if report["findings"] < len(rows):
+                scale = len(rows) / report["findings"]
+                # one lookup and one message per finding: both grow linearly with the input
+                extrapolated = {
+                    "findings": len(rows),
+                    "networks": summary["networks"],
+                    "rdap_requests": round(report["rdap_requests"] * scale),
+                    "throttled": round(report["throttled"] * scale),
+                    "wall": report["wall"] * scale,
+                    "messages": round(report["messages"] * scale),
+                    "distinct_recipients": None,
+                    "lower_bound": summary["lower_bound_s"],
+                    "peak_rss_mb": None,
+                }
+                extrapolated["rdap_per_network"] = extrapolated["rdap_requests"] / max(
+                    1, summary["networks"]
+                )
+                extrapolated["wall_per_bound"] = extrapolated["wall"] / summary["lower_bound_s"]
+                batch_recipients = summary.get("batch", {}).get("distinct_recipients")
+                if batch_recipients:
+                    # the full input reaches the recipients the batch run reached
+                    extrapolated["distinct_recipients"] = batch_recipients
+                    extrapolated["messages_per_recipient"] = (
+                        extrapolated["messages"] / batch_recipients
+                    )
+                summary["naive_extrapolated"] = extrapolated
+    print(table(summary))
+    print()
+    print(f"Lower bound: {summary['lower_bound_explained']} = {summary['lower_bound_s']:.2f} s.")
+    print(json.dumps(summary, separators=(",", ":")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--findings", type=int, default=10_000)
+    parser.add_argument("--networks", type=int, default=300)
+    parser.add_argument("--addresses-per-network", type=int, default=10)
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds per HTTP answer")
+    parser.add_argument("--rate", type=float, default=20.0, help="RDAP queries/s per registry")
+    parser.add_argument("--burst", type=float, default=3.0, help="registries' token-bucket depth")
+    parser.add_argument("--concurrency", type=int, default=20, help="limits.concurrency")
+    parser.add_argument(
+        "--naive-findings",
+        type=int,
+        default=1000,
+        help="findings the naive mode runs (then extrapolated); -1 all, 0 skip",
+    )
+    parser.add_argument("--modes", default="batch,naive")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", help="write cProfile stats of each mode to PROFILE.<mode>")
+    parser.add_argument("--child", choices=["batch", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--input", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, default=-1, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(args)
+    else:
+        asyncio.run(parent_main(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Shared pieces of the benchmarks: a synthetic loopback world, inputs, and child processes.
+
+Every address the benchmarks use is inside 127.0.0.0/8; every server they talk to is the
+sandbox's, on loopback. Nothing here reaches any other address.
+"""
+
+from __future__ import annotations
+
+import csv
+import ipaddress
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from notifier.sandbox.world import REGISTRIES, World, WorldNetwork
+
+# a few countries per registry, so that every network has a national CERT to fall back to
+COUNTRIES = {
+    "arin": ("US", "CA"),
+    "ripe": ("NL", "DE", "FR", "GB"),
+    "apnic": ("JP", "IN", "AU"),
+    "lacnic": ("BR", "AR", "CL"),
+    "afrinic": ("ZA", "KE", "NG"),
+}
+
+SERVICES = (
+    (9200, "Elasticsearch without authentication"),
+    (6379, "Redis without authentication"),
+    (27017, "MongoDB without authentication"),
+    (5432, "PostgreSQL exposed to the internet"),
+    (3306, "MySQL exposed to the internet"),
+    (11211, "memcached reachable over UDP"),
+    (2375, "Docker API without TLS"),
+    (10250, "Kubelet API without authentication"),
+    (5601, "Kibana without authentication"),
+    (8080, "Jenkins with anonymous read"),
+    (9000, "MinIO console exposed"),
+    (5984, "CouchDB admin party"),
+    (8086, "InfluxDB without authentication"),
+    (2379, "etcd without client authentication"),
+    (15672, "RabbitMQ default credentials"),
+    (445, "SMB exposed to the internet"),
+    (3389, "RDP exposed to the internet"),
+    (23, "Telnet exposed to the internet"),
+    (161, "SNMP with public community"),
+    (873, "rsync module listing open"),
+)
+
+REGISTRY_KEYS = tuple(REGISTRIES)  # arin, ripe, apnic, lacnic, afrinic
+
+
+@dataclass(frozen=True)
+class BenchWorld:
+    world: World
+    # addresses, grouped by network in network order
+    addresses: list[list[str]]
+
+    @property
+    def networks(self) -> tuple[WorldNetwork, ...]:
+        return self.world.networks
+
+    def registry_of(self) -> dict[str, str]:
+        """Network CIDR -> registry key."""
+        return {n.cidr: n.registry for n in self.world.networks}
+
+
+def build_world(networks: int, per_network: int, *, shared_orgs: bool = True) -> BenchWorld:
+    """``networks`` /24s spread evenly over the five registries, ``per_network`` hosts in each.
+
+    Registry ``r`` holds 127.(100 + 20r + k // 256).(k % 256).0/24 for its k-th network, so a
+    registry's networks sit side by side in the same /16, as an ISP's customer assignments do.
+    Every third network shares its organisation (and abuse desk) with the one before it, as
+    providers with several blocks do.
+    """
+    if not 1 <= networks <= 5 * 20 * 256:
+        raise ValueError("networks must be between 1 and 25600")
+    if not 1 <= per_network <= 200:
+        raise ValueError("addresses per network must be between 1 and 200")
+    nets: list[WorldNetwork] = []
+    addresses: list[list[str]] = []
+    for i in range(networks):
+        key = REGISTRY_KEYS[i % 5]
+        k = i // 5
+        second = 100 + 20 * (i % 5) + k // 256
+        third = k % 256
+        cidr = f"127.{second}.{third}.0/24"
+        assert ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network("127.0.0.0/8"))
+        org = (i * 2) // 3 if shared_orgs else i
+        countries = COUNTRIES[key]
+        nets.append(
+            WorldNetwork(
+                cidr,
+                key,
+                f"NET-BENCH-{i}",
+                f"BENCH-NET-{i}",
+                countries[org % len(countries)],
+                f"Bench Hosting {org}",
+                f"abuse@org{org}.test",
+            )
+        )
+        addresses.append([f"127.{second}.{third}.{10 + 1 + j}" for j in range(per_network)])
+    return BenchWorld(World(networks=tuple(nets), hosts=()), addresses)
+
+
+def sample_findings(bw: BenchWorld, count: int, seed: int) -> list[tuple[str, int, str]]:
+    """``count`` distinct (ip, port, finding) over the world's addresses, in scanner order."""
+    flat = [a for group in bw.addresses for a in group]
+    if count > len(flat) * len(SERVICES):
+        raise ValueError(f"at most {len(flat) * len(SERVICES)} distinct findings in this world")
+    rng = random.Random(seed)
+    seen: set[tuple[str, int]] = set()
+    rows: list[tuple[str, int, str]] = []
+    # every address gets at least one finding first, then the rest at random
+    order = list(flat)
+    rng.shuffle(order)
+    for ip in order[:count]:
+        port, text = SERVICES[rng.randrange(len(SERVICES))]
+        seen.add((ip, port))
+        rows.append((ip, port, text))
+    while len(rows) < count:
+        ip = flat[rng.randrange(len(flat))]
+        port, text = SERVICES[rng.randrange(len(SERVICES))]
+        if (ip, port) in seen:
+            continue
+        seen.add((ip, port))
+        rows.append((ip, port, text))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: Sequence[tuple[str, int, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["ip", "port", "finding"])
+        writer.writerows(rows)
+
+
+def registry_networks(bw: BenchWorld, ips: Iterator[str] | Sequence[str]) -> dict[str, int]:
+    """Distinct networks per registry among ``ips``."""
+    registry = bw.registry_of()
+    seen: set[str] = set()
+    for ip in ips:
+        a, b, c, _ = ip.split(".")
+        seen.add(f"{a}.{b}.{c}.0/24")
+    counts = dict.fromkeys(REGISTRY_KEYS, 0)
+    for cidr in seen:
+        counts[registry[cidr]] += 1
+    return counts
+
+
+def lower_bound(per_registry: dict[str, int], rate: float, latency: float) -> float:
+    """Fastest a run can finish: the busiest registry's queries at ``rate``, plus one latency."""
+    return max(per_registry.values()) / rate + latency
+
+
+def configure_sandbox(sandbox: Any, rate: float, burst: float) -> None:
+    """Make every RIR of the sandbox enforce ``rate`` queries a second (429 beyond it)."""
+    for key in REGISTRY_KEYS:
+        registry = sandbox.registries[key]
+        registry.rate_limit_per_second = rate
+        registry.rate_limit_burst = burst
+
+
+def bench_sections(rate: float, concurrency: int) -> dict[str, dict[str, Any]]:
+    """Settings both modes share: the client's registry rate, and run caps out of the way."""
+    return {
+        "rdap": {"rate_per_second": rate, "timeout": 5, "max_retry_after": 5},
+        # the caps protect recipients in real runs; here they would only measure themselves
+        "limits": {
+            "max_messages_per_run": 10_000_000,
+            "per_recipient_per_day": 10_000_000,
+            "per_domain_per_minute": 10_000_000,
+            "concurrency": concurrency,
+        },
+    }
+
+
+@dataclass
+class ChildResult:
+    status: int
+    wall: float  # seen from the parent: process start to exit
+    max_rss_kb: int  # the child's own peak (wait4)
+    report: dict[str, Any]
+
+
+def run_child(args: Sequence[str], stdout_path: Path, stderr_path: Path) -> ChildResult:
+    """Run a Python child, wait for it with ``wait4`` (its own peak RSS), parse its last line."""
+    started = time.perf_counter()
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err)  # noqa: S603
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    report: dict[str, Any] = {}
+    last = b""
+    with stdout_path.open("rb") as handle:
+        for line in handle:
+            if line.startswith(b"{\"bench\""):
+                last = line
+    if last:
+        report = json.loads(last)
+    return ChildResult(proc.returncode, wall, usage.ru_maxrss, report)
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident set (VmHWM), in KiB."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def current_rss_kb() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
