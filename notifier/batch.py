@@ -1,26 +1,31 @@
 """Many findings at once: resolve each address once, send each recipient one message.
 
-Findings are kept compactly (interned addresses and texts) so a million-line scanner output fits
-in bounded memory; each distinct address is resolved once, with bounded concurrency, and the
-registry answers are cached by network range (``notifier.cache``), so a network is looked up once
-however many of its addresses appear. Every recipient then gets one message listing all of its
-findings (split past ``batch.max_findings_per_message``), and findings whose every recipient
-failed climb the fallback ladder together. Re-running on the same input after an interruption
-sends only what was not delivered: idempotence comes from the audit log.
+Findings are kept as columns of machine integers (addresses, texts and host names interned,
+times as microseconds), so a million-line scanner output fits in bounded memory. Each distinct
+address is resolved once by a small pool of workers, and the registry answers are cached by
+network range (``notifier.cache``), so a network is looked up once however many of its addresses
+appear. Every recipient then gets one message listing all of its findings (split past
+``batch.max_findings_per_message``); recipients are written to in parallel over the notifier's
+small pool of SMTP connections, and audit records written at the same moment share one fsync.
+Findings that no recipient took climb the fallback ladder together. Re-running on the same
+input after an interruption sends only what was not delivered: idempotence comes from the audit
+log.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
-from collections.abc import Callable
+from array import array
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any, TypeVar
 
 from .errors import ConfigError, NotifierError
-from .models import Contact, DeliveryStatus, Finding, IPAddress, Network, Resolution
-from .pipeline import Notifier, SendResult
+from .models import Contact, DeliveryStatus, Finding, IPAddress, Network
+from .pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
 
 __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
 
@@ -43,6 +48,19 @@ _FROM_STATUS = {
     DeliveryStatus.SUPPRESSED: _SUPPRESSED,
     DeliveryStatus.FAILED: _FAILED,
 }
+# a finding left at one of these reached nobody: it climbs to the next rung of the ladder
+_CLIMBS = _SUPPRESSED
+
+_PENDING = -1  # an address's route before its resolution is known
+_UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
+_NO_TIME = -(2**63)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+_YIELD_EVERY = 256  # submits between two chances for the lookups to run
+_MAX_DELIVERY_WORKERS = 2 * MAX_SMTP_CONNECTIONS  # compose the next messages while others send
+
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -86,19 +104,39 @@ class FindingOutcome:
         }
 
 
-@dataclass(slots=True)
-class _Row:
-    ip: int
-    port: int
-    text: int
-    host: int
-    seen: str
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """Who an address's findings go to; addresses resolved alike share one."""
+
+    recipients: tuple[Contact, ...]
+    fallbacks: tuple[Contact, ...]
+    network: Network | None
 
 
 @dataclass(slots=True)
 class _Plan:
+    """One recipient's share of a round: its findings (row numbers, ascending), and per row
+    whether an earlier run already dealt with it; per message, its Message-ID."""
+
     contact: Contact
-    rows: list[int] = field(default_factory=list)
+    rows: array[int] = field(default_factory=lambda: array("I"))
+    priors: bytearray = field(default_factory=bytearray)
+    message_ids: list[str] = field(default_factory=list)
+
+
+class _Interned:
+    """Values kept once, referred to by number (0 is the empty value)."""
+
+    def __init__(self, empty: Any) -> None:
+        self.values: list[Any] = [empty]
+        self._ids: dict[Any, int] = {empty: 0}
+
+    def id(self, value: Any) -> int:
+        found = self._ids.get(value)
+        if found is None:
+            found = self._ids[value] = len(self.values)
+            self.values.append(value)
+        return found
 
 
 class Batch:
@@ -129,15 +167,29 @@ class Batch:
         self.counts = BatchCounts()
         self._on_progress = on_progress or (lambda counts: None)
         self._on_outcome = on_outcome or (lambda outcome: None)
+        # addresses, and per address: the host name to resolve it with, then its route
         self._ips: list[IPAddress] = []
         self._ip_ids: dict[IPAddress, int] = {}
-        self._strings: list[str] = [""]
-        self._string_ids: dict[str, int] = {"": 0}
-        self._rows: list[_Row] = []
-        self._seen: set[tuple[int, int, int]] = set()
-        self._resolutions: dict[int, Resolution | str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._slots = asyncio.Semaphore(notifier.settings.limits.concurrency)
+        self._ip_host = array("I")
+        self._ip_route = array("i")
+        self._refused: dict[IPAddress, str] = {}
+        self._errors: dict[int, str] = {}
+        self._routes = _Interned(None)
+        self._strings = _Interned("")
+        self._zones = _Interned(None)
+        self._extras = _Interned(())
+        # per finding, one column each
+        self._row_ip = array("I")
+        self._row_port = array("i")
+        self._row_text = array("I")
+        self._row_host = array("I")
+        self._row_time = array("q")
+        self._row_zone = array("H")
+        self._row_extra = array("I")
+        self._seen: set[int] = set()
+        # lookups: addresses waiting, and the workers taking them
+        self._waiting: deque[int] = deque()
+        self._workers: set[asyncio.Task[None]] = set()
         self.result = SendResult()
 
     def on_outcome(self, callback: Callable[[FindingOutcome], None]) -> None:
@@ -152,15 +204,6 @@ class Batch:
 
     # -- input ------------------------------------------------------------------------------
 
-    def _intern(self, text: str | None) -> int:
-        if not text:
-            return 0
-        found = self._string_ids.get(text)
-        if found is None:
-            found = self._string_ids[text] = len(self._strings)
-            self._strings.append(text)
-        return found
-
     def problem(self, line: int, message: str) -> None:
         """A malformed input line: counted and reported, the rest goes on."""
         self.counts.problems += 1
@@ -171,162 +214,256 @@ class Batch:
     async def submit(self, finding: Finding) -> None:
         """Queue one finding; its address starts resolving at once (bounded concurrency)."""
         self.counts.read += 1
-        try:
-            address = self.notifier.target(str(finding.ip))
-        except ConfigError as exc:
-            self.counts.refused += 1
-            self._on_outcome(
-                FindingOutcome(
-                    str(finding.ip), finding.port, finding.text, "refused", reason=str(exc)
-                )
-            )
-            return
-        ip_id = self._ip_ids.get(address)
-        new_address = ip_id is None
+        if self.counts.read % _YIELD_EVERY == 0:
+            await asyncio.sleep(0)  # a long input read in one go must not starve the lookups
+        ip_id = self._ip_ids.get(finding.ip)
         if ip_id is None:
-            ip_id = self._ip_ids[address] = len(self._ips)
-            self._ips.append(address)
-        identity = (ip_id, -1 if finding.port is None else finding.port, self._intern(finding.text))
+            refusal = self._refused.get(finding.ip)
+            if refusal is None:
+                try:
+                    address = self.notifier.target(str(finding.ip))
+                except ConfigError as exc:
+                    refusal = self._refused[finding.ip] = str(exc)
+                else:
+                    ip_id = self._ip_ids.get(address)
+            if refusal is not None:
+                self.counts.refused += 1
+                self._on_outcome(
+                    FindingOutcome(
+                        str(finding.ip), finding.port, finding.text, "refused", reason=refusal
+                    )
+                )
+                return
+            if ip_id is None:
+                ip_id = self._ip_ids[address] = self._ip_ids[finding.ip] = len(self._ips)
+                self._ips.append(address)
+                self._ip_host.append(self._strings.id(finding.hostname or ""))
+                self._ip_route.append(_PENDING)
+                self.counts.addresses += 1
+                self._waiting.append(ip_id)
+                self._start_lookups()
+        port = -1 if finding.port is None else finding.port
+        text = self._strings.id(finding.text)
+        identity = (ip_id << 64) | ((port + 1) << 32) | text
         if identity in self._seen:
             self.counts.duplicates += 1
             return
         self._seen.add(identity)
-        seen = finding.observed_at.isoformat() if finding.observed_at else ""
-        self._rows.append(
-            _Row(ip_id, identity[1], identity[2], self._intern(finding.hostname), seen)
-        )
-        if new_address:
-            self.counts.addresses += 1
-            # backpressure: never more than a few rounds of lookups waiting in memory
-            while len(self._tasks) >= 4 * self.notifier.settings.limits.concurrency:
-                await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
-            task = asyncio.create_task(self._resolve(ip_id, finding.hostname))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._row_ip.append(ip_id)
+        self._row_port.append(port)
+        self._row_text.append(text)
+        self._row_host.append(self._strings.id(finding.hostname or ""))
+        self._store_time(finding.observed_at)
+        self._row_extra.append(self._extras.id(tuple(finding.extra)))
         self._on_progress(self.counts)
 
-    async def _resolve(self, ip_id: int, hostname: str | None) -> None:
-        async with self._slots:
-            try:
-                resolution = await self.notifier.resolve(
-                    self._ips[ip_id], [hostname] if hostname else []
-                )
-            except NotifierError as exc:
-                self._resolutions[ip_id] = str(exc)
-            else:
-                self._resolutions[ip_id] = resolution
-                if not self.options["dry_run"]:
-                    self.notifier.record_resolution(resolution)
+    def _store_time(self, moment: datetime | None) -> None:
+        if moment is None:
+            self._row_time.append(_NO_TIME)
+            self._row_zone.append(0)
+        elif moment.tzinfo is None:
+            self._row_time.append((moment - _NAIVE_EPOCH) // _MICROSECOND)
+            self._row_zone.append(0)
+        else:
+            self._row_time.append((moment - _EPOCH) // _MICROSECOND)
+            self._row_zone.append(self._zones.id(moment.tzinfo))
+
+    def _time(self, index: int) -> datetime | None:
+        micros = self._row_time[index]
+        if micros == _NO_TIME:
+            return None
+        zone: tzinfo | None = self._zones.values[self._row_zone[index]]
+        if zone is None:
+            return _NAIVE_EPOCH + micros * _MICROSECOND
+        return (_EPOCH + micros * _MICROSECOND).astimezone(zone)
+
+    # -- lookups ----------------------------------------------------------------------------
+
+    def _start_lookups(self) -> None:
+        width = self.notifier.settings.limits.concurrency
+        while self._waiting and len(self._workers) < min(width, len(self._waiting)):
+            task = asyncio.create_task(self._lookups())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+
+    async def _lookups(self) -> None:
+        while self._waiting:
+            await self._resolve(self._waiting.popleft())
+
+    async def _resolve(self, ip_id: int) -> None:
+        host = self._strings.values[self._ip_host[ip_id]]
+        try:
+            resolution = await self.notifier.resolve(self._ips[ip_id], [host] if host else [])
+        except NotifierError as exc:
+            self._errors[ip_id] = str(exc)
+            self._ip_route[ip_id] = _UNRESOLVED
+        else:
+            if not self.options["dry_run"]:
+                # on disk before anything is sent on its strength; concurrent lookups share
+                # the write
+                await self.notifier.log("resolution", **resolution_record(resolution))
+            route = _Route(resolution.recipients, resolution.fallbacks, resolution.network)
+            self._ip_route[ip_id] = self._routes.id(route)
         self.counts.resolved += 1
         self._on_progress(self.counts)
 
     # -- delivery ---------------------------------------------------------------------------
 
+    def _route(self, row: int) -> _Route | None:
+        route_id = self._ip_route[self._row_ip[row]]
+        return self._routes.values[route_id] if route_id > 0 else None
+
     def _finding(self, index: int) -> Finding:
-        row = self._rows[index]
+        port = self._row_port[index]
         return Finding(
-            self._ips[row.ip],
-            self._strings[row.text],
-            port=None if row.port < 0 else row.port,
-            hostname=self._strings[row.host] or None,
-            observed_at=datetime.fromisoformat(row.seen) if row.seen else None,
+            self._ips[self._row_ip[index]],
+            self._strings.values[self._row_text[index]],
+            port=None if port < 0 else port,
+            hostname=self._strings.values[self._row_host[index]] or None,
+            observed_at=self._time(index),
+            extra=self._extras.values[self._row_extra[index]],
         )
 
     async def flush(self) -> SendResult:
         """Wait for every lookup, deliver one message per recipient, climb the ladder."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
-        state = bytearray(len(self._rows))
-        recipients_of: dict[int, list[str]] = defaultdict(list)
-        message_ids: dict[int, list[str]] = defaultdict(list)
+        while self._waiting or self._workers:
+            self._start_lookups()
+            await asyncio.gather(*self._workers)
+        rows = len(self._row_ip)
+        state = bytearray(rows)
         plans: dict[str, _Plan] = {}
-        for index, row in enumerate(self._rows):
-            resolution = self._resolutions.get(row.ip)
-            if isinstance(resolution, Resolution):
-                for contact in resolution.recipients:
+        for index in range(rows):
+            route = self._route(index)
+            if route is not None:
+                for contact in route.recipients:
                     plans.setdefault(contact.address, _Plan(contact)).rows.append(index)
         self.counts.recipients = len(plans)
-        await self._deliver_plans(plans, state, recipients_of, message_ids)
+        rounds = [plans]
+        await self._deliver_round(plans, state)
 
         # the ladder: findings nobody took climb to their next fallback, rung by rung
         rung = 0
         while True:
             plans = {}
-            for index, row in enumerate(self._rows):
-                resolution = self._resolutions.get(row.ip)
-                if not isinstance(resolution, Resolution) or state[index] not in (_NONE, _FAILED):
+            for index in range(rows):
+                if state[index] > _CLIMBS:
                     continue
-                if rung < len(resolution.fallbacks):
-                    contact = resolution.fallbacks[rung]
+                route = self._route(index)
+                if route is not None and rung < len(route.fallbacks):
+                    contact = route.fallbacks[rung]
                     plans.setdefault(contact.address, _Plan(contact)).rows.append(index)
             if not plans:
                 break
-            for plan in plans.values():
-                if not self.options["dry_run"]:
-                    self.notifier.audit.append(
+            if not self.options["dry_run"]:
+                for plan in plans.values():
+                    await self.notifier.log(
                         "fallback",
                         to=plan.contact.address,
                         role=str(plan.contact.role),
                         findings=len(plan.rows),
                         reason="no contact found or every contact failed",
                     )
-            await self._deliver_plans(plans, state, recipients_of, message_ids)
+            rounds.append(plans)
+            await self._deliver_round(plans, state)
             rung += 1
 
-        for index, row in enumerate(self._rows):
-            resolution = self._resolutions.get(row.ip)
-            reason = resolution if isinstance(resolution, str) else ""
-            self._on_outcome(
-                FindingOutcome(
-                    str(self._ips[row.ip]),
-                    None if row.port < 0 else row.port,
-                    self._strings[row.text],
-                    _STATE_NAMES[state[index]],
-                    tuple(recipients_of.get(index, ())),
-                    tuple(message_ids.get(index, ())),
-                    reason,
-                )
-            )
+        for index in range(rows):
+            self._on_outcome(self._outcome(index, state[index], rounds))
         return self.result
 
-    async def _deliver_plans(
-        self,
-        plans: dict[str, _Plan],
-        state: bytearray,
-        recipients_of: dict[int, list[str]],
-        message_ids: dict[int, list[str]],
-    ) -> None:
+    def _outcome(self, index: int, state: int, rounds: list[dict[str, _Plan]]) -> FindingOutcome:
         limit = self.notifier.settings.batch.max_findings_per_message
-        for address in sorted(plans):
-            plan = plans[address]
-            for start in range(0, len(plan.rows), limit):
-                chunk = plan.rows[start : start + limit]
-                self.counts.queued += 1
-                self._on_progress(self.counts)
-                findings = [self._finding(i) for i in chunk]
-                networks = {
-                    r.network
-                    for i in chunk
-                    if isinstance(r := self._resolutions.get(self._rows[i].ip), Resolution)
-                }
-                network: Network | None = networks.pop() if len(networks) == 1 else None
-                checks = not any(self.options[k] for k in ("force", "dry_run", "test_recipient"))
-                priors = [self.notifier.prior(f, address) if checks else None for f in findings]
-                delivery = await self.notifier.deliver(
-                    plan.contact, findings, network, self.result, **self.options
-                )
-                outcome = _FROM_STATUS[delivery.status]
-                if delivery.status == DeliveryStatus.DELIVERED:
-                    self.counts.sent += 1
-                elif delivery.status == DeliveryStatus.FAILED:
-                    self.counts.failed += 1
+        route = self._route(index)
+        recipients: list[str] = []
+        message_ids: list[str] = []
+        if route is not None:
+            for number, plans in enumerate(rounds):
+                if number == 0:
+                    contacts: Iterable[Contact] = route.recipients
+                elif number - 1 < len(route.fallbacks):
+                    contacts = (route.fallbacks[number - 1],)
                 else:
-                    self.counts.skipped += 1
-                for i, prior in zip(chunk, priors, strict=True):
-                    # a finding the message left out keeps what an earlier run did with it
-                    mine = {"delivered": _ALREADY, "in-doubt": _IN_DOUBT}.get(prior or "", outcome)
-                    state[i] = max(state[i], mine)
-                    recipients_of[i].append(address)
-                    if delivery.message_id and prior is None:
-                        message_ids[i].append(delivery.message_id)
-                self._on_progress(self.counts)
+                    break
+                for contact in contacts:
+                    plan = plans.get(contact.address)
+                    if plan is None:
+                        continue
+                    at = bisect_left(plan.rows, index)
+                    if at == len(plan.rows) or plan.rows[at] != index:
+                        continue
+                    recipients.append(contact.address)
+                    chunk = at // limit
+                    if chunk < len(plan.message_ids) and plan.message_ids[chunk]:
+                        if not plan.priors[at]:
+                            message_ids.append(plan.message_ids[chunk])
+        port = self._row_port[index]
+        return FindingOutcome(
+            str(self._ips[self._row_ip[index]]),
+            None if port < 0 else port,
+            self._strings.values[self._row_text[index]],
+            _STATE_NAMES[state],
+            tuple(recipients),
+            tuple(message_ids),
+            self._errors.get(self._row_ip[index], ""),
+        )
+
+    async def _deliver_round(self, plans: dict[str, _Plan], state: bytearray) -> None:
+        """Every plan of one round; different recipients in parallel, one's messages in turn."""
+
+        async def deliver(address: str) -> None:
+            await self._deliver_plan(plans[address], state)
+
+        width = max(1, min(self.notifier.settings.limits.concurrency, _MAX_DELIVERY_WORKERS))
+        await _each(sorted(plans), deliver, width)
+
+    async def _deliver_plan(self, plan: _Plan, state: bytearray) -> None:
+        limit = self.notifier.settings.batch.max_findings_per_message
+        address = plan.contact.address
+        checks = not any(self.options[k] for k in ("force", "dry_run", "test_recipient"))
+        plan.priors = bytearray(len(plan.rows))
+        for start in range(0, len(plan.rows), limit):
+            chunk = plan.rows[start : start + limit]
+            self.counts.queued += 1
+            self._on_progress(self.counts)
+            findings = [self._finding(i) for i in chunk]
+            networks = {route.network for i in chunk if (route := self._route(i)) is not None}
+            network: Network | None = networks.pop() if len(networks) == 1 else None
+            priors = [self.notifier.prior(f, address) if checks else None for f in findings]
+            # a scratch result: the batch keeps the deliveries, not every message's bytes
+            scratch = SendResult()
+            delivery = await self.notifier.deliver(
+                plan.contact, findings, network, scratch, **self.options
+            )
+            self.result.deliveries.extend(scratch.deliveries)
+            outcome = _FROM_STATUS[delivery.status]
+            if delivery.status == DeliveryStatus.DELIVERED:
+                self.counts.sent += 1
+            elif delivery.status == DeliveryStatus.FAILED:
+                self.counts.failed += 1
+            else:
+                self.counts.skipped += 1
+            plan.message_ids.append(delivery.message_id)
+            for offset, (i, prior) in enumerate(zip(chunk, priors, strict=True)):
+                # a finding the message left out keeps what an earlier run did with it
+                mine = {"delivered": _ALREADY, "in-doubt": _IN_DOUBT}.get(prior or "", outcome)
+                state[i] = max(state[i], mine)
+                plan.priors[start + offset] = prior is not None
+            self._on_progress(self.counts)
+
+
+async def _each(items: list[_T], work: Callable[[_T], Awaitable[None]], width: int) -> None:
+    """``work`` on every item, ``width`` at a time; the first failure cancels the rest."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await work(item)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(min(width, len(items)))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -7,6 +7,7 @@ an exit status: 2 for bad input or configuration, 1 for a failed delivery or a b
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import sys
@@ -181,7 +182,9 @@ def print_send(result: SendResult, dry_run: bool) -> None:
         tries = f", {d.attempts} attempts" if d.attempts > 1 else ""
         out.print(f"{d.status:>13}  {d.recipient}{detail}{tries}", markup=False)
     if not result.deliveries:
-        out.print("nothing to send: no contact found", markup=False)
+        err.print(
+            "notify: no contact found for this address, not even a national CERT", markup=False
+        )
 
 
 def send_json(result: SendResult) -> dict[str, Any]:
@@ -308,8 +311,10 @@ def batch(
     from .inputs import InputProblem, read_findings
 
     settings = settings_from(config)
-    if fmt is not None and fmt != "auto" and fmt not in FORMATS:
-        fail(f"unknown input format {fmt!r}; known: auto, {', '.join(FORMATS)}")
+    try:
+        read_findings(io.BytesIO(b""), fmt=fmt)  # an unknown --format fails before any input
+    except ConfigError as exc:
+        fail(str(exc))
     if file == "-":
         stream: BinaryIO = sys.stdin.buffer
     else:

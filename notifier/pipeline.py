@@ -92,8 +92,11 @@ class SendResult:
 
     @property
     def failed(self) -> bool:
-        """A delivery failed and nothing later on the ladder reached anyone in its place."""
+        """Nobody could be told: no contact at all, or a delivery failed and nothing later on the
+        ladder reached anyone in its place."""
         statuses = [d.status for d in self.deliveries]
+        if not statuses and self.resolution is not None:
+            return True  # nobody at all could be found to tell
         if DeliveryStatus.FAILED not in statuses:
             return False
         last_failure = max(i for i, s in enumerate(statuses) if s == DeliveryStatus.FAILED)

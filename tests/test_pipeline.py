@@ -294,3 +294,16 @@ class TestLimits:
         for path in sandbox.settings().state_dir.rglob("*"):
             if path.is_file():
                 assert b"hunter2-very-secret" not in path.read_bytes()
+
+
+class TestNobody:
+    async def test_no_contact_at_all_is_exit_1(self, tmp_path: Path) -> None:
+        """A network with no abuse desk, no host name and no CERT for its country: exit 1."""
+        world = World(
+            networks=(WorldNetwork("127.7.0.0/16", "ripe", "X", "X", "ZZ", "Nobody", None),),
+            hosts=(WorldHost("127.7.0.7"),),
+        )
+        async with Sandbox(world, directory=tmp_path) as box:
+            async with Notifier(box.settings()) as notifier:
+                result = await notifier.send([finding("127.7.0.7")])
+        assert result.deliveries == [] and result.exit_code == 1
