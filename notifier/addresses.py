@@ -29,6 +29,14 @@ _LABEL = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
 _ADDRESS = re.compile(rf"^({_LOCAL})@({_LABEL}(?:\.{_LABEL})+)$")
 
 
+def _has_control(value: str) -> bool:
+    """Control and format characters, and the line and paragraph separators (U+2028/9)."""
+    return any(
+        unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in ("Zl", "Zp")
+        for ch in value
+    )
+
+
 def is_placeholder(address: str) -> bool:
     lowered = address.lower()
     return lowered in PLACEHOLDER_ADDRESSES or any(w in lowered for w in _PLACEHOLDER_WORDS)
@@ -38,16 +46,21 @@ def clean_address(raw: str) -> str | None:
     """A bare, valid, lower-cased-domain address from ``raw``, or None if it is not one.
 
     Accepts ``mailto:`` URIs (percent-decoded, query dropped) and ``Name <addr>`` forms. Anything
-    holding control characters (a CRLF injection attempt) is refused whole, not repaired.
+    holding control characters anywhere, even in the part that would be dropped (a CRLF injection
+    attempt), is refused whole, not repaired. Surrounding spaces and tabs are ignored.
     """
     if not isinstance(raw, str) or len(raw) > 512:
         return None
-    value = raw.strip()
+    value = raw.strip(" \t")
+    # checked on the whole value first: a CR LF in a display name or a mailto query, or a
+    # trailing NEL, must not be cut away to leave a usable address beside it
+    if _has_control(value):
+        return None
     if value.lower().startswith("mailto:"):
         value = unquote(value[7:].split("?", 1)[0])
     if "<" in value and value.endswith(">"):
         value = value[value.rindex("<") + 1 : -1]
-    if any(unicodedata.category(ch)[0] == "C" for ch in value):
+    if _has_control(value):  # percent-decoded from a mailto: URI
         return None
     value = value.strip()
     if is_placeholder(value):

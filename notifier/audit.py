@@ -521,6 +521,13 @@ class AuditLog:
         return self._append_checked(items)
 
     def _append_checked(self, items: list[tuple[str, Record]]) -> list[Record]:
+        return [r for r in self._append_guarded(items, [None] * len(items)) if r is not None]
+
+    def _append_guarded(
+        self, items: list[tuple[str, Record]], guards: list[Callable[[], bool] | None]
+    ) -> list[Record | None]:
+        """Write the items whose guard (called in order, under the lock) says yes; None for the
+        others. A guard sees the log as it is on disk, with no other writer able to add to it."""
         if not items:
             return []
         with self._locked() as fd:
@@ -528,7 +535,10 @@ class AuditLog:
             if tail.torn is not None:
                 self._move_torn(fd, tail.torn)
                 tail = _read_tail(fd)
-            return self._write_records(fd, tail, items)
+            keep = [guard is None or guard() for guard in guards]
+            chosen = [item for item, kept in zip(items, keep, strict=True) if kept]
+            written = iter(self._write_records(fd, tail, chosen) if chosen else [])
+            return [next(written) if kept else None for kept in keep]
 
     def recover(self) -> Record | None:
         """Move a torn last line aside now; return the ``torn-tail`` record, or None if intact."""
@@ -672,6 +682,41 @@ class AuditLog:
                 if not isinstance(value, dict):
                     raise AuditIntegrityError(f"line {number} is not a record", line=number)
                 yield value
+
+    def records_from(self, offset: int = 0, line: int = 0) -> Iterator[tuple[Record, int]]:
+        """Each complete record after the first ``line`` lines (``offset`` bytes) of the log,
+        with the offset just past it: a reader keeping up with what this and other processes
+        append.
+
+        A torn last line ends the stream. Raises ``AuditIntegrityError`` on a line that is not
+        a record, or when the log is shorter than ``offset`` (it was cut or replaced).
+        """
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            if offset:
+                raise AuditIntegrityError("the audit log disappeared", line=line) from None
+            return
+        except OSError as exc:
+            raise AuditError(f"cannot read {self.path}: {exc.strerror}") from None
+        with handle:
+            if os.fstat(handle.fileno()).st_size < offset:
+                raise AuditIntegrityError("the audit log became shorter", line=line)
+            handle.seek(offset)
+            for raw in _iter_lines(handle):
+                line += 1
+                if not raw.endswith(b"\n"):
+                    if len(raw) > MAX_RECORD_BYTES:
+                        raise AuditIntegrityError(f"line {line} is too long", line=line)
+                    return
+                try:
+                    value = json.loads(raw)
+                except (ValueError, RecursionError):
+                    raise AuditIntegrityError(f"line {line} is not JSON", line=line) from None
+                if not isinstance(value, dict):
+                    raise AuditIntegrityError(f"line {line} is not a record", line=line)
+                offset += len(raw)
+                yield value, offset
 
     def delivered_keys(self) -> set[tuple[str, str]]:
         """``(finding_key, recipient)`` for every outcome with status ``delivered``.
@@ -956,16 +1001,34 @@ class GroupCommit:
         self.log = log
         self.max_group = max(1, max_group)
         self.groups = 0  # writes (and fsyncs) done
-        self._pending: deque[tuple[str, Record, asyncio.Future[Record]]] = deque()
+        self._pending: deque[_Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
 
     async def append(self, event: str, /, **fields: object) -> Record:
         """Queue one record and wait until it is on disk (``AuditLog.append``'s contract)."""
+        record = await self._queue(event, None, fields)
+        assert record is not None
+        return record
+
+    async def append_if(
+        self, guard: Callable[[], bool], event: str, /, **fields: object
+    ) -> Record | None:
+        """As ``append``, if ``guard()`` says so; None when it does not (nothing written).
+
+        The guard runs in the writing thread, under the log's lock, just before its group is
+        written: what it reads of the log cannot change before the record is on disk, so a
+        check-then-claim (has another process sent this?) is atomic across processes.
+        """
+        return await self._queue(event, guard, fields)
+
+    async def _queue(
+        self, event: str, guard: Callable[[], bool] | None, fields: Mapping[str, object]
+    ) -> Record | None:
         if not _EVENT.fullmatch(event):
             raise ValueError(f"bad audit event name: {event!r}")
         plain = _normalise_fields(fields)
-        done: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, plain, done))
+        done: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, plain, guard, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
         # shielded: a caller giving up must not cancel the write other records share
@@ -976,11 +1039,12 @@ class GroupCommit:
             group = [
                 self._pending.popleft() for _ in range(min(self.max_group, len(self._pending)))
             ]
-            items = [(event, plain) for event, plain, _ in group]
+            items = [(event, plain) for event, plain, _, _ in group]
+            guards = [guard for _, _, guard, _ in group]
             try:
-                records = await asyncio.to_thread(self.log._append_checked, items)
+                records = await asyncio.to_thread(self.log._append_guarded, items, guards)
             except BaseException as exc:
-                for _, _, done in group:
+                for _, _, _, done in group:
                     if done.done():
                         continue
                     if isinstance(exc, asyncio.CancelledError):
@@ -991,9 +1055,12 @@ class GroupCommit:
                     raise
                 continue
             self.groups += 1
-            for (_, _, done), record in zip(group, records, strict=True):
+            for (_, _, _, done), record in zip(group, records, strict=True):
                 if not done.done():
                     done.set_result(record)
+
+
+_Pending = tuple[str, Record, "Callable[[], bool] | None", "asyncio.Future[Record | None]"]
 
 
 def _count_lines(fd: int, end: int, start: int = 0) -> int:

@@ -30,6 +30,7 @@ from .inputs import FORMATS
 from .models import Finding, Resolution
 from .pipeline import Notifier, SendResult, contact_record
 from .sources import utcnow
+from .sources.rdns import clean_hostname
 
 __all__ = ["app", "main"]
 
@@ -251,6 +252,9 @@ def send(
 
     if not finding.strip():
         fail("--finding must describe the exposure")
+    if hostname is not None and clean_hostname(hostname) is None:
+        # it is looked up and printed back: only a real host name goes on
+        fail(f"--hostname is not a host name: {hostname!r}")
     result = run(go())
     if json_output:
         print(json.dumps(send_json(result), indent=2))

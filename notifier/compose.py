@@ -87,6 +87,7 @@ _SERVICES = {
 # fmt: on
 _TAG = re.compile(r"^[a-z0-9][a-z0-9_+-]*:[a-z0-9][a-z0-9_+-]*$")
 _CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 # machine-read headers whose single long word folding would push onto a continuation line
 _UNFOLDED = frozenset({"x-notifier-log-head", "x-notifier-case", "message-id", "in-reply-to"})
 
@@ -353,6 +354,16 @@ def xarf_report(
 # -- headers ----------------------------------------------------------------------------------
 
 
+def _display_name(name: str) -> str:
+    """The recipient's name from a registry, as plain words that need no quoting in ``To``.
+
+    Python's folding of a long quoted display name drops the quotes, so a name such as
+    ``x Bcc: victim@example.org, ...`` would reach the recipient as a ``To`` header naming
+    other addresses. RFC 5322 specials are dropped, leaving only atoms, which fold safely.
+    """
+    return _no_encoded_words(" ".join(_PHRASE_SPECIALS.sub(" ", header_text(name)).split()))
+
+
 def _message_id_list(values: Sequence[str]) -> list[str]:
     ids = []
     for value in values:
@@ -372,7 +383,29 @@ def _subject(findings: Sequence[Finding], case_ref: str, followup: bool) -> str:
     else:
         text = f"Exposed services on {len(ips)} addresses"
     subject = f"[{header_text(case_ref, 40)}] {text}"
-    return header_text(("Re: " if followup else "") + subject, 250)
+    return _no_encoded_words(header_text(("Re: " if followup else "") + subject, 250))
+
+
+def _no_encoded_words(text: str) -> str:
+    """``text`` with anything shaped like an RFC 2047 encoded word broken up.
+
+    The email package decodes ``=?charset?q?...?=`` in a header value it is given and, before
+    Python 3.11.10 / 3.12.5 (CVE-2024-6923), writes a CR LF decoded from one out raw: a finding
+    text could then add a ``Bcc:`` line to the message.
+    """
+    return text.replace("=?", "= ?")
+
+
+def _check_header_block(raw: bytes, msg: EmailMessage) -> None:
+    """Refuse bytes whose header block holds a header other than those written (last defence)."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    found = sorted(
+        line.split(b":", 1)[0].decode("ascii", "replace").lower()
+        for line in head.split(b"\r\n")
+        if line[:1] not in (b" ", b"\t")
+    )
+    if found != sorted(name.lower() for name in msg.keys()):
+        raise TemplateError("refusing to send a message whose headers are not the ones written")
 
 
 def compose(
@@ -436,7 +469,7 @@ def compose(
     msg = EmailMessage(policy=_POLICY)
     try:
         msg["From"] = Address(display_name=sender_name, addr_spec=sender_address)
-        msg["To"] = Address(display_name=header_text(contact.name), addr_spec=recipient)
+        msg["To"] = Address(display_name=_display_name(contact.name), addr_spec=recipient)
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"cannot build an address header: {exc}") from None
     msg["Subject"] = _subject(findings, case_ref, followup)
@@ -473,6 +506,7 @@ def compose(
         )
 
     raw = msg.as_bytes()
+    _check_header_block(raw, msg)
     return ComposedMessage(
         message=msg,
         message_id=message_id,

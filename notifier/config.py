@@ -240,6 +240,9 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib recurses once per nesting level: "a = [[[[..." exhausts the stack
+        raise ConfigError(f"{file}: not valid TOML: arrays or tables nested too deeply") from None
     return Settings.from_mapping(data, origin=str(file))
 
 

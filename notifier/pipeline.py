@@ -54,6 +54,12 @@ MAX_SMTP_CONNECTIONS = 8
 _NOT_REACHED = (DeliveryStatus.FAILED, DeliveryStatus.SUPPRESSED)
 
 
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
 def contact_record(contact: Contact) -> dict[str, Any]:
     """A contact as the audit log and ``resolve --json`` show it."""
     return {
@@ -144,6 +150,10 @@ class Notifier:
         self._in_flight = 0  # messages past the run-cap check and not yet settled
         self._delivered: set[tuple[str, str]] = set()
         self._in_doubt: set[tuple[str, str]] = set()
+        # how far this run has read the log (bytes, lines), and the intents it saw still open
+        self._seen_to = 0
+        self._seen_lines = 0
+        self._open_intents: dict[str, list[tuple[str, str]]] = {}
         self._suppressed: set[str] = set()
         self._sent_today: dict[str, int] = {}
         self.sent_this_run = 0
@@ -215,32 +225,61 @@ class Notifier:
                 if self.settings.audit.signing_key
                 else None
             )
-            self._audit = AuditLog(
+            audit = AuditLog(
                 self.settings.state_dir / "audit.jsonl", clock=self._clock, signer=signer
             )
-            self._delivered = self._audit.delivered_keys()
-            self._in_doubt = {
-                (key, str(rec["recipient"]).lower())
-                for rec in self._audit.in_doubt()
-                for key in rec.get("finding_keys", [])
-            }
-            self._load_limits(self._audit)
+            self._catch_up(audit, since=self._clock() - timedelta(days=1))
+            self._audit = audit
         return self._audit
 
-    def _load_limits(self, audit: AuditLog) -> None:
-        day_ago = self._clock() - timedelta(days=1)
-        for record in audit.records():
+    def _catch_up(self, audit: AuditLog, since: datetime | None = None) -> None:
+        """Take in what the log gained since this run last read it, from any process.
+
+        The first read (``since`` given: the start of the daily caps' window) learns what
+        earlier runs delivered, left in doubt and were told to suppress. Later reads, made
+        under the log's lock before an intent is written, learn what runs going on at the same
+        time claimed, so that two runs on one state directory never send the same finding to
+        the same recipient.
+        """
+        for record, end in audit.records_from(self._seen_to, self._seen_lines):
+            self._seen_to = end
+            self._seen_lines += 1
             event = record.get("event")
+            recipient = str(record.get("recipient", "")).lower()
+            attempt = record.get("attempt_id")
+            keys = [(k, recipient) for k in _strings(record.get("finding_key"))]
+            keys += [(k, recipient) for k in _strings(record.get("finding_keys"))]
             if event == "suppress":
-                self._suppressed.add(str(record.get("recipient", "")).lower())
-            elif event == "outcome" and record.get("status") == "delivered":
+                self._suppressed.add(recipient)
+            elif event == "intent" and isinstance(attempt, str):
+                if attempt not in self._open_intents:
+                    self._open_intents[attempt] = keys
+                    self._in_doubt.update(keys)
+            elif event == "outcome":
+                if isinstance(attempt, str):
+                    self._in_doubt.difference_update(self._open_intents.pop(attempt, []))
+                if record.get("status") != "delivered":
+                    continue
+                self._delivered.update(keys)
+                if since is None:
+                    continue  # this run counts its own deliveries as it makes them
                 try:
                     when = datetime.fromisoformat(str(record.get("time")))
                 except ValueError:
                     continue
-                if when >= day_ago:
-                    to = str(record.get("recipient", "")).lower()
-                    self._sent_today[to] = self._sent_today.get(to, 0) + 1
+                if when >= since:
+                    self._sent_today[recipient] = self._sent_today.get(recipient, 0) + 1
+
+    def _unclaimed(self, keys: Sequence[str], recipient: str) -> bool:
+        """Under the log's lock: whether no run has sent (or may have sent) these findings to
+        ``recipient`` since we looked; if none has, they are ours (marked in doubt at once)."""
+        assert self._audit is not None
+        self._catch_up(self._audit)
+        pairs = [(k, recipient.lower()) for k in keys]
+        if any(p in self._delivered or p in self._in_doubt for p in pairs):
+            return False
+        self._in_doubt.update(pairs)
+        return True
 
     @asynccontextmanager
     async def _mailer(self) -> AsyncIterator[Mailer]:
@@ -264,6 +303,13 @@ class Notifier:
         if self._journal is None:
             self._journal = GroupCommit(self.audit)
         return await self._journal.append(event, **fields)
+
+    async def _log_if(self, guard: Callable[[], bool], event: str, /, **fields: object) -> bool:
+        """``log``, if ``guard()`` (run under the log's lock) agrees; whether it was written."""
+        self._wrote = True
+        if self._journal is None:
+            self._journal = GroupCommit(self.audit)
+        return await self._journal.append_if(guard, event, **fields) is not None
 
     def prior(self, finding: Finding, recipient: str) -> str | None:
         """What earlier runs did with ``finding`` for ``recipient``: delivered, in-doubt or None."""
@@ -427,6 +473,7 @@ class Notifier:
         addresses, the per-recipient daily cap and the per-run cap are refused and logged.
         """
         address = contact.address
+        asked = findings
         if test_recipient:
             tester = clean_address(test_recipient)
             if tester is None:
@@ -492,11 +539,26 @@ class Notifier:
         # counted against the run cap from here on: concurrent deliveries cannot overshoot it
         self._in_flight += 1
         try:
-            return await self._transmit(
-                composed, contact, findings, result, test_recipient, address
+            sent = await self._transmit(
+                composed, contact, findings, result, test_recipient, address, claim=not force
             )
         finally:
             self._in_flight -= 1
+        if sent is not None:
+            return sent
+        # another run on this state directory claimed some of these findings for this contact
+        # since we looked: decide again with what it wrote, and send what is left, if anything
+        result.messages.remove(composed)
+        return await self.deliver(
+            contact,
+            asked,
+            network,
+            result,
+            template=template,
+            force=force,
+            in_reply_to=in_reply_to,
+            references=references,
+        )
 
     async def _transmit(
         self,
@@ -506,13 +568,26 @@ class Notifier:
         result: SendResult,
         test_recipient: str | None,
         intended: str,
-    ) -> Delivery:
+        *,
+        claim: bool = True,
+    ) -> Delivery | None:
+        """Write the intent, hand the message over, write the outcome.
+
+        With ``claim`` (not for ``--force`` or a rehearsal), the intent is written only if no
+        other run claimed these findings for this contact meanwhile; None when one did.
+        """
         self._wrote = True
         attempt_id = uuid.uuid4().hex[:16]
         # in a worker thread: deliveries in parallel then sync their files to disk together
         await asyncio.to_thread(self.audit.store_message, composed.raw)
         keys = [f.key for f in findings]
-        await self.log(
+        recipient = contact.address
+
+        def unclaimed() -> bool:
+            return not claim or bool(test_recipient) or self._unclaimed(keys, recipient)
+
+        written = await self._log_if(
+            unclaimed,
             "intent",
             attempt_id=attempt_id,
             ip=str(findings[0].ip),
@@ -537,7 +612,9 @@ class Notifier:
                 for f in findings
             ],
         )
-        self._in_doubt.update((k, contact.address) for k in keys)
+        if not written:
+            return None
+        self._in_doubt.update((k, recipient.lower()) for k in keys)
 
         async def on_attempt(number: int, error: DeliveryError | None, reply: str) -> None:
             if error is not None:
@@ -569,10 +646,10 @@ class Notifier:
             finding_keys=keys,
             test=bool(test_recipient),
         )
-        self._in_doubt.difference_update((k, contact.address) for k in keys)
+        self._in_doubt.difference_update((k, recipient.lower()) for k in keys)
         if delivery.status == DeliveryStatus.DELIVERED:
             if not test_recipient:
-                self._delivered.update((k, contact.address) for k in keys)
+                self._delivered.update((k, recipient.lower()) for k in keys)
             self._sent_today[contact.address] = self._sent_today.get(contact.address, 0) + 1
         if delivery.status != DeliveryStatus.FAILED or delivery.attempts:
             self.sent_this_run += 1

@@ -88,7 +88,9 @@ async def _gate(ctx: LookupContext, key: str) -> AsyncIterator[None]:
 
 
 def _block(target: Target, length: int) -> str:
-    return str(ipaddress.ip_network(f"{target.ip}/{length}", strict=False))
+    """A name for the /``length`` holding the target (integer arithmetic: called per lookup)."""
+    host_bits = target.ip.max_prefixlen - length
+    return f"{target.ip.version}:{int(target.ip) >> host_bits << host_bits:x}/{length}"
 
 
 async def _registry(query: Query, ctx: LookupContext) -> list[SourceReport]:

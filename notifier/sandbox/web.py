@@ -108,6 +108,9 @@ class WebServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.requests: list[Request] = []
         self.latency = 0.0  # seconds added before every answer (benchmarks inject it)
+        # answer several requests on one connection (HTTP/1.1 keep-alive), as production
+        # servers do; off by default, so every request is a fresh connection
+        self.keep_alive = False
 
     @property
     def port(self) -> int:
@@ -169,21 +172,27 @@ class WebServer:
         if task is not None:
             self._tasks.add(task)
         try:
-            request = await self._read_request(reader)
-            if request is None:
-                return
-            self.requests.append(request)
-            if self.latency:
-                await asyncio.sleep(self.latency)
-            answer = self._find(request.host, request.path)
-            if answer is None:
-                reply = Reply(404, b"not found\n", {"Content-Type": "text/plain"})
-            elif isinstance(answer, Reply):
-                reply = answer
-            else:
-                produced = answer(request)
-                reply = await produced if inspect.isawaitable(produced) else produced
-            await self._write_reply(writer, reply, head_only=request.method == "HEAD")
+            while True:
+                request = await self._read_request(reader)
+                if request is None:
+                    return
+                self.requests.append(request)
+                if self.latency:
+                    await asyncio.sleep(self.latency)
+                answer = self._find(request.host, request.path)
+                if answer is None:
+                    reply = Reply(404, b"not found\n", {"Content-Type": "text/plain"})
+                elif isinstance(answer, Reply):
+                    reply = answer
+                else:
+                    produced = answer(request)
+                    reply = await produced if inspect.isawaitable(produced) else produced
+                keep = self.keep_alive and request.headers.get("connection", "").lower() != "close"
+                await self._write_reply(
+                    writer, reply, head_only=request.method == "HEAD", keep_alive=keep
+                )
+                if not keep:
+                    return
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, asyncio.CancelledError):
             pass
         finally:
@@ -227,11 +236,16 @@ class WebServer:
         )
 
     async def _write_reply(
-        self, writer: asyncio.StreamWriter, reply: Reply, *, head_only: bool
+        self,
+        writer: asyncio.StreamWriter,
+        reply: Reply,
+        *,
+        head_only: bool,
+        keep_alive: bool = False,
     ) -> None:
         headers = {k.lower(): v for k, v in reply.headers.items()}
         headers.setdefault("content-length", str(len(reply.body) * reply.repeat))
-        headers["connection"] = "close"
+        headers["connection"] = "keep-alive" if keep_alive else "close"
         status_line = f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Status')}\r\n"
         head = status_line + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
         writer.write(head.encode("latin-1"))

@@ -330,11 +330,33 @@ async def _one(domain: str, ctx: LookupContext, report: SourceReport) -> None:
     report.contacts = _merge(report.contacts, contacts)
 
 
+async def _public_address(host: str, ctx: LookupContext) -> str:
+    """The address to reach ``host`` at, refused unless public (the address policy).
+
+    The server's name comes from the host name's TLD, that is from the data: without the check
+    a name under an internal TLD would have us connect into the operator's own network. The
+    address checked is the one connected to, so a second DNS answer cannot differ.
+    """
+    addresses = await net.resolve_host(ctx.resolver, host)
+    if not addresses:
+        raise SourceUnavailable(f"{host} does not resolve", source=WHOIS_SOURCE)
+    policy = net.AddressPolicy(ctx.settings.http.allow_private)
+    refused = [a for a in addresses if not policy.allows(a)]
+    if refused:
+        raise SourceProtocolError(
+            f"{host} resolves to a non-public address ({refused[0]}); refused",
+            source=WHOIS_SOURCE,
+        )
+    return str(addresses[0])
+
+
 async def _whois(domain: str, ctx: LookupContext, report: SourceReport) -> None:
     tld = domain.rsplit(".", 1)[-1]
     server, key = whois_server(tld, ctx.settings.whois.servers)
     host, port = ctx.settings.whois.endpoint(key)
     report.notes.append(f"no RDAP service for .{tld} in the bootstrap: asking WHOIS at {server}")
+    if not ctx.settings.whois.servers.get(key.lower()):
+        host = await _public_address(host, ctx)
     await ctx.limiter.wait(server)
     raw = await net.tcp_exchange(
         ctx.resolver,

@@ -1246,8 +1246,12 @@ def _endpoint(server: str, ctx: LookupContext, port: int | None) -> tuple[str, i
     return server, port or 43, False
 
 
-async def _check_public(host: str, ctx: LookupContext) -> None:
-    """A referral names any host; only public addresses are connected to (no SSRF)."""
+async def _check_public(host: str, ctx: LookupContext) -> str:
+    """A referral names any host; only public addresses are connected to (no SSRF).
+
+    Returns the address to connect to: the one checked, since asking DNS again could be
+    answered otherwise (DNS rebinding with a zero TTL).
+    """
     policy = net.AddressPolicy(ctx.settings.http.allow_private)
     addresses = await net.resolve_host(ctx.resolver, host)
     if not addresses:
@@ -1257,6 +1261,7 @@ async def _check_public(host: str, ctx: LookupContext) -> None:
         raise SourceProtocolError(
             f"{host} resolves to a non-public address ({refused[0]}); refused", source=SOURCE
         )
+    return str(addresses[0])
 
 
 async def _exchange(
@@ -1268,7 +1273,7 @@ async def _exchange(
     settings = ctx.settings.whois
     host, real_port, overridden = _endpoint(name, ctx, port)
     if not overridden:
-        await _check_public(host, ctx)
+        host = await _check_public(host, ctx)
     line = query_string(name, query)
     try:
         async with asyncio.timeout(settings.timeout):
