@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -41,7 +42,7 @@ import benchlib  # noqa: E402
 
 
 async def _child_batch(config: str, input_path: str) -> dict[str, Any]:
-    from notifier.batch import Batch, FindingOutcome
+    from notifier.batch import Batch, BatchCounts, FindingOutcome
     from notifier.cache import LookupCache
     from notifier.config import load_settings
     from notifier.inputs import InputProblem, read_findings
@@ -55,17 +56,29 @@ async def _child_batch(config: str, input_path: str) -> dict[str, Any]:
 
     baseline = benchlib.current_rss_kb()
     started = time.perf_counter()
+    phases: dict[str, float] = {}
+    cpu_started = time.process_time()
+
+    def on_progress(counts: BatchCounts) -> None:
+        # when the first message is queued every lookup is done: delivery starts
+        if counts.queued and "lookups_done" not in phases:
+            phases["lookups_done"] = time.perf_counter() - started
+            phases["lookups_done_cpu"] = time.process_time() - cpu_started
+
     cache = LookupCache.from_settings(settings)
     try:
         async with Notifier(settings, cache=cache) as notifier:
-            batch = Batch(notifier, on_outcome=on_outcome)
+            batch = Batch(notifier, on_outcome=on_outcome, on_progress=on_progress)
             with open(input_path, "rb") as stream:
                 for item in read_findings(stream):
                     if isinstance(item, InputProblem):
                         batch.problem(item.line, item.message)
                     else:
                         await batch.submit(item)
+            phases["input_read"] = time.perf_counter() - started
             await batch.flush()
+            phases["delivered"] = time.perf_counter() - started
+            phases["delivered_cpu"] = time.process_time() - cpu_started
             counts = batch.counts
     finally:
         cache.close()
@@ -80,6 +93,7 @@ async def _child_batch(config: str, input_path: str) -> dict[str, Any]:
         "sent": counts.sent,
         "failed": counts.failed,
         "cache": cache.stats.as_dict(),
+        "phases": phases,
     }
 
 
@@ -137,6 +151,8 @@ def child_main(args: argparse.Namespace) -> None:
         profiler.disable()
         profiler.dump_stats(f"{args.profile}.{args.child}")
     report["peak_rss_kb"] = benchlib.peak_rss_kb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
     print(json.dumps({"bench": args.child, **report}), flush=True)
 
 
@@ -156,8 +172,8 @@ async def run_mode(
     directory = work / mode
     directory.mkdir()
     async with Sandbox(bw.world, directory=directory, latency=args.latency) as sandbox:
-        benchlib.configure_sandbox(sandbox, args.rate, args.burst)
-        config = sandbox.write_config(**benchlib.bench_sections(args.rate, args.concurrency))
+        benchlib.configure_sandbox(sandbox, args.rate, args.burst, not args.no_keep_alive)
+        config = sandbox.write_config(None, **benchlib.bench_sections(args.rate, args.concurrency))
         child_args = [
             str(Path(__file__).resolve()),
             "--child",
@@ -171,6 +187,7 @@ async def run_mode(
         ]
         if args.profile:
             child_args += ["--profile", args.profile]
+        before = resource.getrusage(resource.RUSAGE_SELF)
         result = await asyncio.to_thread(
             benchlib.run_child,
             child_args,
@@ -180,6 +197,8 @@ async def run_mode(
         if result.status != 0 or not result.report:
             err = (directory / "child.err").read_text(errors="replace")[-3000:]
             raise SystemExit(f"{mode} child failed (exit {result.status}):\n{err}")
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        servers_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         rirs = [sandbox.registries[k] for k in benchlib.REGISTRY_KEYS]
         recipients = {r for m in sandbox.smtp.messages for r in m.rcpt_tos}
         return {
@@ -193,6 +212,7 @@ async def run_mode(
             "domain_rdap_requests": sandbox.registries["domains"].request_count,
             "messages": len(sandbox.smtp.messages),
             "distinct_recipients": len(recipients),
+            "servers_cpu_s": round(servers_cpu, 2),
         }
 
 
@@ -231,7 +251,8 @@ def table(summary: dict[str, Any]) -> str:
         ("**messages ÷ distinct recipients**", "1.0", "messages_per_recipient", 2),
         ("peak RSS (MB)", "", "peak_rss_mb", 0),
     ):
-        rows.append((label, target, [pick(b, key, digits), pick(n, key, digits), pick(x, key, digits)]))
+        values = [pick(mode, key, digits) for mode in (b, n, x)]
+        rows.append((label, target, values))
     lines = [
         "| metric | target | " + " | ".join(cols) + " |",
         "|---|---|" + "---:|" * len(cols),
@@ -264,6 +285,7 @@ async def parent_main(args: argparse.Namespace) -> None:
         "latency_s": args.latency,
         "rate_per_s": args.rate,
         "burst": args.burst,
+        "keep_alive": not args.no_keep_alive,
         "concurrency": args.concurrency,
         "lower_bound_s": benchlib.lower_bound(per_registry, args.rate, args.latency),
         "lower_bound_explained": (
@@ -328,6 +350,11 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per HTTP answer")
     parser.add_argument("--rate", type=float, default=20.0, help="RDAP queries/s per registry")
     parser.add_argument("--burst", type=float, default=3.0, help="registries' token-bucket depth")
+    parser.add_argument(
+        "--no-keep-alive",
+        action="store_true",
+        help="registries close every connection (a TLS handshake per request)",
+    )
     parser.add_argument("--concurrency", type=int, default=20, help="limits.concurrency")
     parser.add_argument(
         "--naive-findings",

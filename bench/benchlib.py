@@ -91,7 +91,7 @@ def build_world(networks: int, per_network: int, *, shared_orgs: bool = True) ->
         second = 100 + 20 * (i % 5) + k // 256
         third = k % 256
         cidr = f"127.{second}.{third}.0/24"
-        assert ipaddress.ip_network(cidr).subnet_of(ipaddress.ip_network("127.0.0.0/8"))
+        assert ipaddress.IPv4Network(cidr).subnet_of(ipaddress.IPv4Network("127.0.0.0/8"))
         org = (i * 2) // 3 if shared_orgs else i
         countries = COUNTRIES[key]
         nets.append(
@@ -160,8 +160,10 @@ def lower_bound(per_registry: dict[str, int], rate: float, latency: float) -> fl
     return max(per_registry.values()) / rate + latency
 
 
-def configure_sandbox(sandbox: Any, rate: float, burst: float) -> None:
-    """Make every RIR of the sandbox enforce ``rate`` queries a second (429 beyond it)."""
+def configure_sandbox(sandbox: Any, rate: float, burst: float, keep_alive: bool = True) -> None:
+    """Make every RIR of the sandbox enforce ``rate`` queries a second (429 beyond it), and
+    keep HTTPS connections open between requests as production registries do."""
+    sandbox.web.keep_alive = keep_alive
     for key in REGISTRY_KEYS:
         registry = sandbox.registries[key]
         registry.rate_limit_per_second = rate
@@ -188,25 +190,47 @@ class ChildResult:
     wall: float  # seen from the parent: process start to exit
     max_rss_kb: int  # the child's own peak (wait4)
     report: dict[str, Any]
+    rss_mb: list[tuple[float, int]]  # (seconds since start, resident MB), every half second
+
+
+def _watch_rss(pid: int, started: float, into: list[tuple[float, int]], stop: Any) -> None:
+    while not stop.wait(0.5):
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        into.append((time.perf_counter() - started, int(line.split()[1]) // 1024))
+        except OSError:
+            return
 
 
 def run_child(args: Sequence[str], stdout_path: Path, stderr_path: Path) -> ChildResult:
     """Run a Python child, wait for it with ``wait4`` (its own peak RSS), parse its last line."""
+    import threading
+
     started = time.perf_counter()
+    timeline: list[tuple[float, int]] = []
+    stop = threading.Event()
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         proc = subprocess.Popen([sys.executable, *args], stdout=out, stderr=err)  # noqa: S603
+        watcher = threading.Thread(
+            target=_watch_rss, args=(proc.pid, started, timeline, stop), daemon=True
+        )
+        watcher.start()
         _, status, usage = os.wait4(proc.pid, 0)
+        stop.set()
+        watcher.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - started
     report: dict[str, Any] = {}
     last = b""
     with stdout_path.open("rb") as handle:
         for line in handle:
-            if line.startswith(b"{\"bench\""):
+            if line.startswith(b'{"bench"'):
                 last = line
     if last:
         report = json.loads(last)
-    return ChildResult(proc.returncode, wall, usage.ru_maxrss, report)
+    return ChildResult(proc.returncode, wall, usage.ru_maxrss, report, timeline)
 
 
 def peak_rss_kb() -> int:

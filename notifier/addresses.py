@@ -80,6 +80,10 @@ def clean_address(raw: str) -> str | None:
 
 def header_text(value: object, limit: int = 200) -> str:
     """Text safe for a header: control characters (CR, LF, NUL...) become spaces, runs collapse."""
-    text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in str(value))
+    text = str(value)
+    # printable ASCII holds no control character: skip the per-character look-up (messages of
+    # a batch pass thousands of finding texts through here)
+    if not (text.isascii() and text.isprintable()):
+        text = "".join(" " if unicodedata.category(ch)[0] == "C" else ch for ch in text)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"

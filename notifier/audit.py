@@ -477,6 +477,7 @@ class AuditLog:
         self._signer = signer
         self._key_id = key_id(signer.public_key()) if signer is not None else None
         self.torn_tail: TornTail | None = self._detect_torn()
+        self._orphans_checked = False
         # (inode, offset, complete lines before it): where ``head`` stopped counting last time
         self._counted: tuple[int, int, int] | None = None
 
@@ -501,10 +502,7 @@ class AuditLog:
             raise ValueError(f"bad audit event name: {event!r}")
         plain = _normalise_fields(fields)
         with self._locked() as fd:
-            tail = _read_tail(fd)
-            if tail.torn is not None:
-                self._move_torn(fd, tail.torn)
-                tail = _read_tail(fd)
+            tail = self._repair(fd)
             return self._write_record(fd, tail, event, plain)
 
     def append_many(self, entries: Iterable[tuple[str, Mapping[str, object]]]) -> list[Record]:
@@ -531,10 +529,7 @@ class AuditLog:
         if not items:
             return []
         with self._locked() as fd:
-            tail = _read_tail(fd)
-            if tail.torn is not None:
-                self._move_torn(fd, tail.torn)
-                tail = _read_tail(fd)
+            tail = self._repair(fd)
             keep = [guard is None or guard() for guard in guards]
             chosen = [item for item, kept in zip(items, keep, strict=True) if kept]
             written = iter(self._write_records(fd, tail, chosen) if chosen else [])
@@ -935,6 +930,49 @@ class AuditLog:
         # a partial line left behind would be recovered as torn later; cutting it now is cleaner
         with contextlib.suppress(OSError):
             os.ftruncate(fd, size)
+
+    def _repair(self, fd: int) -> _Tail:
+        """The tail to append after, once a torn last line is moved aside and recorded.
+
+        Moving a torn line aside cuts the log before its ``torn-tail`` record is written; a crash
+        in between leaves an aside file no record names. The first append of every open log
+        records such orphans, so no cut bytes go unmentioned.
+        """
+        tail = _read_tail(fd)
+        if tail.torn is not None:
+            self._move_torn(fd, tail.torn)
+            tail = _read_tail(fd)
+        if not self._orphans_checked:
+            self._orphans_checked = True
+            if self._record_orphans(fd, tail):
+                tail = _read_tail(fd)
+        return tail
+
+    def _record_orphans(self, fd: int, tail: _Tail) -> bool:
+        asides = sorted(self.state_dir.glob(f"{self.path.name}.torn-*"))
+        if not asides:
+            return False
+        named = {r.get("file") for r in self.records() if r.get("event") == "torn-tail"}
+        orphans = [p for p in asides if p.name not in named]
+        if not orphans:
+            return False
+        items: list[tuple[str, Record]] = []
+        for aside in orphans:
+            data = aside.read_bytes()
+            items.append(
+                (
+                    "torn-tail",
+                    {
+                        "length": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "file": aside.name,
+                        "offset": None,
+                        "note": "moved aside by a run that stopped before recording it",
+                    },
+                )
+            )
+        self._write_records(fd, tail, items)
+        return True
 
     def _move_torn(self, fd: int, torn: TornTail) -> Record:
         """Copy the torn bytes to ``audit.jsonl.torn-<n>``, cut them, log a ``torn-tail`` record."""

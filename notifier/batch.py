@@ -325,10 +325,22 @@ class Batch:
         )
 
     async def flush(self) -> SendResult:
-        """Wait for every lookup, deliver one message per recipient, climb the ladder."""
+        """Wait for every lookup, deliver one message per recipient, climb the ladder.
+
+        A batch is flushed once: what is submitted afterwards belongs in a new ``Batch``.
+        """
+        # only submit needs the duplicate check: its memory goes back before delivery starts
+        self._seen = set()
         while self._waiting or self._workers:
             self._start_lookups()
-            await asyncio.gather(*self._workers)
+            try:
+                await asyncio.gather(*self._workers)
+            except BaseException:
+                self._waiting.clear()
+                for task in self._workers:
+                    task.cancel()
+                await asyncio.gather(*self._workers, return_exceptions=True)
+                raise
         rows = len(self._row_ip)
         state = bytearray(rows)
         plans: dict[str, _Plan] = {}
