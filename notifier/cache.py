@@ -220,7 +220,12 @@ class Codec:
 
 REPORTS_CODEC = Codec(dump_reports, load_reports)
 JSON_CODEC = Codec(_dump_json, _load_json)
-_DEFAULT_CODECS: Mapping[str, Codec] = {"registry": REPORTS_CODEC}
+# source answers kept by range (registry) or by name (PTR by address, security.txt by host)
+_DEFAULT_CODECS: Mapping[str, Codec] = {
+    "registry": REPORTS_CODEC,
+    "ptr": REPORTS_CODEC,
+    "security.txt": REPORTS_CODEC,
+}
 
 
 # --------------------------------------------------------------------------------------------

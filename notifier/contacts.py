@@ -147,12 +147,21 @@ def _pairs(
         yield key.strip(), key_node, value_node
 
 
+_DOCUMENTATION_DOMAINS = frozenset({"example.com", "example.net", "example.org"})
+
+
 def _address(raw: str) -> str | None:
     cleaned = clean_address(raw)
-    if cleaned is None and raw.strip().lower() in PLACEHOLDER_ADDRESSES:
-        # registries use these documentation mailboxes as placeholders, so lookups refuse them;
-        # in a file the operator wrote they are deliberate, and they are valid addresses
-        return raw.strip().lower()
+    address = raw.strip().lower()
+    if (
+        cleaned is None
+        and address in PLACEHOLDER_ADDRESSES
+        and address.rpartition("@")[2] in _DOCUMENTATION_DOMAINS
+    ):
+        # registries use documentation mailboxes (RFC 2606) as placeholders, so lookups refuse
+        # them; in a file the operator wrote they are deliberate. A registry's withheld-contact
+        # marker (removed@lacnic.net) is never a mailbox, wherever it is written.
+        return address
     return cleaned
 
 

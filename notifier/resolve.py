@@ -33,6 +33,28 @@ __all__ = ["resolve", "choose", "merge_contacts"]
 Lookup = Callable[[Query, LookupContext], Awaitable[SourceReport]]
 
 
+async def _cached(
+    kind: str,
+    key: str,
+    name: str,
+    lookup: Lookup,
+    query: Query,
+    ctx: LookupContext,
+    deadline: float,
+) -> SourceReport:
+    """A by-name source's answer from the cache, else run and cached (failures are not)."""
+    if ctx.cache is not None and key:
+        hit = ctx.cache.get(kind, key)
+        if hit is not None:
+            ctx.trace("cache-hit", {"kind": kind, "key": key})
+            cached: list[SourceReport] = hit
+            return cached[0]
+    report = await _run(name, lookup, query, ctx, deadline)
+    if ctx.cache is not None and key and report.error is None:
+        ctx.cache.put(kind, key, [report], ctx.settings.batch.cache_ttl_hours * 3600)
+    return report
+
+
 async def _run(
     name: str, lookup: Lookup, query: Query, ctx: LookupContext, deadline: float
 ) -> SourceReport:
@@ -132,8 +154,14 @@ async def _registry_locked(
         whois_deadline = settings.whois.timeout * (settings.whois.max_referrals + 4)
         found.append(await _run("whois", whois.lookup, whois_query, ctx, whois_deadline))
     cidrs = _cacheable(query.target, (c for r in found if r.network for c in r.network.cidrs))
+    ttl = settings.batch.cache_ttl_hours * 3600
     if ctx.cache is not None and cidrs:
-        ctx.cache.store_range("registry", cidrs, found, settings.batch.cache_ttl_hours * 3600)
+        ctx.cache.store_range("registry", cidrs, found, ttl)
+    elif ctx.cache is not None and not any(r.error for r in found):
+        # a registry that answered "nothing here" is asked again only after a while, and only
+        # for this address: a failure (timeout, 5xx) is never cached
+        host = f"{query.target.ip}/{query.target.ip.max_prefixlen}"
+        ctx.cache.store_range("registry", [host], found, ttl / 4)
     return found, cidrs
 
 
@@ -207,7 +235,7 @@ async def resolve(target: Target, ctx: LookupContext) -> Resolution:
     base = Query(target, hostnames=target.hostnames)
     dns_deadline = settings.dns.timeout * 4
     rdns_report, registry_reports = await asyncio.gather(
-        _run("rdns", rdns.lookup, base, ctx, dns_deadline),
+        _cached("ptr", str(target.ip), "rdns", rdns.lookup, base, ctx, dns_deadline),
         _registry(base, ctx),
     )
     reports = [rdns_report, *registry_reports]
@@ -216,12 +244,20 @@ async def resolve(target: Target, ctx: LookupContext) -> Resolution:
     query = Query(target, hostnames=hostnames, network=network)
 
     http_deadline = settings.http.timeout * 4 + 1
-    stage2: list[tuple[str, Lookup, float]] = [
-        ("security.txt", securitytxt.lookup, http_deadline),
-        ("domain-rdap", domain_rdap.lookup, settings.rdap.timeout * 3 + settings.whois.timeout),
-        ("overrides", overrides.lookup, dns_deadline),
-    ]
-    reports += await asyncio.gather(*(_run(n, f, query, ctx, d) for n, f, d in stage2))
+    names = ",".join(sorted(hostnames))
+    reports += await asyncio.gather(
+        _cached(
+            "security.txt", names, "security.txt", securitytxt.lookup, query, ctx, http_deadline
+        ),
+        _run(
+            "domain-rdap",
+            domain_rdap.lookup,
+            query,
+            ctx,
+            settings.rdap.timeout * 3 + settings.whois.timeout,
+        ),
+        _run("overrides", overrides.lookup, query, ctx, dns_deadline),
+    )
     found = merge_contacts(c for r in reports for c in r.contacts)
     if not any(c.role in (Role.OWNER, Role.OVERRIDE) for c in found):
         reports.append(await _run("role-mailbox", rolemailbox.lookup, query, ctx, dns_deadline))

@@ -204,3 +204,37 @@ class TestPythonAPI:
         cache.close()
         assert rdap_requests(sandbox) == 1
         assert cache.stats.hits >= 28
+
+
+class TestCaching:
+    async def test_ptr_and_security_txt_are_cached_by_name(self, tmp_path: Path) -> None:
+        """A second run asks the DNS server for no PTR and fetches no security.txt again."""
+        async with Sandbox(directory=tmp_path) as box:
+            settings = box.settings()
+            for _ in range(2):
+                cache = LookupCache.from_settings(settings)
+                async with Notifier(settings, cache=cache) as notifier:
+                    await notifier.resolve("127.1.0.10")
+                cache.close()
+                if _ == 0:
+                    ptr = sum(1 for q in box.dns.queries if "in-addr.arpa" in q.name)
+                    fetched = sum(1 for r in box.web.requests if "security.txt" in r.path)
+            assert sum(1 for q in box.dns.queries if "in-addr.arpa" in q.name) == ptr
+            assert sum(1 for r in box.web.requests if "security.txt" in r.path) == fetched
+            assert ptr >= 1 and fetched >= 1
+
+    async def test_negative_registry_answers_are_cached(self, tmp_path: Path) -> None:
+        """An address no registry knows is asked about once, not on every run."""
+        world = World(networks=(), hosts=())
+        async with Sandbox(world, directory=tmp_path) as box:
+            box.add_rdap("ripe", "127.9.0.0/16", {"objectClassName": "ip network"})
+            box.registries["ripe"].behave()
+            settings = box.settings()
+            counts = []
+            for _ in range(2):
+                cache = LookupCache.from_settings(settings)
+                async with Notifier(settings, cache=cache) as notifier:
+                    await notifier.resolve("127.9.9.9")
+                cache.close()
+                counts.append(box.registries["ripe"].request_count)
+            assert counts[0] >= 1 and counts[1] == counts[0]
