@@ -658,25 +658,8 @@ class AuditLog:
         Raises ``AuditIntegrityError`` on a line that is not a record at all (use
         :func:`verify` for the full check: this does not recompute hashes).
         """
-        try:
-            handle = self.path.open("rb")
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise AuditError(f"cannot read {self.path}: {exc.strerror}") from None
-        with handle:
-            for number, raw in enumerate(_iter_lines(handle), start=1):
-                if not raw.endswith(b"\n"):
-                    if len(raw) > MAX_RECORD_BYTES:
-                        raise AuditIntegrityError(f"line {number} is too long", line=number)
-                    return
-                try:
-                    value = json.loads(raw)
-                except (ValueError, RecursionError):
-                    raise AuditIntegrityError(f"line {number} is not JSON", line=number) from None
-                if not isinstance(value, dict):
-                    raise AuditIntegrityError(f"line {number} is not a record", line=number)
-                yield value
+        for value, _offset in self.records_from():
+            yield value
 
     def records_from(self, offset: int = 0, line: int = 0) -> Iterator[tuple[Record, int]]:
         """Each complete record after the first ``line`` lines (``offset`` bytes) of the log,
