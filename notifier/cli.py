@@ -382,10 +382,12 @@ def _progress(live: bool) -> Iterator[Callable[[BatchCounts], None]]:
         task = progress.add_task("resolving", total=None, counts="")
 
         def update(c: BatchCounts) -> None:
+            sending = c.queued > 0
             progress.update(
                 task,
-                total=max(c.addresses, 1),
-                completed=c.resolved,
+                description="sending" if sending else "resolving",
+                total=max(c.queued, c.recipients, 1) if sending else max(c.addresses, 1),
+                completed=c.sent + c.failed + c.skipped if sending else c.resolved,
                 counts=f"read {c.read}  resolved {c.resolved}/{c.addresses}  queued {c.queued}"
                 f"  sent {c.sent}  failed {c.failed}",
             )
