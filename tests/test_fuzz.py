@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from expected_headers import TOP_LEVEL_HEADERS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -660,18 +661,7 @@ class TestAddresses:
 COMPOSE_SETTINGS = Settings.from_mapping(
     {"sender": {"address": "Research <disclosure@research.test>", "organisation": "Research"}}
 )
-WRITTEN = {
-    "from",
-    "to",
-    "subject",
-    "date",
-    "message-id",
-    "auto-submitted",
-    "x-notifier-case",
-    "x-notifier-log-head",
-    "mime-version",
-    "content-type",
-}
+WRITTEN = TOP_LEVEL_HEADERS
 hostile_text = st.one_of(
     st.text(max_size=120),
     st.sampled_from(HOSTILE),

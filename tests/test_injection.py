@@ -30,6 +30,7 @@ from typing import Any
 import httpcore
 import pytest
 import yaml
+from expected_headers import TOP_LEVEL_HEADERS
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -115,18 +116,7 @@ FIELDS = (
     "cli --hostname",
 )
 
-HEADERS = {
-    "from",
-    "to",
-    "subject",
-    "date",
-    "message-id",
-    "auto-submitted",
-    "x-notifier-case",
-    "x-notifier-log-head",
-    "mime-version",
-    "content-type",
-}
+HEADERS = TOP_LEVEL_HEADERS
 PART_HEADERS = {"content-type", "content-transfer-encoding", "content-disposition", "mime-version"}
 
 

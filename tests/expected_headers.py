@@ -1,0 +1,16 @@
+"""The header fields a disclosure carries, stated once for the tests that check raw messages."""
+
+TOP_LEVEL_HEADERS = frozenset(
+    {
+        "from",
+        "to",
+        "subject",
+        "date",
+        "message-id",
+        "auto-submitted",
+        "x-notifier-case",
+        "x-notifier-log-head",
+        "mime-version",
+        "content-type",
+    }
+)
