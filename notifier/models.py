@@ -16,6 +16,9 @@ __all__ = [
     "Role",
     "Target",
     "Finding",
+    "HostHint",
+    "Channel",
+    "ChannelKind",
     "Contact",
     "Network",
     "Evidence",
@@ -48,6 +51,19 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class HostHint:
+    """A host name a scanner record carries for the address, and where in the record it was.
+
+    ``source`` names the field, e.g. ``"nmap hostname"``, ``"tls certificate"``, ``"http host"``,
+    ``"csv hostname"``. A hint is only a claim: resolve uses it for lookups once it is
+    forward-confirmed (the name resolves to the address).
+    """
+
+    name: str
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """What was seen: the exposure, never the leaked contents."""
 
@@ -57,6 +73,8 @@ class Finding:
     hostname: str | None = None
     observed_at: datetime | None = None
     extra: tuple[tuple[str, str], ...] = ()
+    hints: tuple[HostHint, ...] = ()
+    service: str | None = None
 
     @property
     def key(self) -> str:
@@ -105,6 +123,29 @@ class Contact:
             provenance=tuple(dict.fromkeys(self.provenance + other.provenance)),
             name=self.name or other.name,
         )
+
+
+class ChannelKind(StrEnum):
+    """A way to reach a party that is not an e-mail address."""
+
+    WEB = "web"  # an https:// report form or page
+    PHONE = "phone"  # a tel: URI
+    OTHER = "other"  # any other URI scheme the owner published
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A non-mail channel a party published (security.txt Contact, contacts.yaml ``url``).
+
+    Not replaced by a guessed mailbox: reported as a manual step for the case.
+    """
+
+    kind: ChannelKind
+    uri: str
+    role: Role
+    source: str
+    provenance: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +203,7 @@ class Resolution:
     notes: tuple[str, ...] = ()
     evidence: tuple[Evidence, ...] = ()
     errors: tuple[tuple[str, str], ...] = ()
+    channels: tuple[Channel, ...] = ()
 
     @property
     def contacts(self) -> tuple[Contact, ...]:
