@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .addresses import clean_address
-from .audit import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .compose import ComposedMessage, compose
 from .config import Settings
 from .contacts import ContactRegistry
 from .deliver import Mailer
 from .errors import ConfigError, DeliveryError, NotifierError, TransientDeliveryError
+from .ledger import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .models import (
     Contact,
     Delivery,
