@@ -28,7 +28,7 @@ from .sources import (
     whois,
 )
 
-__all__ = ["resolve", "choose", "merge_contacts"]
+__all__ = ["resolve", "choose", "merge_contacts", "reverse_dns", "registry", "complete"]
 
 Lookup = Callable[[Query, LookupContext], Awaitable[SourceReport]]
 
@@ -231,13 +231,36 @@ def choose(contacts: list[Contact]) -> tuple[tuple[Contact, ...], tuple[Contact,
 
 async def resolve(target: Target, ctx: LookupContext) -> Resolution:
     """Every contact for ``target``, ranked, with provenance, notes and evidence."""
-    settings = ctx.settings
-    base = Query(target, hostnames=target.hostnames)
-    dns_deadline = settings.dns.timeout * 4
     rdns_report, registry_reports = await asyncio.gather(
-        _cached("ptr", str(target.ip), "rdns", rdns.lookup, base, ctx, dns_deadline),
-        _registry(base, ctx),
+        reverse_dns(target, ctx), registry(target, ctx)
     )
+    return await complete(target, rdns_report, registry_reports, ctx)
+
+
+# The stages, for callers that schedule them apart (a batch runs each with its own width).
+
+
+async def reverse_dns(target: Target, ctx: LookupContext) -> SourceReport:
+    """Stage 1a: the target's forward-confirmed PTR names (cached by address)."""
+    deadline = ctx.settings.dns.timeout * 4
+    base = Query(target, hostnames=target.hostnames)
+    return await _cached("ptr", str(target.ip), "rdns", rdns.lookup, base, ctx, deadline)
+
+
+async def registry(target: Target, ctx: LookupContext) -> list[SourceReport]:
+    """Stage 1b: the registry's answer for the target's network (cached by range)."""
+    return await _registry(Query(target, hostnames=target.hostnames), ctx)
+
+
+async def complete(
+    target: Target,
+    rdns_report: SourceReport,
+    registry_reports: list[SourceReport],
+    ctx: LookupContext,
+) -> Resolution:
+    """Stages 2 and 3, given stage 1's reports: names, owner sources, the national CERT."""
+    settings = ctx.settings
+    dns_deadline = settings.dns.timeout * 4
     reports = [rdns_report, *registry_reports]
     hostnames = tuple(dict.fromkeys([*rdns_report.hostnames, *target.hostnames]))
     network = _network(registry_reports)

@@ -13,6 +13,8 @@ import sys
 
 from .dns import DNSServer
 
+__all__ = ["main"]
+
 
 async def _serve() -> None:
     loop = asyncio.get_running_loop()
