@@ -42,17 +42,23 @@ async def _cached(
     ctx: LookupContext,
     deadline: float,
 ) -> SourceReport:
-    """A by-name source's answer from the cache, else run and cached (failures are not)."""
-    if ctx.cache is not None and key:
+    """A by-name source's answer from the cache, else run and cached (failures are not).
+
+    Concurrent callers with the same key wait for the first one's answer rather than asking
+    again (a batch has many addresses behind one host name or one domain).
+    """
+    if ctx.cache is None or not key:
+        return await _run(name, lookup, query, ctx, deadline)
+    async with _gate(ctx, f"{kind}:{key}"):
         hit = ctx.cache.get(kind, key)
         if hit is not None:
             ctx.trace("cache-hit", {"kind": kind, "key": key})
             cached: list[SourceReport] = hit
             return cached[0]
-    report = await _run(name, lookup, query, ctx, deadline)
-    if ctx.cache is not None and key and report.error is None:
-        ctx.cache.put(kind, key, [report], ctx.settings.batch.cache_ttl_hours * 3600)
-    return report
+        report = await _run(name, lookup, query, ctx, deadline)
+        if report.error is None:
+            ctx.cache.put(kind, key, [report], ctx.settings.batch.cache_ttl_hours * 3600)
+        return report
 
 
 async def _run(
@@ -272,7 +278,9 @@ async def complete(
         _cached(
             "security.txt", names, "security.txt", securitytxt.lookup, query, ctx, http_deadline
         ),
-        _run(
+        _cached(
+            "domain-rdap",
+            ",".join(domain_rdap.registrable_domains(hostnames)),
             "domain-rdap",
             domain_rdap.lookup,
             query,

@@ -31,6 +31,7 @@ from ..errors import NotifierError
 from ..models import IPAddress, Resolution, SourceReport, Target
 from ..resolve import complete, registry, reverse_dns
 from ..sources import LookupContext
+from ..sources.ares import BulkResolver
 
 __all__ = ["Lookups"]
 
@@ -99,6 +100,7 @@ class Lookups:
         self._idle = asyncio.Event()
         self._idle.set()
         self._failure: BaseException | None = None
+        self._bulk: BulkResolver | None = None  # ours to close
         self._silent = 0  # DNS queries in a row that ran out of time
         self._next_probe = 0.0
 
@@ -106,6 +108,8 @@ class Lookups:
 
     def add(self, ip_id: int) -> None:
         """Start resolving address ``ip_id``: its DNS and its registry lookups are queued."""
+        if self._ctx.bulk_dns is None:
+            self._bulk = self._ctx.bulk_dns = BulkResolver(self._ctx.settings.dns)
         self._pending += 1
         self._idle.clear()
         self._dns_queue.append(ip_id)
@@ -138,17 +142,21 @@ class Lookups:
         try:
             await self._idle.wait()
         finally:
-            if self._failure is not None or self._pending:
-                await self.close()
+            await self.close()
         if self._failure is not None:
             raise self._failure
 
     async def close(self) -> None:
-        """Stop every lookup still going."""
+        """Stop every lookup still going; hand the DNS channel back."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        bulk, self._bulk = self._bulk, None
+        if bulk is not None:
+            if self._ctx.bulk_dns is bulk:
+                self._ctx.bulk_dns = None
+            await bulk.close()
 
     def _settled(self) -> None:
         self._pending -= 1
