@@ -24,17 +24,19 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
 from .errors import ConfigError, NotifierError
+from .ladder import SendOptions
 from .models import Contact, DeliveryStatus, Finding, IPAddress, Network
 from .pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
 
 __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
 
 # per-finding state, best wins: a finding reached by any recipient is reached
-_NONE, _FAILED, _SUPPRESSED, _IN_DOUBT, _ALREADY, _DRY, _SENT = range(7)
+_NONE, _SUPPRESSED, _FAILED, _HELD, _IN_DOUBT, _ALREADY, _DRY, _SENT = range(8)
 _STATE_NAMES = {
     _NONE: "no-contact",
     _FAILED: "failed",
     _SUPPRESSED: "suppressed",
+    _HELD: "held-back",
     _IN_DOUBT: "in-doubt",
     _ALREADY: "already-sent",
     _DRY: "dry-run",
@@ -46,10 +48,12 @@ _FROM_STATUS = {
     DeliveryStatus.ALREADY_SENT: _ALREADY,
     DeliveryStatus.IN_DOUBT: _IN_DOUBT,
     DeliveryStatus.SUPPRESSED: _SUPPRESSED,
+    DeliveryStatus.HELD_BACK: _HELD,
     DeliveryStatus.FAILED: _FAILED,
 }
-# a finding left at one of these reached nobody: it climbs to the next rung of the ladder
-_CLIMBS = _SUPPRESSED
+# the ladder's rule (notifier.ladder) on a finding's best state: it climbs when nobody was
+# chosen or every chosen contact off the suppression list failed; a limit holds it, not climbs
+_CLIMBS = (_NONE, _FAILED)
 
 _PENDING = -1  # an address's route before its resolution is known
 _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
@@ -77,6 +81,8 @@ class BatchCounts:
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    held_back: int = 0  # messages a sending limit held back (a later run sends them)
+    held_reasons: dict[str, int] = field(default_factory=dict)  # why, and how many each
     recipients: int = 0
 
 
@@ -158,12 +164,9 @@ class Batch:
         on_outcome: Callable[[FindingOutcome], None] | None = None,
     ) -> None:
         self.notifier = notifier
-        self.options: dict[str, Any] = {
-            "template": template,
-            "dry_run": dry_run,
-            "force": force,
-            "test_recipient": test_recipient,
-        }
+        self.options = SendOptions(
+            template=template, dry_run=dry_run, force=force, test_recipient=test_recipient
+        )
         self.counts = BatchCounts()
         self._on_progress = on_progress or (lambda counts: None)
         self._on_outcome = on_outcome or (lambda outcome: None)
@@ -298,7 +301,7 @@ class Batch:
             self._errors[ip_id] = str(exc)
             self._ip_route[ip_id] = _UNRESOLVED
         else:
-            if not self.options["dry_run"]:
+            if not self.options.dry_run:
                 # on disk before anything is sent on its strength; concurrent lookups share
                 # the write
                 await self.notifier.log("resolution", **resolution_record(resolution))
@@ -358,7 +361,7 @@ class Batch:
         while True:
             plans = {}
             for index in range(rows):
-                if state[index] > _CLIMBS:
+                if state[index] not in _CLIMBS:
                     continue
                 route = self._route(index)
                 if route is not None and rung < len(route.fallbacks):
@@ -366,7 +369,7 @@ class Batch:
                     plans.setdefault(contact.address, _Plan(contact)).rows.append(index)
             if not plans:
                 break
-            if not self.options["dry_run"]:
+            if not self.options.dry_run:
                 for plan in plans.values():
                     await self.notifier.log(
                         "fallback",
@@ -431,7 +434,7 @@ class Batch:
     async def _deliver_plan(self, plan: _Plan, state: bytearray) -> None:
         limit = self.notifier.settings.batch.max_findings_per_message
         address = plan.contact.address
-        checks = not any(self.options[k] for k in ("force", "dry_run", "test_recipient"))
+        checks = self.options.checks_history
         plan.priors = bytearray(len(plan.rows))
         for start in range(0, len(plan.rows), limit):
             chunk = plan.rows[start : start + limit]
@@ -444,7 +447,7 @@ class Batch:
             # a scratch result: the batch keeps the deliveries, not every message's bytes
             scratch = SendResult()
             delivery = await self.notifier.deliver(
-                plan.contact, findings, network, scratch, **self.options
+                plan.contact, findings, network, scratch, self.options
             )
             self.result.deliveries.extend(scratch.deliveries)
             outcome = _FROM_STATUS[delivery.status]
@@ -452,6 +455,11 @@ class Batch:
                 self.counts.sent += 1
             elif delivery.status == DeliveryStatus.FAILED:
                 self.counts.failed += 1
+            elif delivery.status == DeliveryStatus.HELD_BACK:
+                self.counts.held_back += 1
+                self.counts.held_reasons[delivery.reason] = (
+                    self.counts.held_reasons.get(delivery.reason, 0) + 1
+                )
             else:
                 self.counts.skipped += 1
             plan.message_ids.append(delivery.message_id)
