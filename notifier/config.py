@@ -173,6 +173,8 @@ class LimitSettings(_Section):
     # one service, one message per abuse desk) must go out whole
     max_messages_per_run: int = Field(default=10_000, ge=1)
     concurrency: int = Field(default=20, ge=1, le=500)
+    # DNS queries (and lookups by host name) a batch keeps in flight, all to the one resolver
+    dns_concurrency: int = Field(default=256, ge=1, le=4096)
     per_domain_per_minute: int = Field(default=30, ge=1)
 
 
