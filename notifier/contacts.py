@@ -50,7 +50,7 @@ _OVERRIDE_CONFIDENCE = 1.0
 _MAX_FILE_BYTES = 4_000_000
 _MAX_NODES = 200_000  # aliases can make a small file a huge tree; stop walking long before that
 _SECTIONS = ("certs", "overrides")
-_TEXT_FIELDS = ("name", "url", "confidence", "updated", "note")
+_TEXT_FIELDS = ("name", "url", "confidence", "updated", "note", "encryption")
 _LIST_FIELDS = ("source",)
 _ALIASES = {"checked": "updated", "sources": "source"}  # national-CERT survey spelling
 _COUNTRY = re.compile(r"^[A-Za-z]{2}\Z")
@@ -83,6 +83,7 @@ class Entry:
     updated: str = ""
     sources: tuple[str, ...] = ()
     note: str = ""
+    encryption: str = ""  # the team's OpenPGP key: https URL or openpgp4fpr: fingerprint
     origin: str = SOURCE  # the file the entry came from, as shown in provenance
     line: int = 0
 
@@ -254,6 +255,7 @@ def _entry(
         updated=fields.get("updated", ""),
         sources=sources,
         note=fields.get("note", ""),
+        encryption=fields.get("encryption", ""),
         origin=origin,
         line=node.start_mark.line + 1,
     )
@@ -486,6 +488,7 @@ class ContactRegistry:
                 confidence=CONFIDENCE[level],
                 provenance=tuple(provenance),
                 name=entry.name,
+                encryption=(entry.encryption,) if entry.encryption else (),
             )
             for address in entry.addresses
         ]
@@ -540,6 +543,7 @@ class ContactRegistry:
                     confidence=_OVERRIDE_CONFIDENCE,
                     provenance=tuple(provenance),
                     name=entry.name,
+                    encryption=(entry.encryption,) if entry.encryption else (),
                 )
                 contacts[address] = (
                     contacts[address].merged(contact) if address in contacts else contact
