@@ -173,6 +173,8 @@ class LimitSettings(_Section):
     per_recipient_per_day: int = Field(default=50, ge=1)
     max_messages_per_run: int = Field(default=500, ge=1)
     concurrency: int = Field(default=20, ge=1, le=500)
+    # DNS queries (and lookups by host name) a batch keeps in flight, all to the one resolver
+    dns_concurrency: int = Field(default=256, ge=1, le=4096)
     per_domain_per_minute: int = Field(default=30, ge=1)
 
 

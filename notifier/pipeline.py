@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import __version__
 from .addresses import clean_address
@@ -41,9 +41,6 @@ from .resolve import resolve
 from .sources import Cache, LookupContext, Tracer, utcnow
 from .targets import parse_target
 from .trust import EncryptionRequired, MessageGuard
-
-if TYPE_CHECKING:
-    from .batch import Batch, FindingOutcome
 
 __all__ = ["Notifier", "SendResult", "contact_record", "resolution_record"]
 
@@ -172,7 +169,6 @@ class Notifier:
     ) -> None:
         self.settings = settings or Settings()
         self._cache = cache
-        self._batch: Batch | None = None
         self._clock = clock
         self._trace: Tracer = trace or (lambda event, fields: None)
         self._stack = AsyncExitStack()
@@ -438,29 +434,6 @@ class Notifier:
             test_recipient=test_recipient,
         )
         return result
-
-    async def submit(self, finding: Finding, **options: Any) -> None:
-        """Queue a finding of a stream; ``flush`` sends one message per recipient (as ``batch``).
-
-        ``options`` (template, dry_run, force, test_recipient) apply from the first submit on.
-        """
-        from .batch import Batch
-
-        if self._batch is None:
-            self._batch = Batch(self, **options)
-        await self._batch.submit(finding)
-
-    async def flush(self) -> list[FindingOutcome]:
-        """Deliver everything submitted since the last flush; one outcome per finding."""
-
-        if self._batch is None:
-            return []
-        outcomes: list[FindingOutcome] = []
-        batch: Batch = self._batch
-        self._batch = None
-        batch.on_outcome(outcomes.append)
-        await batch.flush()
-        return outcomes
 
     async def deliver_ladder(
         self,
