@@ -171,7 +171,9 @@ class ContactsSettings(_Section):
 
 class LimitSettings(_Section):
     per_recipient_per_day: int = Field(default=50, ge=1)
-    max_messages_per_run: int = Field(default=500, ge=1)
+    # a guard against a runaway run, not a throttle: an ordinary batch (an internet-wide scan of
+    # one service, one message per abuse desk) must go out whole
+    max_messages_per_run: int = Field(default=10_000, ge=1)
     concurrency: int = Field(default=20, ge=1, le=500)
     # DNS queries (and lookups by host name) a batch keeps in flight, all to the one resolver
     dns_concurrency: int = Field(default=256, ge=1, le=4096)

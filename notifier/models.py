@@ -218,7 +218,8 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # permanent refusal, or retries exhausted
     ALREADY_SENT = "already-sent"  # idempotence: delivered in an earlier run
     IN_DOUBT = "in-doubt"  # an earlier run crashed between intent and outcome
-    SUPPRESSED = "suppressed"  # on the suppression list or over a cap
+    SUPPRESSED = "suppressed"  # on the suppression list: never written to
+    HELD_BACK = "held-back"  # a sending limit (daily or run cap) held it: a later run sends it
     DRY_RUN = "dry-run"
 
 
@@ -234,3 +235,4 @@ class Delivery:
     smtp_reply: str = ""
     digest: str = ""
     role: Role | None = None
+    reason: str = ""  # why it was not sent (held back, suppressed, in doubt), for people
