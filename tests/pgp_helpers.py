@@ -59,6 +59,7 @@ class Keys:
 
 def make_keys(root: Path) -> Keys:
     home = root / "gpg"
+    root.mkdir(parents=True, exist_ok=True)
     home.mkdir(mode=0o700)
 
     def new(uid: str, algo: str, *, when: str = "", subkey: str = "cv25519") -> bytes:
