@@ -33,6 +33,8 @@ __all__ = [
     "AuditSettings",
     "FollowupSettings",
     "BatchSettings",
+    "PGPSettings",
+    "DKIMSettings",
     "load_settings",
     "shipped_path",
 ]
@@ -194,6 +196,34 @@ class BatchSettings(_Section):
     cache_ttl_hours: float = Field(default=24, gt=0)
 
 
+class PGPSettings(_Section):
+    signing_key: str = ""  # armoured OpenPGP secret key file: every message is signed
+    passphrase_env: str = ""  # variable holding its passphrase ("" = none)
+    encrypt: bool = True  # encrypt to a recipient's published key when there is one
+    # true: a recipient with a published key that cannot be used gets nothing (the send fails)
+    require_encryption: bool = False
+    wkd: bool = True  # look every recipient address up in its domain's Web Key Directory
+    keyserver: str = ""  # https://host[:port]: VKS/HKPS lookups of openpgp4fpr: fingerprints
+    key_cache_hours: float = Field(default=24, gt=0)
+
+    @field_validator("keyserver")
+    @classmethod
+    def _keyserver(cls, value: str) -> str:
+        if value and not value.startswith("https://"):
+            raise ValueError(f"keyserver must be an https:// URL, not {value!r}")
+        return value.rstrip("/")
+
+
+class DKIMSettings(_Section):
+    domain: str = ""  # d=
+    selector: str = ""  # s=
+    key_file: str = ""  # PEM private key (RSA or Ed25519)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.domain and self.selector and self.key_file)
+
+
 class Settings(_Section):
     """All of notifier's configuration, one frozen object."""
 
@@ -210,6 +240,8 @@ class Settings(_Section):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     followup: FollowupSettings = Field(default_factory=FollowupSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    pgp: PGPSettings = Field(default_factory=PGPSettings)
+    dkim: DKIMSettings = Field(default_factory=DKIMSettings)
 
     @property
     def state_dir(self) -> Path:

@@ -50,7 +50,7 @@ _OVERRIDE_CONFIDENCE = 1.0
 _MAX_FILE_BYTES = 4_000_000
 _MAX_NODES = 200_000  # aliases can make a small file a huge tree; stop walking long before that
 _SECTIONS = ("certs", "overrides")
-_TEXT_FIELDS = ("name", "url", "confidence", "checked", "published", "note")
+_TEXT_FIELDS = ("name", "url", "confidence", "checked", "published", "note", "encryption")
 _LIST_FIELDS = ("sources", "also", "languages")
 _ALIASES = {"source": "sources", "updated": "published", "language": "languages"}
 # a date as precise as the source gives it: 2024, 2024-06 or 2024-06-06
@@ -91,6 +91,7 @@ class Entry:
     also: tuple[str, ...] = ()  # other addresses or teams, each with its reason
     languages: tuple[str, ...] = ()  # the team's working languages, BCP 47 tags
     note: str = ""
+    encryption: str = ""  # the team's OpenPGP key: https URL or openpgp4fpr: fingerprint
     origin: str = SOURCE  # the file the entry came from, as shown in provenance
     line: int = 0
 
@@ -290,6 +291,7 @@ def _entry(
         also=lists.get("also", ()),
         languages=lists.get("languages", ()),
         note=fields.get("note", ""),
+        encryption=fields.get("encryption", ""),
         origin=origin,
         line=node.start_mark.line + 1,
     )
@@ -531,6 +533,7 @@ class ContactRegistry:
                 confidence=CONFIDENCE[level],
                 provenance=tuple(provenance),
                 name=entry.name,
+                encryption=(entry.encryption,) if entry.encryption else (),
             )
             for address in entry.addresses
         ]
@@ -585,6 +588,7 @@ class ContactRegistry:
                     confidence=_OVERRIDE_CONFIDENCE,
                     provenance=tuple(provenance),
                     name=entry.name,
+                    encryption=(entry.encryption,) if entry.encryption else (),
                 )
                 contacts[address] = (
                     contacts[address].merged(contact) if address in contacts else contact

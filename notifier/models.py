@@ -109,6 +109,8 @@ class Contact:
     confidence: float
     provenance: tuple[str, ...] = ()
     name: str = ""
+    # OpenPGP keys the contact announced: https URLs or openpgp4fpr: fingerprints
+    encryption: tuple[str, ...] = ()
 
     def merged(self, other: Contact) -> Contact:
         """The same mailbox found twice: keep the better-evidenced role and all provenance."""
@@ -122,6 +124,7 @@ class Contact:
             confidence=max(self.confidence, other.confidence),
             provenance=tuple(dict.fromkeys(self.provenance + other.provenance)),
             name=self.name or other.name,
+            encryption=tuple(dict.fromkeys(self.encryption + other.encryption)),
         )
 
 

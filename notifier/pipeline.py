@@ -22,7 +22,15 @@ from .compose import ComposedMessage, compose
 from .config import Settings
 from .contacts import ContactRegistry
 from .deliver import Mailer
-from .errors import ConfigError, DeliveryError, NotifierError, TransientDeliveryError
+from .errors import (
+    EXIT_FAILED,
+    EXIT_HELD_BACK,
+    EXIT_OK,
+    ConfigError,
+    DeliveryError,
+    NotifierError,
+    TransientDeliveryError,
+)
 from .ladder import DEFAULT_OPTIONS, SendOptions, held_back, settles, walk
 from .ledger import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .models import (
@@ -41,6 +49,7 @@ from .net import RateLimiter, make_http_client, make_resolver
 from .resolve import resolve
 from .sources import Cache, LookupContext, Tracer, utcnow
 from .targets import parse_target
+from .trust import EncryptionRequired, MessageGuard
 
 __all__ = ["Notifier", "SendResult", "contact_record", "resolution_record"]
 
@@ -149,8 +158,8 @@ class SendResult:
     def exit_code(self) -> int:
         """1 a delivery failed for good, 3 a limit held a message back, else 0."""
         if self.failed:
-            return 1
-        return 3 if self.held_back else 0
+            return EXIT_FAILED
+        return EXIT_HELD_BACK if self.held_back else EXIT_OK
 
 
 class Notifier:
@@ -176,6 +185,7 @@ class Notifier:
         self._trace: Tracer = trace or (lambda event, fields: None)
         self._stack = AsyncExitStack()
         self._ctx: LookupContext | None = None
+        self._guard: MessageGuard | None = None
         self._audit: AuditLog | None = None
         self._journal: GroupCommit | None = None
         self._mailers: list[Mailer] = []  # idle connections, reused
@@ -206,6 +216,8 @@ class Notifier:
         )
         http = make_http_client(settings.http, resolver, user_agent=agent)
         self._stack.push_async_callback(http.aclose)
+        self._guard = MessageGuard(settings)
+        self._stack.callback(self._guard.close)
         self._ctx = LookupContext(
             settings=settings,
             resolver=resolver,
@@ -545,6 +557,19 @@ class Notifier:
             references=options.references,
             network=network,
         )
+        protection = None
+        if self._guard is not None:
+            try:
+                composed, protection = await self._guard.protect(composed, contact, self.ctx)
+            except EncryptionRequired as exc:
+                self.audit.append(
+                    "refusal",
+                    ip=str(findings[0].ip),
+                    recipient=contact.address,
+                    reason=str(exc),
+                    finding_keys=[f.key for f in findings],
+                )
+                return skipped(DeliveryStatus.FAILED, str(exc))
         result.messages.append(composed)
         if dry_run:
             delivery = Delivery(
@@ -560,7 +585,14 @@ class Notifier:
         self._in_flight += 1
         try:
             sent = await self._transmit(
-                composed, contact, findings, result, test_recipient, address, claim=not force
+                composed,
+                contact,
+                findings,
+                result,
+                test_recipient,
+                address,
+                claim=not force,
+                protection=protection.record() if protection else None,
             )
         finally:
             self._in_flight -= 1
@@ -581,6 +613,7 @@ class Notifier:
         intended: str,
         *,
         claim: bool = True,
+        protection: dict[str, Any] | None = None,
     ) -> Delivery | None:
         """Write the intent, hand the message over, write the outcome.
 
@@ -608,6 +641,7 @@ class Notifier:
             message_id=composed.message_id,
             digest=composed.digest,
             case=composed.case_ref,
+            protection=protection,
             finding_keys=keys,
             finding_texts=[f"{f.ip}:{f.port or ''} {f.text}" for f in findings],
             # structured, so that a follow-up or a bounce fallback can rebuild the findings
