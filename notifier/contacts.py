@@ -50,7 +50,7 @@ _OVERRIDE_CONFIDENCE = 1.0
 _MAX_FILE_BYTES = 4_000_000
 _MAX_NODES = 200_000  # aliases can make a small file a huge tree; stop walking long before that
 _SECTIONS = ("certs", "overrides")
-_TEXT_FIELDS = ("name", "url", "confidence", "checked", "published", "note")
+_TEXT_FIELDS = ("name", "url", "confidence", "checked", "published", "part_of", "note")
 _LIST_FIELDS = ("sources", "also", "languages")
 _ALIASES = {"source": "sources", "updated": "published", "language": "languages"}
 # a date as precise as the source gives it: 2024, 2024-06 or 2024-06-06
@@ -90,6 +90,7 @@ class Entry:
     sources: tuple[str, ...] = ()
     also: tuple[str, ...] = ()  # other addresses or teams, each with its reason
     languages: tuple[str, ...] = ()  # the team's working languages, BCP 47 tags
+    part_of: str = ""  # a territory served by the national CERT of this country (ISO code)
     note: str = ""
     origin: str = SOURCE  # the file the entry came from, as shown in provenance
     line: int = 0
@@ -262,6 +263,11 @@ def _entry(
             if text is None:
                 problems.append(_at(value, f"{key}: {field} must be text"))
                 continue
+            if field == "part_of" and _country(text.strip()) is None:
+                problems.append(
+                    _at(value, f"{key}: part_of must be a country code, not {_shown(text)}")
+                )
+                continue
             if field in ("checked", "published"):
                 wrong = _date_problem(field, text.strip())
                 if wrong:
@@ -289,6 +295,7 @@ def _entry(
         sources=lists.get("sources", ()),
         also=lists.get("also", ()),
         languages=lists.get("languages", ()),
+        part_of=fields.get("part_of", "").strip().upper(),
         note=fields.get("note", ""),
         origin=origin,
         line=node.start_mark.line + 1,
@@ -519,6 +526,8 @@ class ContactRegistry:
         provenance = [f"national CERT for {entry.key}{team}, {entry.origin}{when}"]
         if entry.confidence:
             provenance.append(f"registry confidence: {entry.confidence}")
+        if entry.part_of:
+            provenance.append(f"{entry.key} is served by the national CERT of {entry.part_of}")
         if entry.languages:
             provenance.append(f"working languages: {', '.join(entry.languages)}")
         if entry.note:
