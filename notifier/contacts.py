@@ -50,7 +50,16 @@ _OVERRIDE_CONFIDENCE = 1.0
 _MAX_FILE_BYTES = 4_000_000
 _MAX_NODES = 200_000  # aliases can make a small file a huge tree; stop walking long before that
 _SECTIONS = ("certs", "overrides")
-_TEXT_FIELDS = ("name", "url", "confidence", "checked", "published", "part_of", "note")
+_TEXT_FIELDS = (
+    "name",
+    "url",
+    "confidence",
+    "checked",
+    "published",
+    "part_of",
+    "note",
+    "encryption",
+)
 _LIST_FIELDS = ("sources", "also", "languages")
 _ALIASES = {"source": "sources", "updated": "published", "language": "languages"}
 # a date as precise as the source gives it: 2024, 2024-06 or 2024-06-06
@@ -92,6 +101,7 @@ class Entry:
     languages: tuple[str, ...] = ()  # the team's working languages, BCP 47 tags
     part_of: str = ""  # a territory served by the national CERT of this country (ISO code)
     note: str = ""
+    encryption: str = ""  # the team's OpenPGP key: https URL or openpgp4fpr: fingerprint
     origin: str = SOURCE  # the file the entry came from, as shown in provenance
     line: int = 0
 
@@ -274,7 +284,7 @@ def _entry(
                     problems.append(_at(value, f"{key}: {wrong}"))
                     continue
             fields[field] = header_text(text, limit=500)
-        # other keys (encryption key, notes...) are the operator's own and kept out
+        # other keys are the operator's own notes and kept out
     if not has_email:
         problems.append(_at(node, f"{key}: entry has no email"))
     confidence = fields.get("confidence", "").lower()
@@ -297,6 +307,7 @@ def _entry(
         languages=lists.get("languages", ()),
         part_of=fields.get("part_of", "").strip().upper(),
         note=fields.get("note", ""),
+        encryption=fields.get("encryption", ""),
         origin=origin,
         line=node.start_mark.line + 1,
     )
@@ -540,6 +551,7 @@ class ContactRegistry:
                 confidence=CONFIDENCE[level],
                 provenance=tuple(provenance),
                 name=entry.name,
+                encryption=(entry.encryption,) if entry.encryption else (),
             )
             for address in entry.addresses
         ]
@@ -594,6 +606,7 @@ class ContactRegistry:
                     confidence=_OVERRIDE_CONFIDENCE,
                     provenance=tuple(provenance),
                     name=entry.name,
+                    encryption=(entry.encryption,) if entry.encryption else (),
                 )
                 contacts[address] = (
                     contacts[address].merged(contact) if address in contacts else contact
