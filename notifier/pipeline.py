@@ -18,13 +18,21 @@ from typing import Any
 
 from . import __version__
 from .addresses import clean_address
-from .audit import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .compose import ComposedMessage, compose
 from .config import Settings
 from .contacts import ContactRegistry
 from .deliver import Mailer
-from .errors import ConfigError, DeliveryError, NotifierError, TransientDeliveryError
+from .errors import (
+    EXIT_FAILED,
+    EXIT_HELD_BACK,
+    EXIT_OK,
+    ConfigError,
+    DeliveryError,
+    NotifierError,
+    TransientDeliveryError,
+)
 from .ladder import DEFAULT_OPTIONS, SendOptions, held_back, settles, walk
+from .ledger import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .models import (
     Contact,
     Delivery,
@@ -150,8 +158,8 @@ class SendResult:
     def exit_code(self) -> int:
         """1 a delivery failed for good, 3 a limit held a message back, else 0."""
         if self.failed:
-            return 1
-        return 3 if self.held_back else 0
+            return EXIT_FAILED
+        return EXIT_HELD_BACK if self.held_back else EXIT_OK
 
 
 class Notifier:
