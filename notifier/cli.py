@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from .audit import AuditLog
 from .batch import BatchCounts
 from .config import Settings, load_settings
 from .errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK, ConfigError, NotifierError, exit_code
 from .inputs import FORMATS
+from .ledger import AuditLog
 from .models import DeliveryStatus, Finding, Resolution
 from .pipeline import Notifier, SendResult, contact_record
 from .sources import utcnow
@@ -503,7 +503,7 @@ def log_verify(
     config: ConfigOption = None,
 ) -> None:
     """Check the audit log's hash chain end to end (exit 0 intact, 1 with the first bad line)."""
-    from .audit import load_verify_key, parse_head, verify
+    from .ledger import load_verify_key, parse_head, verify
 
     settings = settings_from(config)
     path = settings.state_dir / "audit.jsonl"
@@ -533,7 +533,7 @@ def log_verify(
 @log_app.command("head")
 def log_head(config: ConfigOption = None) -> None:
     """Print the chain head (line count and hash) to publish or mail to yourself."""
-    from .audit import format_head, head
+    from .ledger import format_head, head
 
     settings = settings_from(config)
     print(format_head(*head(settings.state_dir / "audit.jsonl")))

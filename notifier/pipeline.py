@@ -18,7 +18,6 @@ from typing import Any
 
 from . import __version__
 from .addresses import clean_address
-from .audit import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .compose import ComposedMessage, compose
 from .config import Settings
 from .contacts import ContactRegistry
@@ -33,6 +32,7 @@ from .errors import (
     TransientDeliveryError,
 )
 from .ladder import DEFAULT_OPTIONS, SendOptions, held_back, settles, walk
+from .ledger import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .models import (
     Contact,
     Delivery,
