@@ -25,10 +25,12 @@ from .contacts import ContactRegistry
 from .deliver import Mailer
 from .errors import ConfigError, DeliveryError, NotifierError, TransientDeliveryError
 from .models import (
+    Channel,
     Contact,
     Delivery,
     DeliveryStatus,
     Finding,
+    HostHint,
     IPAddress,
     Network,
     Resolution,
@@ -39,12 +41,13 @@ from .models import (
 from .net import RateLimiter, make_http_client, make_resolver
 from .resolve import resolve
 from .sources import Cache, LookupContext, Tracer, utcnow
+from .sources.hints import finding_hints
 from .targets import parse_target
 
 if TYPE_CHECKING:
     from .batch import Batch, FindingOutcome
 
-__all__ = ["Notifier", "SendResult", "contact_record", "resolution_record"]
+__all__ = ["Notifier", "SendResult", "contact_record", "channel_record", "resolution_record"]
 
 # SMTP connections a run keeps open at most: deliveries to different recipients go in parallel
 # (a batch has hundreds), few enough that no mail server takes the run for a flood
@@ -107,6 +110,18 @@ def contact_record(contact: Contact) -> dict[str, Any]:
     }
 
 
+def channel_record(channel: Channel) -> dict[str, Any]:
+    """A non-mail channel as the audit log and ``resolve --json`` show it."""
+    return {
+        "kind": str(channel.kind),
+        "uri": channel.uri,
+        "role": str(channel.role),
+        "source": channel.source,
+        "provenance": list(channel.provenance),
+        "languages": list(channel.languages),
+    }
+
+
 def resolution_record(resolution: Resolution) -> dict[str, Any]:
     """The fields of the audit log's ``resolution`` record for ``resolution``."""
     return {
@@ -116,6 +131,8 @@ def resolution_record(resolution: Resolution) -> dict[str, Any]:
         "recipients": [contact_record(c) for c in resolution.recipients],
         "fallbacks": [contact_record(c) for c in resolution.fallbacks],
         "errors": [{"source": s, "error": e} for s, e in resolution.errors],
+        "channels": [channel_record(c) for c in resolution.channels],
+        "hints": [asdict(h) for h in resolution.hints],
         "evidence": [
             {"source": e.source, "locator": e.locator, "sha256": e.sha256}
             for e in resolution.evidence
@@ -387,10 +404,17 @@ class Notifier:
         """Parse and check a target address (``TargetRefused`` says why not)."""
         return parse_target(text, self.settings)
 
-    async def resolve(self, ip: IPAddress | str, hostnames: Sequence[str] = ()) -> Resolution:
-        """The contacts ``send`` would use for ``ip``, with provenance. Sends nothing."""
+    async def resolve(
+        self,
+        ip: IPAddress | str,
+        hostnames: Sequence[str] = (),
+        hints: Sequence[HostHint] = (),
+    ) -> Resolution:
+        """The contacts ``send`` would use for ``ip``, with provenance. Sends nothing.
+
+        ``hostnames`` and ``hints`` are claims: used once they resolve to ``ip``."""
         address = self.target(ip) if isinstance(ip, str) else self.target(str(ip))
-        return await resolve(Target(address, tuple(hostnames)), self.ctx)
+        return await resolve(Target(address, tuple(hostnames), tuple(hints)), self.ctx)
 
     def record_resolution(self, resolution: Resolution) -> None:
         self._wrote = True
@@ -417,8 +441,8 @@ class Notifier:
         ips = {f.ip for f in findings}
         if len(ips) != 1:
             raise ConfigError("send takes findings about one address; use batch for many")
-        hostnames = [f.hostname for f in findings if f.hostname]
-        resolution = await self.resolve(str(findings[0].ip), hostnames)
+        hints = [h for f in findings for h in finding_hints(f)]
+        resolution = await self.resolve(str(findings[0].ip), hints=hints)
         if not dry_run:
             self.record_resolution(resolution)
         result = SendResult(resolution)
