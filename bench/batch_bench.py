@@ -3,10 +3,16 @@
     .venv/bin/python bench/batch_bench.py                       # 10,000 findings, 300 networks
     .venv/bin/python bench/batch_bench.py --findings 1000 --networks 30 --naive-findings 200
 
+    .venv/bin/python bench/batch_bench.py --size 30k --modes batch
+
 The parent process runs the sandbox (DNS, RDAP registries, WHOIS, SMTP, all on 127.0.0.0/8)
-with ``--latency`` added to every HTTP answer and every RIR enforcing ``--rate`` queries a
-second (HTTP 429 with Retry-After beyond it). Each mode runs in a fresh child process, so peak
-RSS figures do not mix and the servers' work is not counted as the notifier's:
+with ``--latency`` added to every DNS answer and every HTTP answer (RDAP, security.txt) and
+every RIR enforcing ``--rate`` queries a second (HTTP 429 with Retry-After beyond it). The
+nameserver runs in a process of its own, answering from packed wire bytes (bench/dns_bench.py
+measures how many answers a second it gives). Every ``--generic-every``-th address has a
+forward-confirmed pool name, every ``--named-every``-th a customer host name publishing a
+security.txt. Each mode runs in a fresh child process, so peak RSS figures do not mix and the
+servers' work is not counted as the notifier's:
 
 - batch: ``Batch`` over a ``Notifier`` with a ``LookupCache``, reading the CSV input as
   ``notify batch`` does, delivering over SMTP to the sandbox;
@@ -17,6 +23,9 @@ RSS figures do not mix and the servers' work is not counted as the notifier's:
 The rate-limit lower bound is the busiest registry's distinct networks divided by the rate,
 plus one latency: no client that honours the limit can finish sooner (the registries let a
 ``--burst`` of queries through early, so the true floor is at most burst/rate lower).
+
+CPU seconds (the child's process time, robust on a busy machine where wall time is not) are
+reported per 1,000 addresses for the lookups and per 100 messages for the delivery.
 
 Prints a markdown table and one JSON line.
 """
@@ -83,9 +92,13 @@ async def _child_batch(config: str, input_path: str) -> dict[str, Any]:
     finally:
         cache.close()
     wall = time.perf_counter() - started
+    lookups_cpu = phases.get("lookups_done_cpu", phases.get("delivered_cpu", 0.0))
+    delivery_cpu = phases.get("delivered_cpu", 0.0) - lookups_cpu
     return {
         "wall": wall,
         "baseline_rss_kb": baseline,
+        "cpu_per_1000_addresses": round(1000 * lookups_cpu / max(1, counts.addresses), 3),
+        "cpu_per_100_messages": round(100 * delivery_cpu / max(1, counts.queued), 3),
         "statuses": statuses,
         "findings": counts.read,
         "addresses": counts.addresses,
@@ -141,7 +154,7 @@ def child_main(args: argparse.Namespace) -> None:
     if args.profile:
         import cProfile
 
-        profiler = cProfile.Profile()
+        profiler = cProfile.Profile(time.process_time)  # CPU, not waiting
         profiler.enable()
     if args.child == "batch":
         report = asyncio.run(_child_batch(args.config, args.input))
@@ -171,9 +184,15 @@ async def run_mode(
 
     directory = work / mode
     directory.mkdir()
-    async with Sandbox(bw.world, directory=directory, latency=args.latency) as sandbox:
+    sandbox = Sandbox(bw.world, directory=directory, latency=args.latency)
+    sandbox.dns.latency = args.latency
+    sandbox.dns.own_process = True
+    bw.add_pool_names(sandbox.dns)
+    async with sandbox:
         benchlib.configure_sandbox(sandbox, args.rate, args.burst, not args.no_keep_alive)
-        config = sandbox.write_config(None, **benchlib.bench_sections(args.rate, args.concurrency))
+        sections = benchlib.bench_sections(args.rate, args.concurrency)
+        sections["limits"]["dns_concurrency"] = args.dns_concurrency
+        config = sandbox.write_config(None, **sections)
         child_args = [
             str(Path(__file__).resolve()),
             "--child",
@@ -201,7 +220,7 @@ async def run_mode(
         servers_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         rirs = [sandbox.registries[k] for k in benchlib.REGISTRY_KEYS]
         recipients = {r for m in sandbox.smtp.messages for r in m.rcpt_tos}
-        return {
+        report = {
             **result.report,
             "peak_rss_kb": max(result.report["peak_rss_kb"], result.max_rss_kb),
             "rdap_requests": sum(r.request_count for r in rirs),
@@ -213,7 +232,17 @@ async def run_mode(
             "messages": len(sandbox.smtp.messages),
             "distinct_recipients": len(recipients),
             "servers_cpu_s": round(servers_cpu, 2),
+            "security_txt_fetches": sum(
+                1 for r in sandbox.web.requests if r.path.endswith("security.txt")
+            ),
         }
+    hosts: dict[str, int] = {}
+    for request in sandbox.web.requests:
+        kind = request.host if "rdap" in request.host else "other hosts"
+        hosts[kind] = hosts.get(kind, 0) + 1
+    report["http_requests_by_host"] = hosts
+    report["dns_answers"] = sandbox.dns.answered  # known once its process has stopped
+    return report
 
 
 def _fmt(value: float | int | None, digits: int = 2) -> str:
@@ -243,12 +272,18 @@ def table(summary: dict[str, Any]) -> str:
         ("upstream RDAP requests (RIRs)", "", "rdap_requests", 0),
         ("**RDAP requests ÷ distinct networks**", "≤ 1.05", "rdap_per_network", 2),
         ("HTTP 429 answers", "0", "throttled", 0),
+        ("addresses", "", "addresses", 0),
+        ("DNS answers (each after the latency)", "", "dns_answers", 0),
+        ("security.txt fetches", "", "security_txt_fetches", 0),
         ("wall time (s)", "", "wall", 2),
         ("rate-limit lower bound (s)", "", "lower_bound", 2),
         ("**wall time ÷ lower bound**", "≤ 1.3", "wall_per_bound", 2),
         ("messages sent", "", "messages", 0),
         ("distinct recipients", "", "distinct_recipients", 0),
         ("**messages ÷ distinct recipients**", "1.0", "messages_per_recipient", 2),
+        ("CPU s per 1,000 addresses (lookups)", "", "cpu_per_1000_addresses", 3),
+        ("CPU s per 100 messages (delivery)", "", "cpu_per_100_messages", 3),
+        ("CPU s in all", "", "cpu_s", 2),
         ("peak RSS (MB)", "", "peak_rss_mb", 0),
     ):
         values = [pick(mode, key, digits) for mode in (b, n, x)]
@@ -275,7 +310,14 @@ def derive(report: dict[str, Any], per_registry: dict[str, int], args: argparse.
 
 
 async def parent_main(args: argparse.Namespace) -> None:
-    bw = benchlib.build_world(args.networks, args.addresses_per_network)
+    if args.size:
+        args.findings, args.networks, args.addresses_per_network = SIZES[args.size]
+    bw = benchlib.build_world(
+        args.networks,
+        args.addresses_per_network,
+        generic_every=args.generic_every,
+        named_every=args.named_every,
+    )
     rows = benchlib.sample_findings(bw, args.findings, args.seed)
     per_registry = benchlib.registry_networks(bw, (ip for ip, _, _ in rows))
     summary: dict[str, Any] = {
@@ -283,6 +325,8 @@ async def parent_main(args: argparse.Namespace) -> None:
         "networks": sum(per_registry.values()),
         "addresses": len({ip for ip, _, _ in rows}),
         "latency_s": args.latency,
+        "dns_latency_s": args.latency,
+        "dns_concurrency": args.dns_concurrency,
         "rate_per_s": args.rate,
         "burst": args.burst,
         "keep_alive": not args.no_keep_alive,
@@ -339,15 +383,31 @@ async def parent_main(args: argparse.Namespace) -> None:
     print(table(summary))
     print()
     print(f"Lower bound: {summary['lower_bound_explained']} = {summary['lower_bound_s']:.2f} s.")
+    print(
+        f"{summary['addresses']:,} addresses; {args.latency * 1000:g} ms added to every DNS "
+        "and every HTTP answer."
+    )
     print(json.dumps(summary, separators=(",", ":")))
+
+
+# the issue's sizes: findings, networks, addresses per network
+SIZES = {
+    "3k": (10_000, 300, 10),  # 10,000 findings on 3,000 addresses
+    "10k": (10_000, 300, 34),  # 10,000 findings on 10,000 addresses
+    "30k": (30_000, 1_000, 30),  # 30,000 findings on 30,000 addresses, 200 networks a registry
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", choices=sorted(SIZES), help="one of the standard sizes")
+    parser.add_argument("--generic-every", type=int, default=2)
+    parser.add_argument("--named-every", type=int, default=100)
+    parser.add_argument("--dns-concurrency", type=int, default=256, help="limits.dns_concurrency")
     parser.add_argument("--findings", type=int, default=10_000)
     parser.add_argument("--networks", type=int, default=300)
     parser.add_argument("--addresses-per-network", type=int, default=10)
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds per HTTP answer")
+    parser.add_argument("--latency", type=float, default=0.05, help="s per DNS, HTTP answer")
     parser.add_argument("--rate", type=float, default=20.0, help="RDAP queries/s per registry")
     parser.add_argument("--burst", type=float, default=3.0, help="registries' token-bucket depth")
     parser.add_argument(

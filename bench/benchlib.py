@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from notifier.sandbox.world import REGISTRIES, World, WorldNetwork
+from notifier.sandbox.world import REGISTRIES, World, WorldHost, WorldNetwork
 
 # a few countries per registry, so that every network has a national CERT to fall back to
 COUNTRIES = {
@@ -61,6 +61,13 @@ class BenchWorld:
     world: World
     # addresses, grouped by network in network order
     addresses: list[list[str]]
+    # (address, forward-confirmed pool name): DNS records only, no web server behind them
+    pool_names: tuple[tuple[str, str], ...] = ()
+
+    def add_pool_names(self, dns: Any) -> None:
+        """Put the pool names into the sandbox's nameserver (before it starts)."""
+        for ip, name in self.pool_names:
+            dns.add_host(name, ip)
 
     @property
     def networks(self) -> tuple[WorldNetwork, ...]:
@@ -71,13 +78,26 @@ class BenchWorld:
         return {n.cidr: n.registry for n in self.world.networks}
 
 
-def build_world(networks: int, per_network: int, *, shared_orgs: bool = True) -> BenchWorld:
+SECURITY_TXT = "Contact: mailto:security@{domain}\nExpires: {{expires}}\n"
+
+
+def build_world(
+    networks: int,
+    per_network: int,
+    *,
+    shared_orgs: bool = True,
+    generic_every: int = 0,
+    named_every: int = 0,
+) -> BenchWorld:
     """``networks`` /24s spread evenly over the five registries, ``per_network`` hosts in each.
 
     Registry ``r`` holds 127.(100 + 20r + k // 256).(k % 256).0/24 for its k-th network, so a
     registry's networks sit side by side in the same /16, as an ISP's customer assignments do.
     Every third network shares its organisation (and abuse desk) with the one before it, as
-    providers with several blocks do.
+    providers with several blocks do. Every ``generic_every``-th address has a forward-confirmed
+    pool name in its provider's domain (``ip-127-100-0-11.pool.org0.test``), and every
+    ``named_every``-th a customer's host name whose web server publishes a security.txt (so
+    the batch fetches it, and writes to its contact as well as to the abuse desk).
     """
     if not 1 <= networks <= 5 * 20 * 256:
         raise ValueError("networks must be between 1 and 25600")
@@ -106,7 +126,21 @@ def build_world(networks: int, per_network: int, *, shared_orgs: bool = True) ->
             )
         )
         addresses.append([f"127.{second}.{third}.{10 + 1 + j}" for j in range(per_network)])
-    return BenchWorld(World(networks=tuple(nets), hosts=()), addresses)
+    hosts: list[WorldHost] = []
+    pool: list[tuple[str, str]] = []
+    number = 0
+    for i, group in enumerate(addresses):
+        org = (i * 2) // 3 if shared_orgs else i
+        for ip in group:
+            number += 1
+            if named_every and number % named_every == 1:
+                domain = f"cust{number}.test"
+                text = SECURITY_TXT.format(domain=domain)
+                hosts.append(WorldHost(ip, f"www.{domain}", security_txt=text))
+            elif generic_every and number % generic_every == 0:
+                pool.append((ip, f"ip-{ip.replace('.', '-')}.pool.org{org}.test"))
+    world = World(networks=tuple(nets), hosts=tuple(hosts))
+    return BenchWorld(world, addresses, tuple(pool))
 
 
 def sample_findings(bw: BenchWorld, count: int, seed: int) -> list[tuple[str, int, str]]:

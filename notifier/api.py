@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from .batch import FindingOutcome
+from .batch import Batch, FindingOutcome
 from .config import Settings
 from .models import Finding, Resolution
 from .pipeline import Notifier, SendResult
@@ -63,6 +63,8 @@ class SyncNotifier:
     def __init__(self, settings: Settings | None = None, **options: Any) -> None:
         self._runner = asyncio.Runner()
         self._notifier = Notifier(settings, **options)
+        self._batch: Batch | None = None
+        self._outcomes: list[FindingOutcome] = []
 
     def __enter__(self) -> SyncNotifier:
         self._runner.run(self._notifier.__aenter__())
@@ -85,7 +87,21 @@ class SyncNotifier:
         return self._runner.run(self._notifier.send(findings, **options))
 
     def submit(self, finding: Finding, **options: Any) -> None:
-        self._runner.run(self._notifier.submit(finding, **options))
+        """Queue a finding of a stream; ``flush`` sends one message per recipient (as ``batch``).
+
+        ``options`` (template, dry_run, force, test_recipient) apply from the first submit on.
+        """
+        if self._batch is None:
+            self._batch = Batch(self._notifier, on_outcome=self._outcomes.append, **options)
+        self._runner.run(self._batch.submit(finding))
 
     def flush(self) -> list[FindingOutcome]:
-        return self._runner.run(self._notifier.flush())
+        """Deliver everything submitted since the last flush; one outcome per finding."""
+        batch, self._batch = self._batch, None
+        if batch is None:
+            return []
+        try:
+            self._runner.run(batch.flush())
+            return list(self._outcomes)
+        finally:
+            self._outcomes.clear()

@@ -220,11 +220,13 @@ class Codec:
 
 REPORTS_CODEC = Codec(dump_reports, load_reports)
 JSON_CODEC = Codec(_dump_json, _load_json)
-# source answers kept by range (registry) or by name (PTR by address, security.txt by host)
+# source answers kept by range (registry) or by name (PTR by address, security.txt by host,
+# domain RDAP by registrable domain)
 _DEFAULT_CODECS: Mapping[str, Codec] = {
     "registry": REPORTS_CODEC,
     "ptr": REPORTS_CODEC,
     "security.txt": REPORTS_CODEC,
+    "domain-rdap": REPORTS_CODEC,
 }
 
 

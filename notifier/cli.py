@@ -22,12 +22,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from .audit import AuditLog
 from .batch import BatchCounts
 from .config import Settings, load_settings
-from .errors import AuditIntegrityError, ConfigError, NotifierError
+from .errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK, ConfigError, NotifierError, exit_code
 from .inputs import FORMATS
-from .models import ChannelKind, Finding, Resolution
+from .ledger import AuditLog
+from .models import ChannelKind, DeliveryStatus, Finding, Resolution
 from .pipeline import Notifier, SendResult, channel_record, contact_record
 from .sources import utcnow
 from .sources.rdns import clean_hostname
@@ -66,14 +66,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run the library call; turn our errors into one line and an exit status."""
     try:
         return asyncio.run(coro)
-    except ConfigError as exc:
-        fail(str(exc), 2)
-    except AuditIntegrityError as exc:
-        fail(str(exc), 1)
     except NotifierError as exc:
-        fail(str(exc), 1)
-    except KeyboardInterrupt:
-        fail("interrupted; everything sent so far is in the audit log", 130)
+        fail(str(exc), exit_code(exc))
+    except KeyboardInterrupt as exc:
+        fail("interrupted; everything sent so far is in the audit log", exit_code(exc))
 
 
 def settings_from(config: Path | None) -> Settings:
@@ -220,11 +216,28 @@ def print_send(result: SendResult, dry_run: bool) -> None:
     for d in result.deliveries:
         detail = f" ({d.smtp_code} {d.smtp_reply})" if d.smtp_code else ""
         tries = f", {d.attempts} attempts" if d.attempts > 1 else ""
-        out.print(f"{d.status:>13}  {d.recipient}{detail}{tries}", markup=False)
+        why = f" - {d.reason}" if d.reason and d.status in _EXPLAINED else ""
+        out.print(f"{d.status:>13}  {d.recipient}{detail}{tries}{why}", markup=False)
     if not result.deliveries:
         err.print(
             "notify: no contact found for this address, not even a national CERT", markup=False
         )
+
+
+# statuses whose line says why nothing was sent
+_EXPLAINED = (DeliveryStatus.HELD_BACK, DeliveryStatus.SUPPRESSED, DeliveryStatus.IN_DOUBT)
+
+
+def held_summary(reasons: list[str]) -> str:
+    """One line: how many messages a limit held back, and which limits."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        limit = reason.removeprefix("held back: ").split(" (")[0]
+        counts[limit] = counts.get(limit, 0) + 1
+    why = "; ".join(f"{limit}: {n}" for limit, n in counts.items())
+    total = len(reasons)
+    noun = "message" if total == 1 else "messages"
+    return f"{total} {noun} held back ({why}); nothing failed: run again later to send the rest"
 
 
 def send_json(result: SendResult) -> dict[str, Any]:
@@ -240,9 +253,11 @@ def send_json(result: SendResult) -> dict[str, Any]:
                 "attempts": d.attempts,
                 "message_id": d.message_id,
                 "digest": d.digest,
+                "reason": d.reason,
             }
             for d in result.deliveries
         ],
+        "held_back": len(result.held_back),
         "exit": result.exit_code,
     }
 
@@ -299,6 +314,8 @@ def send(
         print(json.dumps(send_json(result), indent=2))
     else:
         print_send(result, dry_run)
+    if result.held_back:
+        err.print(f"notify: {held_summary([d.reason for d in result.held_back])}", markup=False)
     raise typer.Exit(result.exit_code)
 
 
@@ -319,6 +336,7 @@ def _summary_table(counts: BatchCounts, outcomes: dict[str, int]) -> Table:
         ("messages sent", counts.sent),
         ("messages failed", counts.failed),
         ("messages skipped", counts.skipped),
+        ("messages held back", counts.held_back),
     ]
     rows += [(f"findings {status}", n) for status, n in sorted(outcomes.items())]
     for label, value in rows:
@@ -407,7 +425,12 @@ def batch(
         if stream is not sys.stdin.buffer:
             stream.close()
     (err if json_output else out).print(_summary_table(counts, outcomes))
-    raise typer.Exit(1 if outcomes.get("failed") else 0)
+    if counts.held_back:
+        reasons = [r for r, n in counts.held_reasons.items() for _ in range(n)]
+        err.print(f"notify: {held_summary(reasons)}", markup=False)
+    if outcomes.get("failed"):
+        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(EXIT_HELD_BACK if counts.held_back else EXIT_OK)
 
 
 @contextmanager
@@ -426,7 +449,7 @@ def _progress(live: bool) -> Iterator[Callable[[BatchCounts], None]]:
                 task,
                 description="sending" if sending else "resolving",
                 total=max(c.queued, c.recipients, 1) if sending else max(c.addresses, 1),
-                completed=c.sent + c.failed + c.skipped if sending else c.resolved,
+                completed=c.sent + c.failed + c.skipped + c.held_back if sending else c.resolved,
                 counts=f"read {c.read}  resolved {c.resolved}/{c.addresses}  queued {c.queued}"
                 f"  sent {c.sent}  failed {c.failed}",
             )
@@ -468,10 +491,8 @@ def log_show(
         records = list(log.select(ip=ip, recipient=recipient, since=when, status=status))
     except ValueError:
         fail(f"--since is not an ISO date: {since!r}")
-    except ConfigError as exc:
-        fail(str(exc))
     except NotifierError as exc:
-        fail(str(exc), 1)
+        fail(str(exc), exit_code(exc))
     if json_output:
         for record in records:
             print(json.dumps(record, ensure_ascii=False))
@@ -521,7 +542,7 @@ def log_verify(
     config: ConfigOption = None,
 ) -> None:
     """Check the audit log's hash chain end to end (exit 0 intact, 1 with the first bad line)."""
-    from .audit import load_verify_key, parse_head, verify
+    from .ledger import load_verify_key, parse_head, verify
 
     settings = settings_from(config)
     path = settings.state_dir / "audit.jsonl"
@@ -540,20 +561,18 @@ def log_verify(
             timestamps_dir=settings.state_dir / "timestamps",
             tsa_trust=trust,
         )
-    except ConfigError as exc:
-        fail(str(exc))
     except NotifierError as exc:
-        fail(str(exc), 1)
+        fail(str(exc), exit_code(exc))
     if report.ok:
         out.print(f"audit log {report.summary()}", markup=False)
         return
-    fail(f"audit log broken: {report.summary()}", 1)
+    fail(f"audit log broken: {report.summary()}", EXIT_FAILED)
 
 
 @log_app.command("head")
 def log_head(config: ConfigOption = None) -> None:
     """Print the chain head (line count and hash) to publish or mail to yourself."""
-    from .audit import format_head, head
+    from .ledger import format_head, head
 
     settings = settings_from(config)
     print(format_head(*head(settings.state_dir / "audit.jsonl")))
@@ -589,10 +608,8 @@ def ack(
     settings = settings_from(config)
     try:
         record = record_ack(settings, ref, note=note)
-    except ConfigError as exc:
-        fail(str(exc))
     except NotifierError as exc:
-        fail(str(exc), 1)
+        fail(str(exc), exit_code(exc))
     out.print(f"{record.get('case', ref)} acknowledged; no further follow-ups", markup=False)
 
 
@@ -622,7 +639,7 @@ def followup(
     for a in [] if json_output else actions:
         to = ", ".join(a.recipients) or "-"
         out.print(f"{a.case}  {a.status:<9} {a.level or '-':<8} {to}  {a.reason}", markup=False)
-    raise typer.Exit(1 if any(a.failed for a in actions) else 0)
+    raise typer.Exit(EXIT_FAILED if any(a.failed for a in actions) else EXIT_OK)
 
 
 def _followup_json(action: Any) -> dict[str, Any]:
@@ -688,7 +705,7 @@ def bounces(
             )
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no reports"
     (err if json_output else out).print(summary, markup=False)
-    raise typer.Exit(1 if any(a.failed for a in actions) else 0)
+    raise typer.Exit(EXIT_FAILED if any(a.failed for a in actions) else EXIT_OK)
 
 
 # -- suppression ------------------------------------------------------------------------------
@@ -748,7 +765,7 @@ def main() -> None:
         app()
     except NotifierError as exc:
         err.print(f"notify: {exc}", markup=False)
-        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+        sys.exit(exit_code(exc))
     except Exception as exc:  # noqa: BLE001 - a bug must still not dump a traceback on a user
         if os.environ.get("NOTIFY_DEBUG"):
             raise
@@ -757,4 +774,4 @@ def main() -> None:
             "(NOTIFY_DEBUG=1 shows the traceback)",
             markup=False,
         )
-        sys.exit(3)
+        sys.exit(exit_code(exc))

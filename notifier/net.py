@@ -161,6 +161,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
+_KEEP_ALIVE = 12
+
+
 class _GuardedTransport(httpx.AsyncHTTPTransport):
     def __init__(self, ssl_context: ssl.SSLContext, backend: _GuardedBackend, limit: int):
         super().__init__(verify=ssl_context)
@@ -168,7 +171,9 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=ssl_context,
             max_connections=limit,
-            max_keepalive_connections=limit,
+            # httpcore walks its idle connections once per idle connection on every request:
+            # a few kept open (the registries') is what keep-alive is for, fifty cost CPU
+            max_keepalive_connections=min(limit, _KEEP_ALIVE),
             network_backend=backend,
         )
 

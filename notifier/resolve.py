@@ -41,7 +41,16 @@ from .sources import (
     whois,
 )
 
-__all__ = ["resolve", "choose", "merge_contacts", "apply_overrides", "guess_allowed"]
+__all__ = [
+    "resolve",
+    "choose",
+    "merge_contacts",
+    "apply_overrides",
+    "guess_allowed",
+    "reverse_dns",
+    "registry",
+    "complete",
+]
 
 Lookup = Callable[[Query, LookupContext], Awaitable[SourceReport]]
 
@@ -55,17 +64,23 @@ async def _cached(
     ctx: LookupContext,
     deadline: float,
 ) -> SourceReport:
-    """A by-name source's answer from the cache, else run and cached (failures are not)."""
-    if ctx.cache is not None and key:
+    """A by-name source's answer from the cache, else run and cached (failures are not).
+
+    Concurrent callers with the same key wait for the first one's answer rather than asking
+    again (a batch has many addresses behind one host name or one domain).
+    """
+    if ctx.cache is None or not key:
+        return await _run(name, lookup, query, ctx, deadline)
+    async with _gate(ctx, f"{kind}:{key}"):
         hit = ctx.cache.get(kind, key)
         if hit is not None:
             ctx.trace("cache-hit", {"kind": kind, "key": key})
             cached: list[SourceReport] = hit
             return cached[0]
-    report = await _run(name, lookup, query, ctx, deadline)
-    if ctx.cache is not None and key and report.error is None:
-        ctx.cache.put(kind, key, [report], ctx.settings.batch.cache_ttl_hours * 3600)
-    return report
+        report = await _run(name, lookup, query, ctx, deadline)
+        if report.error is None:
+            ctx.cache.put(kind, key, [report], ctx.settings.batch.cache_ttl_hours * 3600)
+        return report
 
 
 async def _run(
@@ -289,13 +304,36 @@ def choose(contacts: list[Contact]) -> tuple[tuple[Contact, ...], tuple[Contact,
 
 async def resolve(target: Target, ctx: LookupContext) -> Resolution:
     """Every contact for ``target``, ranked, with provenance, notes and evidence."""
-    settings = ctx.settings
-    base = Query(target)
-    dns_deadline = settings.dns.timeout * 4
     rdns_report, registry_reports = await asyncio.gather(
-        _cached("ptr", str(target.ip), "rdns", rdns.lookup, base, ctx, dns_deadline),
-        _registry(base, ctx),
+        reverse_dns(target, ctx), registry(target, ctx)
     )
+    return await complete(target, rdns_report, registry_reports, ctx)
+
+
+# The stages, for callers that schedule them apart (a batch runs each with its own width).
+
+
+async def reverse_dns(target: Target, ctx: LookupContext) -> SourceReport:
+    """Stage 1a: the target's forward-confirmed PTR names (cached by address)."""
+    deadline = ctx.settings.dns.timeout * 4
+    base = Query(target, hostnames=target.hostnames)
+    return await _cached("ptr", str(target.ip), "rdns", rdns.lookup, base, ctx, deadline)
+
+
+async def registry(target: Target, ctx: LookupContext) -> list[SourceReport]:
+    """Stage 1b: the registry's answer for the target's network (cached by range)."""
+    return await _registry(Query(target, hostnames=target.hostnames), ctx)
+
+
+async def complete(
+    target: Target,
+    rdns_report: SourceReport,
+    registry_reports: list[SourceReport],
+    ctx: LookupContext,
+) -> Resolution:
+    """Stages 2 and 3, given stage 1's reports: names, owner sources, the national CERT."""
+    settings = ctx.settings
+    dns_deadline = settings.dns.timeout * 4
     reports = [rdns_report, *registry_reports]
     checks, hint_notes = await hints.check_hints(
         hints.hints_of(target), rdns_report.hostnames, target, ctx
@@ -311,7 +349,9 @@ async def resolve(target: Target, ctx: LookupContext) -> Resolution:
         _cached(
             "security.txt", names, "security.txt", securitytxt.lookup, query, ctx, http_deadline
         ),
-        _run(
+        _cached(
+            "domain-rdap",
+            ",".join(domain_rdap.registrable_domains(hostnames)),
             "domain-rdap",
             domain_rdap.lookup,
             query,

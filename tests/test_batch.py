@@ -168,12 +168,14 @@ class TestInput:
 
 class TestPythonAPI:
     async def test_submit_and_flush(self, sandbox: Sandbox) -> None:
-        """Notifier.submit/flush do what batch does: one message per recipient."""
+        """Batch.submit/flush do what the batch command does: one message per recipient."""
+        outcomes: list[FindingOutcome] = []
         async with Notifier(sandbox.settings()) as notifier:
+            batch = Batch(notifier, on_outcome=outcomes.append)
             for line in CSV.splitlines()[1:5]:
                 ip, port, text = line.split(",")
-                await notifier.submit(Finding(ip_address(ip), text, port=int(port)))
-            outcomes = await notifier.flush()
+                await batch.submit(Finding(ip_address(ip), text, port=int(port)))
+            await batch.flush()
         assert all(isinstance(o, FindingOutcome) for o in outcomes)
         assert {o.status for o in outcomes} == {"sent"}
         assert [m.rcpt_tos for m in sandbox.smtp.messages] == [("abuse@a.test",)]
@@ -193,17 +195,20 @@ class TestPythonAPI:
         assert [o.status for o in outcomes] == ["sent"]
 
     async def test_batch_with_persistent_cache(self, sandbox: Sandbox) -> None:
-        """A Batch with a LookupCache counts hits by range."""
+        """One registry request per network in a batch; the next run asks the cache, by range."""
         settings = sandbox.settings()
-        cache = LookupCache.from_settings(settings)
-        async with Notifier(settings, cache=cache) as notifier:
-            batch = Batch(notifier, dry_run=True)
-            for h in range(1, 30):
-                await batch.submit(Finding(ip_address(f"127.10.0.{h}"), "open ES", port=9200))
-            await batch.flush()
-        cache.close()
-        assert rdap_requests(sandbox) == 1
-        assert cache.stats.hits >= 28
+        hits = []
+        for _ in range(2):
+            cache = LookupCache.from_settings(settings)
+            async with Notifier(settings, cache=cache) as notifier:
+                batch = Batch(notifier, dry_run=True)
+                for h in range(1, 30):
+                    await batch.submit(Finding(ip_address(f"127.10.0.{h}"), "open ES", port=9200))
+                await batch.flush()
+            cache.close()
+            hits.append(cache.stats.hits)
+            assert rdap_requests(sandbox) == 1
+        assert hits[1] >= 1
 
 
 class TestCaching:

@@ -53,8 +53,7 @@ class TestMailExchange:
         assert contact.confidence == 0.3
         assert contact.provenance == (
             "guessed",
-            "RFC 2142 role mailbox on acme.example (MX mail.acme.example); "
-            "no source published it",
+            "RFC 2142 role mailbox on acme.example (MX mail.acme.example); no source published it",
         )
         assert report.source == "role-mailbox" and report.error is None
 

@@ -2,7 +2,9 @@
 
 The server answers from an in-memory zone (A, AAAA, PTR, MX, TXT, CNAME), says NXDOMAIN for names
 it does not know, logs every query, and can be told to misbehave per name (answer late, SERVFAIL,
-or never answer). It runs on the caller's event loop, so starting and stopping never block it::
+or never answer). Replies come from wire bytes packed once per zone (``dnswire``), and ``latency``
+delays every answer by scheduling it, not by holding anything. It runs on the caller's event loop,
+so starting and stopping never block it::
 
     server = DNSServer({"db.example": {"A": "127.0.0.2", "MX": "10 mail.example"}})
     server.add_host("www.example", "127.0.0.3")          # A + PTR
@@ -11,6 +13,10 @@ or never answer). It runs on the caller's event loop, so starting and stopping n
     settings = Settings.from_mapping({"dns": {"nameservers": [server.nameserver]}})
     ...
     await server.stop()
+
+``own_process=True`` serves a snapshot of the zone (taken at ``start``) from a child process
+instead, so that a benchmark's client and nameserver do not share one core; it keeps no query
+log, only counts (``answered``).
 """
 
 from __future__ import annotations
@@ -18,12 +24,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+import json
+import pickle  # noqa: S403 - the zone goes to our own child process over a pipe
+import socket
+import sys
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import cast
 
 from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
+
+from .dnswire import WireTable
 
 __all__ = ["DNSServer", "LoggedQuery", "Misbehaviour", "ZoneData", "RecordData"]
 
@@ -35,6 +47,7 @@ ZoneData = Mapping[str, Mapping[str, RecordData | Sequence[RecordData]]]
 _SUPPORTED = ("A", "AAAA", "PTR", "MX", "TXT", "CNAME")
 _MAX_CNAME_CHAIN = 8
 _TCP_IDLE = 10.0  # seconds a TCP client may keep a connection open without asking anything
+_RECEIVE_BUFFER = 8 << 20  # bytes (the kernel caps it at net.core.rmem_max)
 _BIND_ATTEMPTS = 20  # UDP and TCP must share one port; another process may hold it over TCP
 
 
@@ -76,10 +89,24 @@ class _UDPProtocol(asyncio.DatagramProtocol):
 class DNSServer:
     """An authoritative nameserver on 127.0.0.1 (UDP and TCP on one port, chosen by the OS)."""
 
-    def __init__(self, zone: ZoneData | None = None, *, host: str = "127.0.0.1", ttl: int = 60):
+    def __init__(
+        self,
+        zone: ZoneData | None = None,
+        *,
+        host: str = "127.0.0.1",
+        ttl: int = 60,
+        latency: float = 0.0,
+        own_process: bool = False,
+    ):
         self.host = host
         self.ttl = ttl
+        self.latency = latency  # seconds added to every answer
+        self.own_process = own_process
+        self.log_queries = True
         self.queries: list[LoggedQuery] = []
+        self.answered = 0  # replies sent (own process: known after stop)
+        self._table: WireTable | None = None
+        self._child: asyncio.subprocess.Process | None = None
         self._records: dict[str, list[tuple[int, object]]] = {}
         self._misbehaviour: dict[str, Misbehaviour] = {}
         self._port = 0
@@ -134,6 +161,7 @@ class DNSServer:
         else:
             raise ValueError(f"unsupported record type {rtype!r} (supported: {_SUPPORTED})")
         self._records.setdefault(_normalise(name), []).append((getattr(QTYPE, kind), rdata))
+        self._table = None
 
     def add_host(self, name: str, ip: str, *, ptr: bool = True) -> None:
         """An A or AAAA record for ``name``, and (unless ``ptr=False``) the PTR back to it."""
@@ -149,6 +177,7 @@ class DNSServer:
     def remove(self, name: str, rtype: str | None = None) -> None:
         """Forget ``name``'s records (of one type, or all)."""
         key = _normalise(name)
+        self._table = None
         if rtype is None:
             self._records.pop(key, None)
             return
@@ -199,7 +228,10 @@ class DNSServer:
 
     async def start(self) -> None:
         """Listen on UDP and TCP on one free port."""
-        if self._udp is not None:
+        if self._udp is not None or self._child is not None:
+            return
+        if self.own_process:
+            await self._start_child()
             return
         loop = asyncio.get_running_loop()
         last: OSError | None = None
@@ -216,11 +248,41 @@ class DNSServer:
                 continue
             self._udp = transport
             self._port = port
+            sock = transport.get_extra_info("socket")
+            # a burst of hundreds of queries must queue, not be dropped, as at a real resolver
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
             return
         raise OSError(f"no port free for both UDP and TCP on {self.host}: {last}")
 
+    async def _start_child(self) -> None:
+        state = (self._records, self._misbehaviour, self.ttl, self.latency, self.host)
+        self._child = child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "notifier.sandbox.dnsproc",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        data = pickle.dumps(state)
+        child.stdin.write(len(data).to_bytes(8, "big") + data)
+        await child.stdin.drain()
+        line = await child.stdout.readline()
+        if not line.strip().isdigit():
+            await self.stop()
+            raise OSError("the nameserver process did not start")
+        self._port = int(line)
+
     async def stop(self) -> None:
         """Stop listening, drop pending answers and close open TCP connections."""
+        child, self._child = self._child, None
+        if child is not None and child.stdin is not None and child.stdout is not None:
+            child.stdin.close()  # end of input: the child reports its counts and exits
+            line = await child.stdout.readline()
+            with contextlib.suppress(ValueError):
+                self.answered = int(json.loads(line or b"{}").get("answered", 0))
+            await child.wait()
         if self._udp is not None:
             self._udp.close()
             self._udp = None
@@ -294,6 +356,37 @@ class DNSServer:
 
     def _handle(self, data: bytes, transport: str) -> tuple[bytes | None, float]:
         """The reply's bytes (None: say nothing) and how long to wait before sending them."""
+        if not self._misbehaviour:
+            wire, outcome = self.prepare().reply(data)
+            if wire is not None:
+                self._answered(data, transport, outcome)
+                return wire, self.latency
+        wire, delay = self._slow(data, transport)
+        return wire, delay + self.latency
+
+    def prepare(self) -> WireTable:
+        """Pack every answer of the zone as it is now (done on the first query otherwise)."""
+        if self._table is None:
+            # a snapshot: a test may add records from another thread meanwhile
+            records = dict(self._records)
+            types = {name: sorted({t for t, _ in items}) for name, items in records.items()}
+            supported = [getattr(QTYPE, kind) for kind in _SUPPORTED]
+            self._table = WireTable(self.answer, records, types, supported)
+        return self._table
+
+    def _answered(self, data: bytes, transport: str, outcome: str) -> None:
+        self.answered += 1
+        if not self.log_queries:
+            return
+        labels, at = [], 12
+        while data[at]:
+            labels.append(data[at + 1 : at + 1 + data[at]].decode("ascii", "replace").lower())
+            at += data[at] + 1
+        qtype = int.from_bytes(data[at + 1 : at + 3], "big")
+        rtype = QTYPE.get(qtype, str(qtype))
+        self.queries.append(LoggedQuery(".".join(labels), rtype, transport, outcome))
+
+    def _slow(self, data: bytes, transport: str) -> tuple[bytes | None, float]:
         try:
             request = DNSRecord.parse(data)
         except Exception:  # garbage on the wire must not stop the server
@@ -304,7 +397,8 @@ class DNSServer:
         rtype = QTYPE.get(request.q.qtype, str(request.q.qtype))
         behaviour = self._behaviour(name)
         if behaviour.drop:
-            self.queries.append(LoggedQuery(name, rtype, transport, "dropped"))
+            if self.log_queries:
+                self.queries.append(LoggedQuery(name, rtype, transport, "dropped"))
             return None, 0.0
         if behaviour.servfail:
             reply = request.reply()
@@ -325,25 +419,23 @@ class DNSServer:
                 reply.header.tc = 1
                 wire = bytes(reply.pack())
                 outcome = "truncated"
-        self.queries.append(LoggedQuery(name, rtype, transport, outcome))
+        self.answered += 1
+        if self.log_queries:
+            self.queries.append(LoggedQuery(name, rtype, transport, outcome))
         return wire, behaviour.delay
-
-    def _spawn(self, coro: Coroutine[None, None, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _on_datagram(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         wire, delay = self._handle(data, "udp")
-        if wire is None:
+        if wire is None or self._udp is None:
             return
         if delay > 0:
-            self._spawn(self._send_later(wire, addr, delay))
-        elif self._udp is not None:
+            # a timer, not a task per answer: thousands may be waiting at once (once stopped,
+            # the timers left find no transport and send nothing)
+            asyncio.get_running_loop().call_later(delay, self._send, wire, addr)
+        else:
             self._udp.sendto(wire, addr)
 
-    async def _send_later(self, wire: bytes, addr: tuple[str | int, ...], delay: float) -> None:
-        await asyncio.sleep(delay)
+    def _send(self, wire: bytes, addr: tuple[str | int, ...]) -> None:
         if self._udp is not None:
             self._udp.sendto(wire, addr)
 

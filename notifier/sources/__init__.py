@@ -22,6 +22,7 @@ from ..net import RateLimiter
 
 if TYPE_CHECKING:
     from ..contacts import ContactRegistry
+    from .ares import BulkResolver
 
 __all__ = ["Query", "LookupContext", "Source", "Cache", "Tracer", "utcnow"]
 
@@ -71,6 +72,8 @@ class LookupContext:
     contacts: ContactRegistry | None = None  # national CERTs and operator overrides
     # in-flight lookups shared by concurrent callers (same network, same host)
     inflight: dict[str, Any] = field(default_factory=dict)
+    # c-ares for reverse DNS while a batch runs (cheaper per query than dnspython)
+    bulk_dns: BulkResolver | None = None
 
 
 class Source(Protocol):

@@ -162,11 +162,26 @@ def is_generic_hosting_name(name: str, ip: IPAddress | None = None) -> bool:
     return any(_POOL_TOKEN.match(token) for token in tokens)
 
 
+async def _query(name: str, rdtype: str, ctx: LookupContext) -> tuple[list[str], str]:
+    """The values of ``rdtype`` records for ``name`` (PTR names without the final dot) and the
+    answer's text, through the batch's c-ares resolver when there is one; dnspython's
+    exceptions on failure either way."""
+    if ctx.bulk_dns is not None:
+        bulk = await ctx.bulk_dns.query(name, rdtype)
+        return list(bulk.values), bulk.text
+    answer = await ctx.resolver.resolve(name, rdtype, search=False)
+    values = [
+        rdata.target.to_text(omit_final_dot=True) if hasattr(rdata, "target") else rdata.to_text()
+        for rdata in answer
+    ]
+    return values, answer.rrset.to_text() if answer.rrset is not None else ""
+
+
 async def _confirm(name: str, ip: IPAddress, ctx: LookupContext) -> str | None:
     """None when ``name`` resolves back to ``ip``; otherwise why it does not."""
     rdtype = "A" if ip.version == 4 else "AAAA"
     try:
-        answer = await ctx.resolver.resolve(name, rdtype, search=False)
+        values, _ = await _query(name, rdtype, ctx)
     except dns.resolver.NXDOMAIN:
         return "the name does not exist"
     except dns.resolver.NoAnswer:
@@ -178,9 +193,9 @@ async def _confirm(name: str, ip: IPAddress, ctx: LookupContext) -> str | None:
     except dns.exception.DNSException as exc:
         return f"the forward lookup failed ({type(exc).__name__})"
     addresses: list[IPAddress] = []
-    for rdata in answer:
+    for value in values:
         try:
-            addresses.append(ipaddress.ip_address(rdata.to_text()))
+            addresses.append(ipaddress.ip_address(value))
         except ValueError:
             continue
     if ip in addresses:
@@ -195,7 +210,7 @@ async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
     ip = query.target.ip
     reverse = dns.reversename.from_address(str(ip))
     try:
-        answer = await ctx.resolver.resolve(reverse, "PTR", search=False)
+        found, rrset_text = await _query(reverse.to_text(), "PTR", ctx)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         report.notes.append(f"no PTR record for {ip}")
         return report
@@ -217,8 +232,7 @@ async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
         ) from None
 
     names: list[str] = []
-    for rdata in answer:
-        raw = rdata.target.to_text(omit_final_dot=True) if hasattr(rdata, "target") else ""
+    for raw in found:
         name = clean_hostname(raw)
         if name is None:
             report.notes.append(f"ignored a PTR answer that is not a host name: {header_text(raw)}")
@@ -227,7 +241,6 @@ async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
     if len(names) > _MAX_PTR_NAMES:
         report.notes.append(f"{len(names)} PTR names; only the first {_MAX_PTR_NAMES} checked")
         names = names[:_MAX_PTR_NAMES]
-    rrset_text = answer.rrset.to_text() if answer.rrset is not None else ""
     report.evidence.append(
         Evidence(
             source=SOURCE,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from urllib.parse import urlsplit
 
@@ -27,6 +27,7 @@ from ..addresses import clean_address, header_text
 from ..errors import SourceProtocolError, SourceTimeout, SourceUnavailable
 from ..models import Channel, ChannelKind, Contact, Evidence, Role, SourceReport
 from ..net import UntrustedCertificate, fetch
+from ..trust.sigcheck import signature_status
 from . import LookupContext, Query
 from .rdns import clean_hostname, is_generic_hosting_name, registrable_domain
 from .securitytxt_format import (
@@ -178,7 +179,7 @@ def _read_file(file: SecurityTxt, host: _Host, final_url: str, outcome: _Outcome
     notes = outcome.notes
     outcome.answered = True
     if file.signed:
-        notes.append(f"{where} is OpenPGP-signed (signature not verified)")
+        notes.append(f"{where} is OpenPGP-signed: {file.signature or 'signature not verified'}")
     lesser = [code for code in file.errors if code not in BLOCKING_ERRORS]
     if lesser:
         notes.append(f"{where} has problems: {', '.join(lesser)}")
@@ -198,7 +199,7 @@ def _read_file(file: SecurityTxt, host: _Host, final_url: str, outcome: _Outcome
         confidence = min(confidence, PARENT_CONFIDENCE)
         provenance_extra.append(f"served from another domain ({final_host})")
     if file.signed:
-        provenance_extra.append("signed (signature not verified)")
+        provenance_extra.append(f"signed; {file.signature or 'signature not verified'}")
     if file.expires is not None:
         provenance_extra.append(f"expires {file.expires.date().isoformat()}")
 
@@ -221,6 +222,7 @@ def _read_file(file: SecurityTxt, host: _Host, final_url: str, outcome: _Outcome
                     sources=(SOURCE,),
                     confidence=confidence,
                     provenance=(f"{where}, Contact #{position} of {total}", *provenance_extra),
+                    encryption=file.encryption[:5],
                 )
             )
             continue
@@ -337,6 +339,11 @@ async def _look_at(host: _Host, ctx: LookupContext) -> _Outcome:
         )
         if url.endswith(LEGACY_PATH) and not url.endswith(WELL_KNOWN_PATH):
             outcome.notes.append(f"{host.name}: security.txt found only at the legacy location")
+        if parsed.signed:
+            status = await signature_status(
+                result.body, result.url, parsed.encryption, parsed.contacts, ctx
+            )
+            parsed = replace(parsed, signature=status)
         _read_file(parsed, host, result.url, outcome)
         return outcome
     return outcome

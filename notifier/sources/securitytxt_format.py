@@ -70,8 +70,6 @@ class SecurityTxt:
 
     ``errors`` and ``warnings`` hold validator codes, each once, in the order first seen;
     ``messages`` says where and why in words. ``contacts`` keeps the file's order (preference).
-    ``text`` is the whole file as parsed and ``signature`` the armoured OpenPGP signature block of
-    a signed one, so that the signature can be checked against the signer's key.
     """
 
     url: str
@@ -85,12 +83,11 @@ class SecurityTxt:
     hiring: tuple[str, ...] = ()
     csaf: tuple[str, ...] = ()
     signed: bool = False
+    signature: str = ""  # whether the signature verified, and by which key (notifier.trust)
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     messages: tuple[str, ...] = ()
     unknown_fields: tuple[tuple[str, str], ...] = ()
-    text: str = ""
-    signature: str = ""
 
     @property
     def valid(self) -> bool:
@@ -174,16 +171,14 @@ def _normal_url(url: str) -> str:
     return f"{scheme}://{netloc}{path}{query}"
 
 
-def _unsign(lines: list[str], problems: _Collector) -> tuple[list[tuple[int, str]], bool, str]:
-    """The lines to parse (number, text): the signed part of a cleartext-signed file, un-escaped;
-    whether it was signed, and the armoured signature block.
-
-    The signature is not verified here: that needs the signer's key, looked for elsewhere.
-    """
+def _unsign(lines: list[str], problems: _Collector) -> tuple[list[tuple[int, str]], bool]:
+    """The lines to parse (number, text): the signed part of a cleartext-signed file, un-escaped,
+    and whether it was signed. The signature is checked elsewhere (``notifier.trust``), against
+    the whole body."""
     numbered = list(enumerate(lines, 1))
     first = next((i for i, line in numbered if line.strip()), None)
     if first is None or lines[first - 1].strip() != _PGP_BEGIN:
-        return numbered, False, ""
+        return numbered, False
     index = first  # 0-based position of the line after the BEGIN marker
     while index < len(lines) and lines[index].strip():
         if not _FIELD.match(lines[index]):
@@ -213,8 +208,7 @@ def _unsign(lines: list[str], problems: _Collector) -> tuple[list[tuple[int, str
         problems.error("pgp_data_error", "the signature block is not closed")
     elif any(line.strip() for line in lines[end + 1 :]):
         problems.error("data_after_sig", "data after the signature block")
-    signature = "\n".join(lines[index : (len(lines) if end is None else end + 1)]) + "\n"
-    return body, True, signature
+    return body, True
 
 
 def parse_security_txt(
@@ -250,7 +244,7 @@ def parse_security_txt(
     if lines and "\n" not in text:
         problems.warn("no_line_separators", "the last line has no line separator")
 
-    body, signed, signature = _unsign(lines, problems)
+    body, signed = _unsign(lines, problems)
 
     fields = 0
     values: dict[str, list[str]] = {}
@@ -359,6 +353,4 @@ def parse_security_txt(
         warnings=tuple(problems.warnings),
         messages=tuple(problems.messages),
         unknown_fields=tuple(unknown),
-        text=text,
-        signature=signature,
     )

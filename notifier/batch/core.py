@@ -1,40 +1,30 @@
-"""Many findings at once: resolve each address once, send each recipient one message.
-
-Findings are kept as columns of machine integers (addresses, texts and host names interned,
-times as microseconds), so a million-line scanner output fits in bounded memory. Each distinct
-address is resolved once by a small pool of workers, and the registry answers are cached by
-network range (``notifier.cache``), so a network is looked up once however many of its addresses
-appear. Every recipient then gets one message listing all of its findings (split past
-``batch.max_findings_per_message``); recipients are written to in parallel over the notifier's
-small pool of SMTP connections, and audit records written at the same moment share one fsync.
-Findings that no recipient took climb the fallback ladder together. Re-running on the same
-input after an interruption sends only what was not delivered: idempotence comes from the audit
-log.
-"""
+"""The batch: findings in, one message per recipient out, the fallback ladder climbed together."""
 
 from __future__ import annotations
 
 import asyncio
 from array import array
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
-from .errors import ConfigError, NotifierError
-from .models import Contact, DeliveryStatus, Finding, IPAddress, Network
-from .pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
+from ..errors import ConfigError
+from ..ladder import SendOptions
+from ..models import Contact, DeliveryStatus, Finding, IPAddress, Network, Resolution, Target
+from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
+from .columns import Columns, Interned
+from .stages import Lookups
 
 __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
 
 # per-finding state, best wins: a finding reached by any recipient is reached
-_NONE, _FAILED, _SUPPRESSED, _IN_DOUBT, _ALREADY, _DRY, _SENT = range(7)
+_NONE, _SUPPRESSED, _FAILED, _HELD, _IN_DOUBT, _ALREADY, _DRY, _SENT = range(8)
 _STATE_NAMES = {
     _NONE: "no-contact",
     _FAILED: "failed",
     _SUPPRESSED: "suppressed",
+    _HELD: "held-back",
     _IN_DOUBT: "in-doubt",
     _ALREADY: "already-sent",
     _DRY: "dry-run",
@@ -46,17 +36,15 @@ _FROM_STATUS = {
     DeliveryStatus.ALREADY_SENT: _ALREADY,
     DeliveryStatus.IN_DOUBT: _IN_DOUBT,
     DeliveryStatus.SUPPRESSED: _SUPPRESSED,
+    DeliveryStatus.HELD_BACK: _HELD,
     DeliveryStatus.FAILED: _FAILED,
 }
-# a finding left at one of these reached nobody: it climbs to the next rung of the ladder
-_CLIMBS = _SUPPRESSED
+# the ladder's rule (notifier.ladder) on a finding's best state: it climbs when nobody was
+# chosen or every chosen contact off the suppression list failed; a limit holds it, not climbs
+_CLIMBS = (_NONE, _FAILED)
 
 _PENDING = -1  # an address's route before its resolution is known
 _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
-_NO_TIME = -(2**63)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_NAIVE_EPOCH = datetime(1970, 1, 1)
-_MICROSECOND = timedelta(microseconds=1)
 _YIELD_EVERY = 256  # submits between two chances for the lookups to run
 _MAX_DELIVERY_WORKERS = 2 * MAX_SMTP_CONNECTIONS  # compose the next messages while others send
 
@@ -77,6 +65,8 @@ class BatchCounts:
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    held_back: int = 0  # messages a sending limit held back (a later run sends them)
+    held_reasons: dict[str, int] = field(default_factory=dict)  # why, and how many each
     recipients: int = 0
 
 
@@ -124,21 +114,6 @@ class _Plan:
     message_ids: list[str] = field(default_factory=list)
 
 
-class _Interned:
-    """Values kept once, referred to by number (0 is the empty value)."""
-
-    def __init__(self, empty: Any) -> None:
-        self.values: list[Any] = [empty]
-        self._ids: dict[Any, int] = {empty: 0}
-
-    def id(self, value: Any) -> int:
-        found = self._ids.get(value)
-        if found is None:
-            found = self._ids[value] = len(self.values)
-            self.values.append(value)
-        return found
-
-
 class Batch:
     """Collect findings with ``submit``, then ``flush`` to deliver them; the CLI's ``batch``.
 
@@ -158,38 +133,19 @@ class Batch:
         on_outcome: Callable[[FindingOutcome], None] | None = None,
     ) -> None:
         self.notifier = notifier
-        self.options: dict[str, Any] = {
-            "template": template,
-            "dry_run": dry_run,
-            "force": force,
-            "test_recipient": test_recipient,
-        }
+        self.options = SendOptions(
+            template=template, dry_run=dry_run, force=force, test_recipient=test_recipient
+        )
         self.counts = BatchCounts()
         self._on_progress = on_progress or (lambda counts: None)
         self._on_outcome = on_outcome or (lambda outcome: None)
-        # addresses, and per address: the host name to resolve it with, then its route
-        self._ips: list[IPAddress] = []
-        self._ip_ids: dict[IPAddress, int] = {}
-        self._ip_host = array("I")
-        self._ip_route = array("i")
+        self._rows = Columns()
+        self._ip_route = array("i")  # per address: its route, or pending / unresolved
         self._refused: dict[IPAddress, str] = {}
         self._errors: dict[int, str] = {}
-        self._routes = _Interned(None)
-        self._strings = _Interned("")
-        self._zones = _Interned(None)
-        self._extras = _Interned(())
-        # per finding, one column each
-        self._row_ip = array("I")
-        self._row_port = array("i")
-        self._row_text = array("I")
-        self._row_host = array("I")
-        self._row_time = array("q")
-        self._row_zone = array("H")
-        self._row_extra = array("I")
-        self._seen: set[int] = set()
-        # lookups: addresses waiting, and the workers taking them
-        self._waiting: deque[int] = deque()
-        self._workers: set[asyncio.Task[None]] = set()
+        self._routes = Interned(None)
+        self._lookups = Lookups(notifier.ctx, self._target, self._resolved, self._unresolved)
+        self._outcomes: list[FindingOutcome] | None = None
         self.result = SendResult()
 
     def on_outcome(self, callback: Callable[[FindingOutcome], None]) -> None:
@@ -216,7 +172,8 @@ class Batch:
         self.counts.read += 1
         if self.counts.read % _YIELD_EVERY == 0:
             await asyncio.sleep(0)  # a long input read in one go must not starve the lookups
-        ip_id = self._ip_ids.get(finding.ip)
+        rows = self._rows
+        ip_id = rows.ip_ids.get(finding.ip)
         if ip_id is None:
             refusal = self._refused.get(finding.ip)
             if refusal is None:
@@ -225,7 +182,7 @@ class Batch:
                 except ConfigError as exc:
                     refusal = self._refused[finding.ip] = str(exc)
                 else:
-                    ip_id = self._ip_ids.get(address)
+                    ip_id = rows.ip_ids.get(address)
             if refusal is not None:
                 self.counts.refused += 1
                 self._on_outcome(
@@ -235,113 +192,51 @@ class Batch:
                 )
                 return
             if ip_id is None:
-                ip_id = self._ip_ids[address] = self._ip_ids[finding.ip] = len(self._ips)
-                self._ips.append(address)
-                self._ip_host.append(self._strings.id(finding.hostname or ""))
+                ip_id = rows.address(address, finding.hostname)
+                rows.ip_ids[finding.ip] = ip_id
                 self._ip_route.append(_PENDING)
                 self.counts.addresses += 1
-                self._waiting.append(ip_id)
-                self._start_lookups()
-        port = -1 if finding.port is None else finding.port
-        text = self._strings.id(finding.text)
-        identity = (ip_id << 64) | ((port + 1) << 32) | text
-        if identity in self._seen:
+                self._lookups.add(ip_id)
+        if not rows.add(ip_id, finding):
             self.counts.duplicates += 1
             return
-        self._seen.add(identity)
-        self._row_ip.append(ip_id)
-        self._row_port.append(port)
-        self._row_text.append(text)
-        self._row_host.append(self._strings.id(finding.hostname or ""))
-        self._store_time(finding.observed_at)
-        self._row_extra.append(self._extras.id(tuple(finding.extra)))
         self._on_progress(self.counts)
-
-    def _store_time(self, moment: datetime | None) -> None:
-        if moment is None:
-            self._row_time.append(_NO_TIME)
-            self._row_zone.append(0)
-        elif moment.tzinfo is None:
-            self._row_time.append((moment - _NAIVE_EPOCH) // _MICROSECOND)
-            self._row_zone.append(0)
-        else:
-            self._row_time.append((moment - _EPOCH) // _MICROSECOND)
-            self._row_zone.append(self._zones.id(moment.tzinfo))
-
-    def _time(self, index: int) -> datetime | None:
-        micros = self._row_time[index]
-        if micros == _NO_TIME:
-            return None
-        zone: tzinfo | None = self._zones.values[self._row_zone[index]]
-        if zone is None:
-            return _NAIVE_EPOCH + micros * _MICROSECOND
-        return (_EPOCH + micros * _MICROSECOND).astimezone(zone)
 
     # -- lookups ----------------------------------------------------------------------------
 
-    def _start_lookups(self) -> None:
-        width = self.notifier.settings.limits.concurrency
-        while self._waiting and len(self._workers) < min(width, len(self._waiting)):
-            task = asyncio.create_task(self._lookups())
-            self._workers.add(task)
-            task.add_done_callback(self._workers.discard)
+    def _target(self, ip_id: int) -> Target:
+        host = self._rows.hostname(ip_id)
+        return Target(self._rows.ips[ip_id], (host,) if host else ())
 
-    async def _lookups(self) -> None:
-        while self._waiting:
-            await self._resolve(self._waiting.popleft())
+    async def _resolved(self, ip_id: int, resolution: Resolution) -> None:
+        if not self.options.dry_run:
+            # on disk before anything is sent on its strength; concurrent lookups share the write
+            await self.notifier.log("resolution", **resolution_record(resolution))
+        route = _Route(resolution.recipients, resolution.fallbacks, resolution.network)
+        self._ip_route[ip_id] = self._routes.id(route)
+        self.counts.resolved += 1
+        self._on_progress(self.counts)
 
-    async def _resolve(self, ip_id: int) -> None:
-        host = self._strings.values[self._ip_host[ip_id]]
-        try:
-            resolution = await self.notifier.resolve(self._ips[ip_id], [host] if host else [])
-        except NotifierError as exc:
-            self._errors[ip_id] = str(exc)
-            self._ip_route[ip_id] = _UNRESOLVED
-        else:
-            if not self.options["dry_run"]:
-                # on disk before anything is sent on its strength; concurrent lookups share
-                # the write
-                await self.notifier.log("resolution", **resolution_record(resolution))
-            route = _Route(resolution.recipients, resolution.fallbacks, resolution.network)
-            self._ip_route[ip_id] = self._routes.id(route)
+    def _unresolved(self, ip_id: int, reason: str) -> None:
+        self._errors[ip_id] = reason
+        self._ip_route[ip_id] = _UNRESOLVED
         self.counts.resolved += 1
         self._on_progress(self.counts)
 
     # -- delivery ---------------------------------------------------------------------------
 
     def _route(self, row: int) -> _Route | None:
-        route_id = self._ip_route[self._row_ip[row]]
+        route_id = self._ip_route[self._rows.row_ip[row]]
         return self._routes.values[route_id] if route_id > 0 else None
-
-    def _finding(self, index: int) -> Finding:
-        port = self._row_port[index]
-        return Finding(
-            self._ips[self._row_ip[index]],
-            self._strings.values[self._row_text[index]],
-            port=None if port < 0 else port,
-            hostname=self._strings.values[self._row_host[index]] or None,
-            observed_at=self._time(index),
-            extra=self._extras.values[self._row_extra[index]],
-        )
 
     async def flush(self) -> SendResult:
         """Wait for every lookup, deliver one message per recipient, climb the ladder.
 
         A batch is flushed once: what is submitted afterwards belongs in a new ``Batch``.
         """
-        # only submit needs the duplicate check: its memory goes back before delivery starts
-        self._seen = set()
-        while self._waiting or self._workers:
-            self._start_lookups()
-            try:
-                await asyncio.gather(*self._workers)
-            except BaseException:
-                self._waiting.clear()
-                for task in self._workers:
-                    task.cancel()
-                await asyncio.gather(*self._workers, return_exceptions=True)
-                raise
-        rows = len(self._row_ip)
+        self._rows.sealed()
+        await self._lookups.wait()
+        rows = len(self._rows)
         state = bytearray(rows)
         plans: dict[str, _Plan] = {}
         for index in range(rows):
@@ -358,7 +253,7 @@ class Batch:
         while True:
             plans = {}
             for index in range(rows):
-                if state[index] > _CLIMBS:
+                if state[index] not in _CLIMBS:
                     continue
                 route = self._route(index)
                 if route is not None and rung < len(route.fallbacks):
@@ -366,7 +261,7 @@ class Batch:
                     plans.setdefault(contact.address, _Plan(contact)).rows.append(index)
             if not plans:
                 break
-            if not self.options["dry_run"]:
+            if not self.options.dry_run:
                 for plan in plans.values():
                     await self.notifier.log(
                         "fallback",
@@ -408,15 +303,16 @@ class Batch:
                     if chunk < len(plan.message_ids) and plan.message_ids[chunk]:
                         if not plan.priors[at]:
                             message_ids.append(plan.message_ids[chunk])
-        port = self._row_port[index]
+        rows = self._rows
+        port = rows.row_port[index]
         return FindingOutcome(
-            str(self._ips[self._row_ip[index]]),
+            str(rows.ips[rows.row_ip[index]]),
             None if port < 0 else port,
-            self._strings.values[self._row_text[index]],
+            rows.strings.values[rows.row_text[index]],
             _STATE_NAMES[state],
             tuple(recipients),
             tuple(message_ids),
-            self._errors.get(self._row_ip[index], ""),
+            self._errors.get(rows.row_ip[index], ""),
         )
 
     async def _deliver_round(self, plans: dict[str, _Plan], state: bytearray) -> None:
@@ -431,20 +327,20 @@ class Batch:
     async def _deliver_plan(self, plan: _Plan, state: bytearray) -> None:
         limit = self.notifier.settings.batch.max_findings_per_message
         address = plan.contact.address
-        checks = not any(self.options[k] for k in ("force", "dry_run", "test_recipient"))
+        checks = self.options.checks_history
         plan.priors = bytearray(len(plan.rows))
         for start in range(0, len(plan.rows), limit):
             chunk = plan.rows[start : start + limit]
             self.counts.queued += 1
             self._on_progress(self.counts)
-            findings = [self._finding(i) for i in chunk]
+            findings = [self._rows.finding(i) for i in chunk]
             networks = {route.network for i in chunk if (route := self._route(i)) is not None}
             network: Network | None = networks.pop() if len(networks) == 1 else None
             priors = [self.notifier.prior(f, address) if checks else None for f in findings]
             # a scratch result: the batch keeps the deliveries, not every message's bytes
             scratch = SendResult()
             delivery = await self.notifier.deliver(
-                plan.contact, findings, network, scratch, **self.options
+                plan.contact, findings, network, scratch, self.options
             )
             self.result.deliveries.extend(scratch.deliveries)
             outcome = _FROM_STATUS[delivery.status]
@@ -452,6 +348,11 @@ class Batch:
                 self.counts.sent += 1
             elif delivery.status == DeliveryStatus.FAILED:
                 self.counts.failed += 1
+            elif delivery.status == DeliveryStatus.HELD_BACK:
+                self.counts.held_back += 1
+                self.counts.held_reasons[delivery.reason] = (
+                    self.counts.held_reasons.get(delivery.reason, 0) + 1
+                )
             else:
                 self.counts.skipped += 1
             plan.message_ids.append(delivery.message_id)

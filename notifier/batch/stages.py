@@ -1,0 +1,260 @@
+"""A batch's lookups in stages, each with its own width and queue.
+
+One address at a time through every stage would let the slowest stage set everyone's pace: an
+address waiting its turn at a rate-limited registry would hold a slot the DNS lookups behind it
+need. So the stages are apart:
+
+- reverse DNS with forward confirmation: ``limits.dns_concurrency`` queries in flight to the one
+  resolver, over the whole input while the registries' queues drain;
+- the registry (RDAP, WHOIS): one task per /24 (v6 /48) with addresses waiting, one request per
+  network range: an address whose range is already answered takes that answer without a
+  request, and the registry's own rate limiter paces each registry host apart, so a registry
+  answering 429 slows only its own queue;
+- the rest (security.txt and domain lookups by host name, overrides, the national CERT) once an
+  address has both: again ``limits.dns_concurrency`` wide.
+
+An address whose DNS goes unanswered is not held up: every query has its deadline, and once the
+resolver has left a run of queries unanswered the rest skip reverse DNS (noted as the reason) but
+for one probe a second, until it answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..errors import NotifierError
+from ..models import IPAddress, Resolution, SourceReport, Target
+from ..resolve import complete, registry, reverse_dns
+from ..sources import LookupContext
+from ..sources.ares import BulkResolver
+
+__all__ = ["Lookups"]
+
+_BLOCK = {4: 24, 6: 48}  # addresses of one block wait for one registry answer
+_SILENT_RUN = 32  # unanswered queries in a row after which the resolver counts as silent
+_PROBE_EVERY = 1.0  # seconds between queries to a silent resolver
+
+Finish = Callable[[int, Resolution], Awaitable[None]]
+Fail = Callable[[int, str], None]
+
+
+class _Answered:
+    """Registry answers by network range: which one already speaks for an address."""
+
+    def __init__(self) -> None:
+        self._by_length: dict[tuple[int, int], dict[int, list[SourceReport]]] = {}
+
+    def add(self, cidr: str, reports: list[SourceReport]) -> None:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            return
+        key = (net.version, net.prefixlen)
+        self._by_length.setdefault(key, {})[int(net.network_address)] = reports
+
+    def get(self, ip: IPAddress) -> list[SourceReport] | None:
+        best: list[SourceReport] | None = None
+        best_length = -1
+        for (version, length), starts in self._by_length.items():
+            if version != ip.version or length <= best_length:
+                continue
+            shift = ip.max_prefixlen - length
+            found = starts.get(int(ip) >> shift << shift)
+            if found is not None:
+                best, best_length = found, length
+        return best
+
+
+class Lookups:
+    """Resolve each distinct address of a batch; ``finish`` gets each resolution, ``fail`` the
+    reason an address could not be resolved."""
+
+    def __init__(
+        self,
+        ctx: LookupContext,
+        target: Callable[[int], Target],
+        finish: Finish,
+        fail: Fail,
+    ) -> None:
+        self._ctx = ctx
+        self._target = target
+        self._finish = finish
+        self._fail = fail
+        self._width = ctx.settings.limits.dns_concurrency
+        self._dns_timeout = ctx.settings.dns.timeout
+        self._dns_queue: deque[int] = deque()
+        self._dns_workers = 0
+        self._blocks: dict[tuple[int, int], deque[int]] = {}
+        self._answered = _Answered()
+        self._rdns: dict[int, SourceReport] = {}  # DNS done, registry not yet
+        self._registry: dict[int, list[SourceReport]] = {}  # registry done, DNS not yet
+        self._ready: deque[tuple[int, SourceReport, list[SourceReport]]] = deque()
+        self._finishers = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._failure: BaseException | None = None
+        self._bulk: BulkResolver | None = None  # ours to close
+        self._silent = 0  # DNS queries in a row that ran out of time
+        self._next_probe = 0.0
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def add(self, ip_id: int) -> None:
+        """Start resolving address ``ip_id``: its DNS and its registry lookups are queued."""
+        if self._ctx.bulk_dns is None:
+            self._bulk = self._ctx.bulk_dns = BulkResolver(self._ctx.settings.dns)
+        self._pending += 1
+        self._idle.clear()
+        self._dns_queue.append(ip_id)
+        if self._dns_workers < self._width:
+            self._dns_workers += 1
+            self._spawn(self._dns_worker())
+        ip = self._target(ip_id).ip
+        shift = ip.max_prefixlen - _BLOCK[ip.version]
+        block = (ip.version, int(ip) >> shift)
+        waiting = self._blocks.get(block)
+        if waiting is None:
+            self._blocks[block] = deque([ip_id])
+            self._spawn(self._registry_worker(block))
+        else:
+            waiting.append(ip_id)
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+            self._idle.set()
+
+    async def wait(self) -> None:
+        """Until every address added is resolved (or could not be)."""
+        try:
+            await self._idle.wait()
+        finally:
+            await self.close()
+        if self._failure is not None:
+            raise self._failure
+
+    async def close(self) -> None:
+        """Stop every lookup still going; hand the DNS channel back."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        bulk, self._bulk = self._bulk, None
+        if bulk is not None:
+            if self._ctx.bulk_dns is bulk:
+                self._ctx.bulk_dns = None
+            await bulk.close()
+
+    def _settled(self) -> None:
+        self._pending -= 1
+        if not self._pending:
+            self._idle.set()
+
+    # -- the stages -------------------------------------------------------------------------
+
+    async def _dns_worker(self) -> None:
+        try:
+            while self._dns_queue:
+                ip_id = self._dns_queue.popleft()
+                report = await self._reverse_dns(ip_id)
+                reports = self._registry.pop(ip_id, None)
+                if reports is None:
+                    self._rdns[ip_id] = report
+                else:
+                    self._ready_to_finish(ip_id, report, reports)
+        finally:
+            self._dns_workers -= 1
+
+    async def _reverse_dns(self, ip_id: int) -> SourceReport:
+        now = time.monotonic()
+        if self._silent >= _SILENT_RUN and now < self._next_probe:
+            return SourceReport(
+                "rdns",
+                error=f"not asked: the resolver left the last {self._silent} queries unanswered",
+            )
+        self._next_probe = now + _PROBE_EVERY
+        try:
+            report = await reverse_dns(self._target(ip_id), self._ctx)
+        except NotifierError as exc:
+            report = SourceReport("rdns", error=str(exc))
+        if report.error and time.monotonic() - now >= self._dns_timeout * 0.9:
+            self._silent += 1
+        else:
+            self._silent = 0
+        return report
+
+    async def _registry_worker(self, block: tuple[int, int]) -> None:
+        waiting = self._blocks[block]
+        try:
+            while waiting:
+                ip_id = waiting[0]
+                target = self._target(ip_id)
+                reports = self._answered.get(target.ip)
+                if reports is None:
+                    try:
+                        reports = await registry(target, self._ctx)
+                    except NotifierError as exc:
+                        reports = [SourceReport("rdap", error=str(exc))]
+                    self._learn(target, reports, waiting)
+                waiting.popleft()
+                report = self._rdns.pop(ip_id, None)
+                if report is None:
+                    self._registry[ip_id] = reports
+                else:
+                    self._ready_to_finish(ip_id, report, reports)
+        finally:
+            del self._blocks[block]
+
+    def _learn(self, target: Target, reports: list[SourceReport], waiting: deque[int]) -> None:
+        """Keep the registry's answer for the ranges it named (those holding the address)."""
+        ranges = [c for r in reports if r.network for c in r.network.cidrs]
+        kept = False
+        for cidr in ranges:
+            try:
+                net = ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                continue
+            if target.ip in net and net.prefixlen >= (8 if net.version == 4 else 16):
+                self._answered.add(cidr, reports)
+                kept = True
+        if not kept and reports and all(r.error for r in reports):
+            # the registry failed for this block: its other addresses share the failure rather
+            # than each asking a registry in trouble again
+            prefix = _BLOCK[target.ip.version]
+            self._answered.add(f"{target.ip}/{prefix}", reports)
+
+    def _ready_to_finish(
+        self, ip_id: int, report: SourceReport, reports: list[SourceReport]
+    ) -> None:
+        self._ready.append((ip_id, report, reports))
+        if self._finishers < self._width:
+            self._finishers += 1
+            self._spawn(self._finisher())
+
+    async def _finisher(self) -> None:
+        try:
+            while self._ready:
+                ip_id, report, reports = self._ready.popleft()
+                target = self._target(ip_id)
+                try:
+                    resolution = await complete(target, report, reports, self._ctx)
+                except NotifierError as exc:
+                    self._fail(ip_id, str(exc))  # this address cannot be resolved; the rest goes on
+                else:
+                    await self._finish(ip_id, resolution)
+                self._settled()
+        finally:
+            self._finishers -= 1

@@ -1,0 +1,205 @@
+"""A batch's staged lookups, the c-ares bulk path and the fast sandbox nameserver, on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from ipaddress import ip_address
+from pathlib import Path
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.resolver
+import pytest
+
+from notifier import Finding, Notifier
+from notifier.batch import Batch, FindingOutcome
+from notifier.config import Settings
+from notifier.models import Target
+from notifier.net import RateLimiter, make_http_client, make_resolver
+from notifier.sandbox.dns import DNSServer
+from notifier.sandbox.world import World, WorldHost, WorldNetwork
+from notifier.sources import LookupContext, Query
+from notifier.sources.ares import BulkResolver
+from notifier.sources.rdns import lookup
+from notifier.testing import Sandbox
+
+ZONE = {
+    "www.example.test": {"A": "127.0.0.5", "AAAA": "::1", "TXT": "hello"},
+    "alias.example.test": {"CNAME": "www.example.test"},
+    "mail.example.test": {"MX": "10 mx.example.test"},
+}
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[DNSServer]:
+    box = DNSServer(ZONE)
+    box.add_ptr("127.0.0.5", "www.example.test")
+    box.add_ptr("127.0.0.6", "elsewhere.example.test")
+    await box.start()
+    yield box
+    await box.stop()
+
+
+def _ask(server: DNSServer, name: str, rdtype: str, **options: object) -> dns.message.Message:
+    query = dns.message.make_query(name, rdtype, **options)  # type: ignore[arg-type]
+    return dns.query.udp(query, server.host, port=server.port, timeout=2)
+
+
+class TestWireAnswers:
+    @pytest.mark.parametrize(
+        ("name", "rdtype"),
+        [
+            ("www.example.test", "A"),
+            ("WWW.Example.TEST", "AAAA"),  # the client's case comes back
+            ("www.example.test", "TXT"),
+            ("alias.example.test", "A"),  # through the CNAME
+            ("mail.example.test", "MX"),
+            ("www.example.test", "MX"),  # the name exists: no data, NOERROR
+            ("example.test", "A"),  # an empty non-terminal: NOERROR
+            ("nothing.example.test", "A"),  # NXDOMAIN
+            ("5.0.0.127.in-addr.arpa", "PTR"),
+            ("7.0.0.127.in-addr.arpa", "PTR"),
+        ],
+    )
+    async def test_packed_answer_equals_dnslib(
+        self, server: DNSServer, name: str, rdtype: str
+    ) -> None:
+        """What the packed table answers is what dnslib builds, question as asked."""
+        fast = await asyncio.to_thread(_ask, server, name, rdtype)
+        server.misbehave("unrelated.test", delay=0.0)  # any misbehaviour: dnslib answers all
+        slow = await asyncio.to_thread(_ask, server, name, rdtype)
+        server.behave()
+        assert fast.rcode() == slow.rcode()
+        assert fast.answer == slow.answer
+        assert fast.question[0].name.to_text() == name + "."
+        assert fast.flags & dns.flags.AA and fast.flags & dns.flags.QR
+
+    async def test_edns_query_and_log(self, server: DNSServer) -> None:
+        answer = await asyncio.to_thread(_ask, server, "www.example.test", "A", use_edns=0)
+        assert answer.answer[0][0].to_text() == "127.0.0.5"
+        assert server.queries[-1].name == "www.example.test"
+        assert server.queries[-1].outcome == "NOERROR"
+
+    async def test_latency_delays_every_answer(self, server: DNSServer) -> None:
+        server.latency = 0.2
+        started = time.perf_counter()
+        await asyncio.to_thread(_ask, server, "www.example.test", "A")
+        assert time.perf_counter() - started >= 0.2
+
+    async def test_own_process(self) -> None:
+        """The zone served from a child process, with the latency, counted."""
+        box = DNSServer(ZONE, latency=0.05, own_process=True)
+        await box.start()
+        try:
+            answers = await asyncio.gather(
+                *(asyncio.to_thread(_ask, box, "www.example.test", "A") for _ in range(20))
+            )
+        finally:
+            await box.stop()
+        assert all(a.answer[0][0].to_text() == "127.0.0.5" for a in answers)
+        assert box.answered == 20
+
+
+@pytest.fixture
+async def ctx(server: DNSServer) -> AsyncIterator[LookupContext]:
+    settings = Settings.from_mapping({"dns": {"nameservers": [server.nameserver], "timeout": 0.5}})
+    resolver = make_resolver(settings.dns)
+    http = make_http_client(settings.http, resolver, user_agent="notifier-test")
+    yield LookupContext(settings, resolver, http, RateLimiter(10))
+    await http.aclose()
+
+
+class TestBulkResolver:
+    async def test_same_report_as_dnspython(self, ctx: LookupContext) -> None:
+        """Reverse DNS through c-ares gives the report dnspython gives: names, notes, evidence."""
+        for ip in ("127.0.0.5", "127.0.0.6", "127.0.0.7"):
+            query = Query(Target(ip_address(ip)))
+            plain = await lookup(query, ctx)
+            ctx.bulk_dns = BulkResolver(ctx.settings.dns)
+            try:
+                bulk = await lookup(query, ctx)
+            finally:
+                await ctx.bulk_dns.close()
+                ctx.bulk_dns = None
+            assert bulk.hostnames == plain.hostnames
+            assert bulk.notes == plain.notes
+            assert [e.sha256 for e in bulk.evidence] == [e.sha256 for e in plain.evidence]
+
+    async def test_failures_in_dnspython_terms(self, server: DNSServer) -> None:
+        settings = Settings.from_mapping(
+            {"dns": {"nameservers": [server.nameserver], "timeout": 0.4}}
+        )
+        bulk = BulkResolver(settings.dns)
+        server.misbehave("silent.example.test", drop=True)
+        server.misbehave("broken.example.test", servfail=True)
+        try:
+            with pytest.raises(dns.resolver.NXDOMAIN):
+                await bulk.query("nothing.example.test", "A")
+            with pytest.raises(dns.resolver.NoAnswer):
+                await bulk.query("www.example.test", "PTR")
+            with pytest.raises(dns.exception.Timeout):
+                await bulk.query("silent.example.test", "A")
+            with pytest.raises(dns.resolver.NoNameservers):
+                await bulk.query("broken.example.test", "A")
+            answer = await bulk.query("alias.example.test", "A")
+            assert answer.values == ("127.0.0.5",)
+        finally:
+            await bulk.close()
+
+
+NETS = World(
+    networks=(
+        WorldNetwork("127.20.0.0/24", "ripe", "NET-S", "NET-S", "NL", "S BV", "abuse@s.test"),
+        WorldNetwork("127.21.0.0/24", "arin", "NET-T", "NET-T", "US", "T Inc", "abuse@t.test"),
+    ),
+    hosts=(WorldHost("127.20.0.9", "www.owner.test"),),
+)
+
+
+async def _run_batch(settings: Settings) -> list[FindingOutcome]:
+    outcomes: list[FindingOutcome] = []
+    async with Notifier(settings) as notifier:
+        batch = Batch(notifier, dry_run=True, on_outcome=outcomes.append)
+        for net in (20, 21):
+            for host in range(1, 41):
+                await batch.submit(Finding(ip_address(f"127.{net}.0.{host}"), "open ES", port=9200))
+        await batch.flush()
+        assert notifier.ctx.bulk_dns is None  # the batch's DNS channel is closed with it
+    return outcomes
+
+
+class TestStagedBatch:
+    async def test_one_registry_request_per_network(self, tmp_path: Path) -> None:
+        async with Sandbox(NETS, directory=tmp_path) as box:
+            outcomes = await _run_batch(box.settings())
+            assert {o.status for o in outcomes} == {"dry-run"}
+            assert box.registries["ripe"].request_count == 1
+            assert box.registries["arin"].request_count == 1
+            ptr = [q for q in box.dns.queries if q.rtype == "PTR"]
+            assert len(ptr) == 80  # every address asked once
+
+    async def test_silent_resolver_does_not_stall_the_batch(self, tmp_path: Path) -> None:
+        """A resolver that answers nothing: the batch goes on with the registries' answers,
+        and far fewer than 80 timeouts are waited for."""
+        async with Sandbox(NETS, directory=tmp_path) as box:
+            box.dns.misbehave("*", drop=True)
+            # the registries' host names still resolve: only reverse lookups go unanswered
+            for name in ("rdap.ripe.sandbox", "rdap.arin.sandbox"):
+                box.dns.misbehave(name, delay=0.0)
+            settings = Settings.from_mapping(
+                {
+                    **box.config(),
+                    "dns": {"nameservers": [box.dns.nameserver], "timeout": 0.3},
+                    "limits": {"dns_concurrency": 8},
+                }
+            )
+            outcomes = await _run_batch(settings)
+            assert {o.status for o in outcomes} == {"dry-run"}
+            asked = [q for q in box.dns.queries if q.rtype == "PTR"]
+            assert all(q.outcome == "dropped" for q in asked)
+            # once the resolver counted as silent, the rest were not asked (but for probes)
+            assert len({q.name for q in asked}) < 60
