@@ -26,6 +26,7 @@ from notifier.pipeline import Notifier
 from notifier.sandbox.rdap import network_json
 from notifier.sandbox.web import Reply
 from notifier.sandbox.world import World, WorldHost, WorldNetwork
+from notifier.sources.hints import clean_hint
 from notifier.testing import Sandbox
 
 ABUSE = "abuse@hoster.test"
@@ -353,3 +354,36 @@ class TestShown:
             "https://formonly.test/report",
             "tel:+1-201-555-0123",
         ]
+
+
+class TestCleanHint:
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("Shop.Example.ORG.", "shop.example.org"),
+            ("bücher.example", "xn--bcher-kva.example"),  # an IDN: used in punycode
+            ("日本語ドメイン.example", "xn--eckwd4c7c5976acvb2w6i.example"),  # Han + Katakana
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ],
+    )
+    def test_accepted(self, raw: str, expected: str) -> None:
+        """Names are lower-cased ASCII; IDNs in one script (or Japanese's usual mix) pass."""
+        assert clean_hint(raw) == (expected, "")
+
+    @pytest.mark.parametrize(
+        ("raw", "reason"),
+        [
+            ("p\u0430ypal.example", "mixes scripts"),  # Latin p, Cyrillic a
+            ("xn--pypal-4ve.example", "mixes scripts"),  # the same, already in punycode
+            ("shop\u200b.example", "control or invisible"),  # zero-width space
+            ("shop.example\x00", "control or invisible"),
+            ("x" * 300, "300 characters"),
+            ("*.example.org", "wildcard"),
+            ("127.0.0.1", "not a host name"),
+            ("under_score..example", "not a host name"),
+        ],
+    )
+    def test_refused(self, raw: str, reason: str) -> None:
+        """Hostile or malformed names are refused, each with the reason."""
+        name, why = clean_hint(raw)
+        assert name is None and reason in why
