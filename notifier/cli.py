@@ -179,6 +179,8 @@ def print_send(result: SendResult, dry_run: bool) -> None:
         tries = f", {d.attempts} attempts" if d.attempts > 1 else ""
         why = f" - {d.reason}" if d.reason and d.status in _EXPLAINED else ""
         out.print(f"{d.status:>13}  {d.recipient}{detail}{tries}{why}", markup=False)
+    for channel, path in result.manual:
+        out.print(f"{'manual step':>13}  {channel}: report ready at {path}", markup=False)
     if not result.deliveries:
         err.print(
             "notify: no contact found for this address, not even a national CERT", markup=False
@@ -219,6 +221,7 @@ def send_json(result: SendResult) -> dict[str, Any]:
             for d in result.deliveries
         ],
         "held_back": len(result.held_back),
+        "manual_steps": [{"channel": c, "report": p} for c, p in result.manual],
         "exit": result.exit_code,
     }
 
@@ -718,6 +721,17 @@ def demo(
     from .demo import run_demo
 
     raise typer.Exit(run(run_demo(out, keep)))
+
+
+# -- registered command modules ---------------------------------------------------------------
+def _register() -> None:
+    from .commands.outreach import letter, manual_app
+
+    app.add_typer(manual_app, name="manual")
+    app.command()(letter)
+
+
+_register()
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ from .models import (
     case_reference,
 )
 from .net import RateLimiter, make_http_client, make_resolver
+from .outreach.manual import prepare as prepare_manual
 from .resolve import resolve
 from .sources import Cache, LookupContext, Tracer, utcnow
 from .targets import parse_target
@@ -133,6 +134,8 @@ class SendResult:
     resolution: Resolution | None = None  # None for a batch, which has one per address
     deliveries: list[Delivery] = field(default_factory=list)
     messages: list[ComposedMessage] = field(default_factory=list)
+    # reports prepared for channels that are not e-mail (web forms, phone): (channel, path)
+    manual: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -454,7 +457,26 @@ class Notifier:
             result,
             options,
         )
+        if not dry_run:
+            result.manual += await self.prepare_manual(resolution, list(findings))
         return result
+
+    async def prepare_manual(
+        self, resolution: Resolution, findings: list[Finding]
+    ) -> list[tuple[str, str]]:
+        """A ready-to-submit report for each web form or phone line of ``resolution``."""
+        if not resolution.channels:
+            return []
+        paths = await asyncio.to_thread(
+            prepare_manual,
+            self.audit,
+            resolution.channels,
+            findings,
+            settings=self.settings,
+            now=self._clock(),
+            network=resolution.network,
+        )
+        return [(channel, str(path)) for channel, path in paths]
 
     async def deliver_ladder(
         self,
