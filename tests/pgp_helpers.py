@@ -146,3 +146,12 @@ def verify_signed(keys: Keys, entity: bytes, tmp: Path) -> str:
 
 def stop_agent(home: Path) -> None:
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, timeout=10)
+
+
+def one_key(root: Path, uid: str) -> tuple[Path, str, bytes]:
+    """A gpg home holding one fresh ed25519 key for ``uid``: (home, fingerprint, public key)."""
+    home = root / f"gpg-{len(list(root.glob('gpg-*')))}"
+    home.mkdir(mode=0o700, parents=True)
+    gpg(home, "--quick-gen-key", uid, "ed25519", "sign", "1y")
+    fpr = fingerprint(home, uid)
+    return home, fpr, gpg(home, "--export", fpr)
