@@ -723,17 +723,6 @@ def demo(
     raise typer.Exit(run(run_demo(out, keep)))
 
 
-# -- registered command modules ---------------------------------------------------------------
-def _register() -> None:
-    from .commands.outreach import letter, manual_app
-
-    app.add_typer(manual_app, name="manual")
-    app.command()(letter)
-
-
-_register()
-
-
 def main() -> None:
     """Console entry point: one line for our errors; a traceback only with NOTIFY_DEBUG=1."""
     try:
@@ -750,3 +739,17 @@ def main() -> None:
             markup=False,
         )
         sys.exit(exit_code(exc))
+
+
+# -- registered command modules ----------------------------------------------------------------
+# each module under notifier/commands/ adds its commands to ``app`` (one line each, here)
+
+
+def _register() -> None:
+    from .commands import cases, outreach
+
+    cases.register(app)
+    outreach.register(app)
+
+
+_register()

@@ -1,1 +1,3 @@
-"""Sub-commands of ``notify`` kept out of cli.py, each registered there with one line."""
+"""Subcommands of ``notify`` that live in modules of their own; ``cli.py`` registers each."""
+
+__all__: list[str] = []

@@ -13,7 +13,7 @@ from ..errors import NotifierError, exit_code
 from ..ledger import normalise_case, open_ledger
 from ..sources import utcnow
 
-__all__ = ["manual_app", "letter"]
+__all__ = ["manual_app", "letter", "register"]
 
 manual_app = typer.Typer(
     help="Reports waiting to be submitted by hand (web forms, phone lines).", no_args_is_help=True
@@ -99,3 +99,8 @@ def letter(
     out.print(f"letter for {content.case_ref} written to {path} (sha256 {digest})", markup=False)
     for line in (content.recipient_name, *content.address):
         out.print(f"    {line}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(manual_app, name="manual")
+    app.command()(letter)
