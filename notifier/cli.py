@@ -736,3 +736,16 @@ def main() -> None:
             markup=False,
         )
         sys.exit(exit_code(exc))
+
+
+# -- registered command modules ----------------------------------------------------------------
+# each module under notifier/commands/ adds its commands to ``app`` (one line each, here)
+
+
+def _register() -> None:
+    from .commands import cases
+
+    cases.register(app)
+
+
+_register()

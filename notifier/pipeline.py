@@ -475,6 +475,7 @@ class Notifier:
                 await self.log(
                     "fallback",
                     ip=str(findings[0].ip),
+                    case=options.case_ref or case_reference(findings),
                     to=contact.address,
                     role=str(contact.role),
                     reason=reason,
@@ -543,7 +544,7 @@ class Notifier:
             self._trace("refusal", {"to": contact.address, "reason": reason})
             return skipped(status, reason)
         now = self._clock()
-        case_ref = case_reference(findings)
+        case_ref = options.case_ref or case_reference(findings)
         log_head = None if dry_run else format_head(*self.audit.head())
         composed = compose(
             findings,
