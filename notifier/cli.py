@@ -218,6 +218,8 @@ def print_send(result: SendResult, dry_run: bool) -> None:
         tries = f", {d.attempts} attempts" if d.attempts > 1 else ""
         why = f" - {d.reason}" if d.reason and d.status in _EXPLAINED else ""
         out.print(f"{d.status:>13}  {d.recipient}{detail}{tries}{why}", markup=False)
+    for channel, path in result.manual:
+        out.print(f"{'manual step':>13}  {channel}: report ready at {path}", markup=False)
     if not result.deliveries:
         err.print(
             "notify: no contact found for this address, not even a national CERT", markup=False
@@ -258,6 +260,7 @@ def send_json(result: SendResult) -> dict[str, Any]:
             for d in result.deliveries
         ],
         "held_back": len(result.held_back),
+        "manual_steps": [{"channel": c, "report": p} for c, p in result.manual],
         "exit": result.exit_code,
     }
 
@@ -775,3 +778,17 @@ def main() -> None:
             markup=False,
         )
         sys.exit(exit_code(exc))
+
+
+# -- registered command modules ----------------------------------------------------------------
+# each module under notifier/commands/ adds its commands to ``app`` (one line each, here)
+
+
+def _register() -> None:
+    from .commands import cases, outreach
+
+    cases.register(app)
+    outreach.register(app)
+
+
+_register()

@@ -48,6 +48,7 @@ from .models import (
     case_reference,
 )
 from .net import RateLimiter, make_http_client, make_resolver
+from .outreach.manual import prepare as prepare_manual
 from .resolve import resolve
 from .sources import Cache, LookupContext, Tracer, utcnow
 from .sources.hints import finding_hints
@@ -150,6 +151,8 @@ class SendResult:
     resolution: Resolution | None = None  # None for a batch, which has one per address
     deliveries: list[Delivery] = field(default_factory=list)
     messages: list[ComposedMessage] = field(default_factory=list)
+    # reports prepared for channels that are not e-mail (web forms, phone): (channel, path)
+    manual: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -478,7 +481,26 @@ class Notifier:
             result,
             options,
         )
+        if not dry_run:
+            result.manual += await self.prepare_manual(resolution, list(findings))
         return result
+
+    async def prepare_manual(
+        self, resolution: Resolution, findings: list[Finding]
+    ) -> list[tuple[str, str]]:
+        """A ready-to-submit report for each web form or phone line of ``resolution``."""
+        if not resolution.channels:
+            return []
+        paths = await asyncio.to_thread(
+            prepare_manual,
+            self.audit,
+            resolution.channels,
+            findings,
+            settings=self.settings,
+            now=self._clock(),
+            network=resolution.network,
+        )
+        return [(channel, str(path)) for channel, path in paths]
 
     async def deliver_ladder(
         self,
@@ -499,6 +521,7 @@ class Notifier:
                 await self.log(
                     "fallback",
                     ip=str(findings[0].ip),
+                    case=options.case_ref or case_reference(findings),
                     to=contact.address,
                     role=str(contact.role),
                     reason=reason,
@@ -567,7 +590,7 @@ class Notifier:
             self._trace("refusal", {"to": contact.address, "reason": reason})
             return skipped(status, reason)
         now = self._clock()
-        case_ref = case_reference(findings)
+        case_ref = options.case_ref or case_reference(findings)
         log_head = None if dry_run else format_head(*self.audit.head())
         composed = compose(
             findings,
