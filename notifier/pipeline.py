@@ -34,10 +34,12 @@ from .errors import (
 from .ladder import DEFAULT_OPTIONS, SendOptions, held_back, settles, walk
 from .ledger import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .models import (
+    Channel,
     Contact,
     Delivery,
     DeliveryStatus,
     Finding,
+    HostHint,
     IPAddress,
     Network,
     Resolution,
@@ -46,12 +48,14 @@ from .models import (
     case_reference,
 )
 from .net import RateLimiter, make_http_client, make_resolver
+from .outreach.manual import prepare as prepare_manual
 from .resolve import resolve
 from .sources import Cache, LookupContext, Tracer, utcnow
+from .sources.hints import finding_hints
 from .targets import parse_target
 from .trust import EncryptionRequired, MessageGuard
 
-__all__ = ["Notifier", "SendResult", "contact_record", "resolution_record"]
+__all__ = ["Notifier", "SendResult", "contact_record", "channel_record", "resolution_record"]
 
 # SMTP connections a run keeps open at most: deliveries to different recipients go in parallel
 # (a batch has hundreds), few enough that no mail server takes the run for a flood
@@ -110,6 +114,18 @@ def contact_record(contact: Contact) -> dict[str, Any]:
     }
 
 
+def channel_record(channel: Channel) -> dict[str, Any]:
+    """A non-mail channel as the audit log and ``resolve --json`` show it."""
+    return {
+        "kind": str(channel.kind),
+        "uri": channel.uri,
+        "role": str(channel.role),
+        "source": channel.source,
+        "provenance": list(channel.provenance),
+        "languages": list(channel.languages),
+    }
+
+
 def resolution_record(resolution: Resolution) -> dict[str, Any]:
     """The fields of the audit log's ``resolution`` record for ``resolution``."""
     return {
@@ -119,6 +135,8 @@ def resolution_record(resolution: Resolution) -> dict[str, Any]:
         "recipients": [contact_record(c) for c in resolution.recipients],
         "fallbacks": [contact_record(c) for c in resolution.fallbacks],
         "errors": [{"source": s, "error": e} for s, e in resolution.errors],
+        "channels": [channel_record(c) for c in resolution.channels],
+        "hints": [asdict(h) for h in resolution.hints],
         "evidence": [
             {"source": e.source, "locator": e.locator, "sha256": e.sha256}
             for e in resolution.evidence
@@ -133,6 +151,8 @@ class SendResult:
     resolution: Resolution | None = None  # None for a batch, which has one per address
     deliveries: list[Delivery] = field(default_factory=list)
     messages: list[ComposedMessage] = field(default_factory=list)
+    # reports prepared for channels that are not e-mail (web forms, phone): (channel, path)
+    manual: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -408,10 +428,17 @@ class Notifier:
         """Parse and check a target address (``TargetRefused`` says why not)."""
         return parse_target(text, self.settings)
 
-    async def resolve(self, ip: IPAddress | str, hostnames: Sequence[str] = ()) -> Resolution:
-        """The contacts ``send`` would use for ``ip``, with provenance. Sends nothing."""
+    async def resolve(
+        self,
+        ip: IPAddress | str,
+        hostnames: Sequence[str] = (),
+        hints: Sequence[HostHint] = (),
+    ) -> Resolution:
+        """The contacts ``send`` would use for ``ip``, with provenance. Sends nothing.
+
+        ``hostnames`` and ``hints`` are claims: used once they resolve to ``ip``."""
         address = self.target(ip) if isinstance(ip, str) else self.target(str(ip))
-        return await resolve(Target(address, tuple(hostnames)), self.ctx)
+        return await resolve(Target(address, tuple(hostnames), tuple(hints)), self.ctx)
 
     def record_resolution(self, resolution: Resolution) -> None:
         self._wrote = True
@@ -438,8 +465,8 @@ class Notifier:
         ips = {f.ip for f in findings}
         if len(ips) != 1:
             raise ConfigError("send takes findings about one address; use batch for many")
-        hostnames = [f.hostname for f in findings if f.hostname]
-        resolution = await self.resolve(str(findings[0].ip), hostnames)
+        hints = [h for f in findings for h in finding_hints(f)]
+        resolution = await self.resolve(str(findings[0].ip), hints=hints)
         if not dry_run:
             self.record_resolution(resolution)
         result = SendResult(resolution)
@@ -454,7 +481,26 @@ class Notifier:
             result,
             options,
         )
+        if not dry_run:
+            result.manual += await self.prepare_manual(resolution, list(findings))
         return result
+
+    async def prepare_manual(
+        self, resolution: Resolution, findings: list[Finding]
+    ) -> list[tuple[str, str]]:
+        """A ready-to-submit report for each web form or phone line of ``resolution``."""
+        if not resolution.channels:
+            return []
+        paths = await asyncio.to_thread(
+            prepare_manual,
+            self.audit,
+            resolution.channels,
+            findings,
+            settings=self.settings,
+            now=self._clock(),
+            network=resolution.network,
+        )
+        return [(channel, str(path)) for channel, path in paths]
 
     async def deliver_ladder(
         self,
@@ -475,6 +521,7 @@ class Notifier:
                 await self.log(
                     "fallback",
                     ip=str(findings[0].ip),
+                    case=options.case_ref or case_reference(findings),
                     to=contact.address,
                     role=str(contact.role),
                     reason=reason,
@@ -543,7 +590,7 @@ class Notifier:
             self._trace("refusal", {"to": contact.address, "reason": reason})
             return skipped(status, reason)
         now = self._clock()
-        case_ref = case_reference(findings)
+        case_ref = options.case_ref or case_reference(findings)
         log_head = None if dry_run else format_head(*self.audit.head())
         composed = compose(
             findings,
