@@ -32,7 +32,7 @@ from .errors import (
     TransientDeliveryError,
 )
 from .ladder import DEFAULT_OPTIONS, SendOptions, held_back, settles, walk
-from .ledger import AuditLog, GroupCommit, Record, format_head, load_signing_key
+from .ledger import GroupCommit, Ledger, Record, format_head, open_ledger
 from .models import (
     Channel,
     Contact,
@@ -206,7 +206,7 @@ class Notifier:
         self._stack = AsyncExitStack()
         self._ctx: LookupContext | None = None
         self._guard: MessageGuard | None = None
-        self._audit: AuditLog | None = None
+        self._audit: Ledger | None = None
         self._journal: GroupCommit | None = None
         self._mailers: list[Mailer] = []  # idle connections, reused
         self._mail_slots = asyncio.Semaphore(
@@ -281,25 +281,18 @@ class Notifier:
         return self._ctx
 
     @property
-    def audit(self) -> AuditLog:
+    def audit(self) -> Ledger:
         """The audit log, opened on first use (resolving alone writes nothing)."""
         return self._open_audit()
 
-    def _open_audit(self) -> AuditLog:
+    def _open_audit(self) -> Ledger:
         if self._audit is None:
-            signer = (
-                load_signing_key(self.settings.audit.signing_key)
-                if self.settings.audit.signing_key
-                else None
-            )
-            audit = AuditLog(
-                self.settings.state_dir / "audit.jsonl", clock=self._clock, signer=signer
-            )
+            audit = open_ledger(self.settings, clock=self._clock)
             self._catch_up(audit, since=self._clock() - timedelta(days=1))
             self._audit = audit
         return self._audit
 
-    def _catch_up(self, audit: AuditLog, since: datetime | None = None) -> None:
+    def _catch_up(self, audit: Ledger, since: datetime | None = None) -> None:
         """Take in what the log gained since this run last read it, from any process.
 
         The first read (``since`` given: the start of the daily caps' window) learns what
@@ -308,7 +301,7 @@ class Notifier:
         time claimed, so that two runs on one state directory never send the same finding to
         the same recipient.
         """
-        for record, end in audit.records_from(self._seen_to, self._seen_lines):
+        for record, end in audit.follow(self._seen_to):
             self._seen_to = end
             self._seen_lines += 1
             event = record.get("event")
