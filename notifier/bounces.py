@@ -53,6 +53,7 @@ from .addresses import clean_address, header_text
 from .config import Settings
 from .errors import ConfigError
 from .escalation import CaseBook, SentMessage
+from .ladder import SendOptions, settles
 from .models import Delivery, DeliveryStatus, case_reference
 from .pipeline import Notifier, SendResult
 
@@ -621,16 +622,18 @@ async def _process(
                 dsn_id=bounce.dsn_id,
                 **alias,
             )
-        delivery = await notifier.deliver(contact, findings, network, result, dry_run=dry_run)
+        delivery = await notifier.deliver(
+            contact, findings, network, result, SendOptions(dry_run=dry_run)
+        )
         book.note_delivery(case, contact, delivery)
-        if delivery.status == DeliveryStatus.SUPPRESSED:
+        if delivery.status == DeliveryStatus.HELD_BACK:
             action.outcome = BounceOutcome.DEFERRED
             action.reason = (
                 f"a sending limit refused the fallback to {contact.address}; "
                 "followup escalates the case once it is due"
             )
             break
-        if delivery.status != DeliveryStatus.FAILED:
+        if settles(delivery.status):
             action.outcome = BounceOutcome.FALLBACK
             action.reason = f"every contact failed: the report went to {contact.address}"
             break

@@ -27,7 +27,7 @@ from .batch import BatchCounts
 from .config import Settings, load_settings
 from .errors import AuditIntegrityError, ConfigError, NotifierError
 from .inputs import FORMATS
-from .models import Finding, Resolution
+from .models import DeliveryStatus, Finding, Resolution
 from .pipeline import Notifier, SendResult, contact_record
 from .sources import utcnow
 from .sources.rdns import clean_hostname
@@ -181,11 +181,28 @@ def print_send(result: SendResult, dry_run: bool) -> None:
     for d in result.deliveries:
         detail = f" ({d.smtp_code} {d.smtp_reply})" if d.smtp_code else ""
         tries = f", {d.attempts} attempts" if d.attempts > 1 else ""
-        out.print(f"{d.status:>13}  {d.recipient}{detail}{tries}", markup=False)
+        why = f" - {d.reason}" if d.reason and d.status in _EXPLAINED else ""
+        out.print(f"{d.status:>13}  {d.recipient}{detail}{tries}{why}", markup=False)
     if not result.deliveries:
         err.print(
             "notify: no contact found for this address, not even a national CERT", markup=False
         )
+
+
+# statuses whose line says why nothing was sent
+_EXPLAINED = (DeliveryStatus.HELD_BACK, DeliveryStatus.SUPPRESSED, DeliveryStatus.IN_DOUBT)
+
+
+def held_summary(reasons: list[str]) -> str:
+    """One line: how many messages a limit held back, and which limits."""
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        limit = reason.removeprefix("held back: ").split(" (")[0]
+        counts[limit] = counts.get(limit, 0) + 1
+    why = "; ".join(f"{limit}: {n}" for limit, n in counts.items())
+    total = len(reasons)
+    noun = "message" if total == 1 else "messages"
+    return f"{total} {noun} held back ({why}); nothing failed: run again later to send the rest"
 
 
 def send_json(result: SendResult) -> dict[str, Any]:
@@ -201,9 +218,11 @@ def send_json(result: SendResult) -> dict[str, Any]:
                 "attempts": d.attempts,
                 "message_id": d.message_id,
                 "digest": d.digest,
+                "reason": d.reason,
             }
             for d in result.deliveries
         ],
+        "held_back": len(result.held_back),
         "exit": result.exit_code,
     }
 
@@ -260,6 +279,8 @@ def send(
         print(json.dumps(send_json(result), indent=2))
     else:
         print_send(result, dry_run)
+    if result.held_back:
+        err.print(f"notify: {held_summary([d.reason for d in result.held_back])}", markup=False)
     raise typer.Exit(result.exit_code)
 
 
@@ -280,6 +301,7 @@ def _summary_table(counts: BatchCounts, outcomes: dict[str, int]) -> Table:
         ("messages sent", counts.sent),
         ("messages failed", counts.failed),
         ("messages skipped", counts.skipped),
+        ("messages held back", counts.held_back),
     ]
     rows += [(f"findings {status}", n) for status, n in sorted(outcomes.items())]
     for label, value in rows:
@@ -368,7 +390,12 @@ def batch(
         if stream is not sys.stdin.buffer:
             stream.close()
     (err if json_output else out).print(_summary_table(counts, outcomes))
-    raise typer.Exit(1 if outcomes.get("failed") else 0)
+    if counts.held_back:
+        reasons = [r for r, n in counts.held_reasons.items() for _ in range(n)]
+        err.print(f"notify: {held_summary(reasons)}", markup=False)
+    if outcomes.get("failed"):
+        raise typer.Exit(1)
+    raise typer.Exit(3 if counts.held_back else 0)
 
 
 @contextmanager
@@ -387,7 +414,7 @@ def _progress(live: bool) -> Iterator[Callable[[BatchCounts], None]]:
                 task,
                 description="sending" if sending else "resolving",
                 total=max(c.queued, c.recipients, 1) if sending else max(c.addresses, 1),
-                completed=c.sent + c.failed + c.skipped if sending else c.resolved,
+                completed=c.sent + c.failed + c.skipped + c.held_back if sending else c.resolved,
                 counts=f"read {c.read}  resolved {c.resolved}/{c.addresses}  queued {c.queued}"
                 f"  sent {c.sent}  failed {c.failed}",
             )

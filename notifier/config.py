@@ -33,6 +33,8 @@ __all__ = [
     "AuditSettings",
     "FollowupSettings",
     "BatchSettings",
+    "PGPSettings",
+    "DKIMSettings",
     "load_settings",
     "shipped_path",
 ]
@@ -169,7 +171,9 @@ class ContactsSettings(_Section):
 
 class LimitSettings(_Section):
     per_recipient_per_day: int = Field(default=50, ge=1)
-    max_messages_per_run: int = Field(default=500, ge=1)
+    # a guard against a runaway run, not a throttle: an ordinary batch (an internet-wide scan of
+    # one service, one message per abuse desk) must go out whole
+    max_messages_per_run: int = Field(default=10_000, ge=1)
     concurrency: int = Field(default=20, ge=1, le=500)
     # DNS queries (and lookups by host name) a batch keeps in flight, all to the one resolver
     dns_concurrency: int = Field(default=256, ge=1, le=4096)
@@ -192,6 +196,34 @@ class BatchSettings(_Section):
     cache_ttl_hours: float = Field(default=24, gt=0)
 
 
+class PGPSettings(_Section):
+    signing_key: str = ""  # armoured OpenPGP secret key file: every message is signed
+    passphrase_env: str = ""  # variable holding its passphrase ("" = none)
+    encrypt: bool = True  # encrypt to a recipient's published key when there is one
+    # true: a recipient with a published key that cannot be used gets nothing (the send fails)
+    require_encryption: bool = False
+    wkd: bool = True  # look every recipient address up in its domain's Web Key Directory
+    keyserver: str = ""  # https://host[:port]: VKS/HKPS lookups of openpgp4fpr: fingerprints
+    key_cache_hours: float = Field(default=24, gt=0)
+
+    @field_validator("keyserver")
+    @classmethod
+    def _keyserver(cls, value: str) -> str:
+        if value and not value.startswith("https://"):
+            raise ValueError(f"keyserver must be an https:// URL, not {value!r}")
+        return value.rstrip("/")
+
+
+class DKIMSettings(_Section):
+    domain: str = ""  # d=
+    selector: str = ""  # s=
+    key_file: str = ""  # PEM private key (RSA or Ed25519)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.domain and self.selector and self.key_file)
+
+
 class Settings(_Section):
     """All of notifier's configuration, one frozen object."""
 
@@ -208,6 +240,8 @@ class Settings(_Section):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     followup: FollowupSettings = Field(default_factory=FollowupSettings)
     batch: BatchSettings = Field(default_factory=BatchSettings)
+    pgp: PGPSettings = Field(default_factory=PGPSettings)
+    dkim: DKIMSettings = Field(default_factory=DKIMSettings)
 
     @property
     def state_dir(self) -> Path:

@@ -50,9 +50,14 @@ _OVERRIDE_CONFIDENCE = 1.0
 _MAX_FILE_BYTES = 4_000_000
 _MAX_NODES = 200_000  # aliases can make a small file a huge tree; stop walking long before that
 _SECTIONS = ("certs", "overrides")
-_TEXT_FIELDS = ("name", "url", "confidence", "updated", "note")
-_LIST_FIELDS = ("source",)
-_ALIASES = {"checked": "updated", "sources": "source"}  # national-CERT survey spelling
+_TEXT_FIELDS = ("name", "url", "confidence", "checked", "published", "note", "encryption")
+_LIST_FIELDS = ("sources", "also", "languages")
+_ALIASES = {"source": "sources", "updated": "published", "language": "languages"}
+# a date as precise as the source gives it: 2024, 2024-06 or 2024-06-06
+_DATE = re.compile(r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?\Z")
+_UNDATED = "undated"  # `published`: the page that states the address carries no date
+# a BCP 47 language tag, as security.txt's Preferred-Languages uses them: en, de, pt-BR, sr-Latn
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*\Z")
 _COUNTRY = re.compile(r"^[A-Za-z]{2}\Z")
 _ASN = re.compile(r"^AS(\d{1,10})\Z", re.IGNORECASE)
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
@@ -80,9 +85,13 @@ class Entry:
     name: str = ""
     url: str = ""
     confidence: str = ""
-    updated: str = ""
+    checked: str = ""  # when the entry was last checked against its sources
+    published: str = ""  # the date its newest source carries, or "undated"
     sources: tuple[str, ...] = ()
+    also: tuple[str, ...] = ()  # other addresses or teams, each with its reason
+    languages: tuple[str, ...] = ()  # the team's working languages, BCP 47 tags
     note: str = ""
+    encryption: str = ""  # the team's OpenPGP key: https URL or openpgp4fpr: fingerprint
     origin: str = SOURCE  # the file the entry came from, as shown in provenance
     line: int = 0
 
@@ -209,6 +218,24 @@ def _strings(
     return tuple(values)
 
 
+def _languages(
+    node: yaml.Node, key: str, budget: _Budget, problems: list[Problem]
+) -> tuple[str, ...]:
+    """Language tags, lower-cased and each once, in the order written (first preferred)."""
+    items = list(node.value) if isinstance(node, yaml.SequenceNode) else [node]
+    tags: list[str] = []
+    for item in items:
+        budget.spend()
+        value = _text(item)
+        if value is None:
+            problems.append(_at(item, f"{key}: languages must be text or a list of text"))
+        elif not _LANGUAGE.match(value.strip()):
+            problems.append(_at(item, f"{key}: not a language tag: {_shown(value)} (e.g. en, de)"))
+        elif value.strip().lower() not in tags:
+            tags.append(value.strip().lower())
+    return tuple(tags)
+
+
 def _entry(
     key: str, node: yaml.Node, origin: str, budget: _Budget, problems: list[Problem]
 ) -> Entry | None:
@@ -219,14 +246,16 @@ def _entry(
     addresses: tuple[str, ...] = ()
     has_email = False
     fields: dict[str, str] = {}
-    sources: tuple[str, ...] = ()
+    lists: dict[str, tuple[str, ...]] = {}
     for field, _field_node, value in _pairs(node, budget, problems, key):
         field = _ALIASES.get(field.lower(), field.lower())
         if field == "email":
             has_email = True
             addresses = _addresses(value, key, budget, problems)
+        elif field == "languages":
+            lists[field] = _languages(value, key, budget, problems)
         elif field in _LIST_FIELDS:
-            sources = _strings(value, key, field, budget, problems)
+            lists[field] = _strings(value, key, field, budget, problems)
         elif field in _TEXT_FIELDS:
             text = _text(value)
             if text is None and isinstance(value, yaml.ScalarNode):
@@ -234,8 +263,13 @@ def _entry(
             if text is None:
                 problems.append(_at(value, f"{key}: {field} must be text"))
                 continue
+            if field in ("checked", "published"):
+                wrong = _date_problem(field, text.strip())
+                if wrong:
+                    problems.append(_at(value, f"{key}: {wrong}"))
+                    continue
             fields[field] = header_text(text, limit=500)
-        # other keys (languages, encryption key, notes...) are the operator's own and kept out
+        # other keys (encryption key, notes...) are the operator's own and kept out
     if not has_email:
         problems.append(_at(node, f"{key}: entry has no email"))
     confidence = fields.get("confidence", "").lower()
@@ -251,12 +285,24 @@ def _entry(
         name=fields.get("name", ""),
         url=fields.get("url", ""),
         confidence=confidence,
-        updated=fields.get("updated", ""),
-        sources=sources,
+        checked=fields.get("checked", ""),
+        published=fields.get("published", ""),
+        sources=lists.get("sources", ()),
+        also=lists.get("also", ()),
+        languages=lists.get("languages", ()),
         note=fields.get("note", ""),
+        encryption=fields.get("encryption", ""),
         origin=origin,
         line=node.start_mark.line + 1,
     )
+
+
+def _date_problem(field: str, text: str) -> str | None:
+    if _DATE.match(text) or (field == "published" and text.lower() == _UNDATED):
+        return None
+    if field == "checked":
+        return f"checked must be a date (YYYY-MM-DD), not {_shown(text)}"
+    return f"published must be a date or undated, not {_shown(text)}"
 
 
 def _country(raw: str) -> str | None:
@@ -467,15 +513,16 @@ class ContactRegistry:
             return []
         level = entry.confidence or _DEFAULT_CONFIDENCE
         team = f" ({entry.name})" if entry.name else ""
-        if entry.updated.lower() == "undated":
-            when = ", source undated"
-        elif entry.updated:
-            when = f", checked {entry.updated}"
-        else:
-            when = ""
+        when = f", checked {entry.checked}" if entry.checked else ""
+        if entry.published.lower() == _UNDATED:
+            when += ", source undated"
+        elif entry.published:
+            when += f", source dated {entry.published}"
         provenance = [f"national CERT for {entry.key}{team}, {entry.origin}{when}"]
         if entry.confidence:
             provenance.append(f"registry confidence: {entry.confidence}")
+        if entry.languages:
+            provenance.append(f"working languages: {', '.join(entry.languages)}")
         if entry.note:
             provenance.append(entry.note)
         return [
@@ -486,6 +533,7 @@ class ContactRegistry:
                 confidence=CONFIDENCE[level],
                 provenance=tuple(provenance),
                 name=entry.name,
+                encryption=(entry.encryption,) if entry.encryption else (),
             )
             for address in entry.addresses
         ]
@@ -540,6 +588,7 @@ class ContactRegistry:
                     confidence=_OVERRIDE_CONFIDENCE,
                     provenance=tuple(provenance),
                     name=entry.name,
+                    encryption=(entry.encryption,) if entry.encryption else (),
                 )
                 contacts[address] = (
                     contacts[address].merged(contact) if address in contacts else contact

@@ -42,6 +42,7 @@ from .audit import AuditLog
 from .compose import ComposedMessage
 from .config import Settings
 from .errors import ConfigError
+from .ladder import SendOptions
 from .models import (
     Contact,
     Delivery,
@@ -715,22 +716,19 @@ async def _escalate(
                 **extra,
             )
         statuses = []
+        options = SendOptions(
+            dry_run=dry_run,
+            in_reply_to=f"<{thread[0]}>",
+            references=tuple(f"<{m}>" for m in thread),
+        )
         for contact in contacts:
-            delivery = await notifier.deliver(
-                contact,
-                findings,
-                network,
-                result,
-                dry_run=dry_run,
-                in_reply_to=f"<{thread[0]}>",
-                references=[f"<{m}>" for m in thread],
-            )
+            delivery = await notifier.deliver(contact, findings, network, result, options)
             book.note_delivery(case, contact, delivery)
             statuses.append(delivery.status)
         if any(status in _REACHED for status in statuses):
             action.status = FollowupStatus.DRY_RUN if dry_run else FollowupStatus.SENT
             break
-        if DeliveryStatus.SUPPRESSED in statuses:
+        if DeliveryStatus.HELD_BACK in statuses:
             # a daily or per-run cap said no: this level was not told, so it must not count
             notifier.audit.append(
                 "followup-deferred",

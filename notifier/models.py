@@ -109,6 +109,8 @@ class Contact:
     confidence: float
     provenance: tuple[str, ...] = ()
     name: str = ""
+    # OpenPGP keys the contact announced: https URLs or openpgp4fpr: fingerprints
+    encryption: tuple[str, ...] = ()
 
     def merged(self, other: Contact) -> Contact:
         """The same mailbox found twice: keep the better-evidenced role and all provenance."""
@@ -122,6 +124,7 @@ class Contact:
             confidence=max(self.confidence, other.confidence),
             provenance=tuple(dict.fromkeys(self.provenance + other.provenance)),
             name=self.name or other.name,
+            encryption=tuple(dict.fromkeys(self.encryption + other.encryption)),
         )
 
 
@@ -215,7 +218,8 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # permanent refusal, or retries exhausted
     ALREADY_SENT = "already-sent"  # idempotence: delivered in an earlier run
     IN_DOUBT = "in-doubt"  # an earlier run crashed between intent and outcome
-    SUPPRESSED = "suppressed"  # on the suppression list or over a cap
+    SUPPRESSED = "suppressed"  # on the suppression list: never written to
+    HELD_BACK = "held-back"  # a sending limit (daily or run cap) held it: a later run sends it
     DRY_RUN = "dry-run"
 
 
@@ -231,3 +235,4 @@ class Delivery:
     smtp_reply: str = ""
     digest: str = ""
     role: Role | None = None
+    reason: str = ""  # why it was not sent (held back, suppressed, in doubt), for people

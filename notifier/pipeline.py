@@ -24,6 +24,7 @@ from .config import Settings
 from .contacts import ContactRegistry
 from .deliver import Mailer
 from .errors import ConfigError, DeliveryError, NotifierError, TransientDeliveryError
+from .ladder import DEFAULT_OPTIONS, SendOptions, held_back, settles, walk
 from .models import (
     Contact,
     Delivery,
@@ -40,16 +41,13 @@ from .net import RateLimiter, make_http_client, make_resolver
 from .resolve import resolve
 from .sources import Cache, LookupContext, Tracer, utcnow
 from .targets import parse_target
+from .trust import EncryptionRequired, MessageGuard
 
 __all__ = ["Notifier", "SendResult", "contact_record", "resolution_record"]
 
 # SMTP connections a run keeps open at most: deliveries to different recipients go in parallel
 # (a batch has hundreds), few enough that no mail server takes the run for a flood
 MAX_SMTP_CONNECTIONS = 8
-
-
-# a suppressed or capped contact did not get the report: the ladder goes on past it
-_NOT_REACHED = (DeliveryStatus.FAILED, DeliveryStatus.SUPPRESSED)
 
 
 class _Pairs:
@@ -131,22 +129,29 @@ class SendResult:
     @property
     def failed(self) -> bool:
         """Nobody could be told: no contact at all, or a delivery failed and nothing later on the
-        ladder reached anyone in its place."""
+        ladder took the report in its place (reached it, or holds it for a later run)."""
         statuses = [d.status for d in self.deliveries]
         if not statuses and self.resolution is not None:
             return True  # nobody at all could be found to tell
         if DeliveryStatus.FAILED not in statuses:
             return False
         last_failure = max(i for i, s in enumerate(statuses) if s == DeliveryStatus.FAILED)
-        fallback_reached = any(
-            d.status == DeliveryStatus.DELIVERED and d.role in (Role.REGISTRAR, Role.NATIONAL_CERT)
+        return not any(
+            d.role in (Role.REGISTRAR, Role.NATIONAL_CERT) and settles(d.status)
             for d in self.deliveries[last_failure + 1 :]
         )
-        return not fallback_reached
+
+    @property
+    def held_back(self) -> list[Delivery]:
+        """Messages a sending limit held back: a later run sends them."""
+        return held_back(self.deliveries)
 
     @property
     def exit_code(self) -> int:
-        return 1 if self.failed else 0
+        """1 a delivery failed for good, 3 a limit held a message back, else 0."""
+        if self.failed:
+            return 1
+        return 3 if self.held_back else 0
 
 
 class Notifier:
@@ -172,6 +177,7 @@ class Notifier:
         self._trace: Tracer = trace or (lambda event, fields: None)
         self._stack = AsyncExitStack()
         self._ctx: LookupContext | None = None
+        self._guard: MessageGuard | None = None
         self._audit: AuditLog | None = None
         self._journal: GroupCommit | None = None
         self._mailers: list[Mailer] = []  # idle connections, reused
@@ -202,6 +208,8 @@ class Notifier:
         )
         http = make_http_client(settings.http, resolver, user_agent=agent)
         self._stack.push_async_callback(http.aclose)
+        self._guard = MessageGuard(settings)
+        self._stack.callback(self._guard.close)
         self._ctx = LookupContext(
             settings=settings,
             resolver=resolver,
@@ -364,17 +372,26 @@ class Notifier:
         self.audit.append("suppress", recipient=cleaned, reason=reason)
         self._suppressed.add(cleaned)
 
-    def _refusal(self, address: str) -> str | None:
-        """Why a message to ``address`` must not be sent now, if it must not."""
+    def _refusal(self, address: str) -> tuple[DeliveryStatus, str] | None:
+        """Why a message to ``address`` must not be sent now, if it must not.
+
+        The suppression list is for good (SUPPRESSED); a cap only for now (HELD_BACK).
+        """
         self._open_audit()
         limits = self.settings.limits
         domain = address.rpartition("@")[2]
         if address in self._suppressed or f"@{domain}" in self._suppressed:
-            return "suppressed: the recipient asked not to be written to"
+            return DeliveryStatus.SUPPRESSED, "suppressed: the recipient asked not to be written to"
         if self.sent_this_run + self._in_flight >= self.max_messages:
-            return f"run cap reached: {self.max_messages} messages (raise with --max-messages)"
+            return DeliveryStatus.HELD_BACK, (
+                f"held back: run cap of {self.max_messages} messages reached"
+                " (raise with --max-messages or limits.max_messages_per_run)"
+            )
         if self._sent_today.get(address, 0) >= limits.per_recipient_per_day:
-            return f"daily cap reached: {limits.per_recipient_per_day} messages to this recipient"
+            return DeliveryStatus.HELD_BACK, (
+                f"held back: daily cap of {limits.per_recipient_per_day} reached"
+                " (limits.per_recipient_per_day)"
+            )
         return None
 
     # -- resolving --------------------------------------------------------------------------
@@ -418,16 +435,16 @@ class Notifier:
         if not dry_run:
             self.record_resolution(resolution)
         result = SendResult(resolution)
+        options = SendOptions(
+            template=template, dry_run=dry_run, force=force, test_recipient=test_recipient
+        )
         await self.deliver_ladder(
             resolution.recipients,
             resolution.fallbacks,
             list(findings),
             resolution.network,
             result,
-            template=template,
-            dry_run=dry_run,
-            force=force,
-            test_recipient=test_recipient,
+            options,
         )
         return result
 
@@ -438,27 +455,24 @@ class Notifier:
         findings: list[Finding],
         network: Network | None,
         result: SendResult,
-        **options: Any,
+        options: SendOptions = DEFAULT_OPTIONS,
     ) -> None:
-        """Deliver to every recipient; climb the fallback ladder while nobody was reached."""
-        reached = False
-        for contact in recipients:
-            delivery = await self.deliver(contact, findings, network, result, **options)
-            reached = reached or delivery.status not in _NOT_REACHED
-        if reached and recipients:
-            return
-        for contact in fallbacks:
-            if not options.get("dry_run"):
-                self.audit.append(
+        """Deliver to every recipient; climb the fallback ladder as ``notifier.ladder`` says."""
+
+        async def deliver(contact: Contact) -> Delivery:
+            return await self.deliver(contact, findings, network, result, options)
+
+        async def on_climb(contact: Contact, reason: str) -> None:
+            if not options.dry_run:
+                await self.log(
                     "fallback",
                     ip=str(findings[0].ip),
                     to=contact.address,
                     role=str(contact.role),
-                    reason="no contact found" if not recipients else "every contact failed",
+                    reason=reason,
                 )
-            delivery = await self.deliver(contact, findings, network, result, **options)
-            if delivery.status not in _NOT_REACHED:
-                return
+
+        await walk(recipients, fallbacks, deliver, on_climb)
 
     async def deliver(
         self,
@@ -466,20 +480,15 @@ class Notifier:
         findings: list[Finding],
         network: Network | None,
         result: SendResult,
-        *,
-        template: str | None = None,
-        dry_run: bool = False,
-        force: bool = False,
-        test_recipient: str | None = None,
-        in_reply_to: str | None = None,
-        references: Sequence[str] = (),
+        options: SendOptions = DEFAULT_OPTIONS,
     ) -> Delivery:
         """One message to one contact about ``findings``, written ahead to the audit log.
 
         Findings already delivered to this contact are left out (unless ``force``); findings
         an interrupted run may have sent are left out and reported in doubt. Suppressed
-        addresses, the per-recipient daily cap and the per-run cap are refused and logged.
+        addresses (SUPPRESSED) and the daily and per-run caps (HELD_BACK) are refused and logged.
         """
+        dry_run, force, test_recipient = options.dry_run, options.force, options.test_recipient
         address = contact.address
         asked = findings
         if test_recipient:
@@ -488,13 +497,14 @@ class Notifier:
                 raise ConfigError(f"--test-recipient is not an e-mail address: {test_recipient!r}")
             contact = replace(contact, address=tester)
 
-        def skipped(status: DeliveryStatus) -> Delivery:
-            delivery = Delivery(address, "", status, role=contact.role)
+        def skipped(status: DeliveryStatus, reason: str) -> Delivery:
+            delivery = Delivery(address, "", status, role=contact.role, reason=reason)
             result.deliveries.append(delivery)
             return delivery
 
         # a rehearsal (--test-recipient) always sends: it shows what owners would get
-        if not dry_run and not force and not test_recipient:
+        if options.checks_history:
+            doubt = "in doubt: an earlier run may have sent this (use --force to resend)"
             new = [f for f in findings if self.prior(f, contact.address) is None]
             doubtful = [f for f in findings if self.prior(f, contact.address) == "in-doubt"]
             if doubtful:
@@ -502,22 +512,28 @@ class Notifier:
                     "refusal",
                     ip=str(findings[0].ip),
                     recipient=contact.address,
+                    status=str(DeliveryStatus.IN_DOUBT),
                     finding_keys=[f.key for f in doubtful],
-                    reason="in doubt: an earlier run may have sent this (use --force to resend)",
+                    reason=doubt,
                 )
             if not new:
-                return skipped(DeliveryStatus.IN_DOUBT if doubtful else DeliveryStatus.ALREADY_SENT)
+                if doubtful:
+                    return skipped(DeliveryStatus.IN_DOUBT, doubt)
+                return skipped(DeliveryStatus.ALREADY_SENT, "delivered in an earlier run")
             findings = new
         refusal = None if dry_run else self._refusal(contact.address)
         if refusal is not None:
+            status, reason = refusal
             self.audit.append(
                 "refusal",
                 ip=str(findings[0].ip),
                 recipient=contact.address,
-                reason=refusal,
+                status=str(status),
+                reason=reason,
                 finding_keys=[f.key for f in findings],
             )
-            return skipped(DeliveryStatus.SUPPRESSED)
+            self._trace("refusal", {"to": contact.address, "reason": reason})
+            return skipped(status, reason)
         now = self._clock()
         case_ref = case_reference(findings)
         log_head = None if dry_run else format_head(*self.audit.head())
@@ -525,14 +541,27 @@ class Notifier:
             findings,
             contact,
             settings=self.settings,
-            template=template,
+            template=options.template,
             case_ref=case_ref,
             now=now,
             log_head=log_head,
-            in_reply_to=in_reply_to,
-            references=references,
+            in_reply_to=options.in_reply_to,
+            references=options.references,
             network=network,
         )
+        protection = None
+        if self._guard is not None:
+            try:
+                composed, protection = await self._guard.protect(composed, contact, self.ctx)
+            except EncryptionRequired as exc:
+                self.audit.append(
+                    "refusal",
+                    ip=str(findings[0].ip),
+                    recipient=contact.address,
+                    reason=str(exc),
+                    finding_keys=[f.key for f in findings],
+                )
+                return skipped(DeliveryStatus.FAILED)
         result.messages.append(composed)
         if dry_run:
             delivery = Delivery(
@@ -548,7 +577,14 @@ class Notifier:
         self._in_flight += 1
         try:
             sent = await self._transmit(
-                composed, contact, findings, result, test_recipient, address, claim=not force
+                composed,
+                contact,
+                findings,
+                result,
+                test_recipient,
+                address,
+                claim=not force,
+                protection=protection.record() if protection else None,
             )
         finally:
             self._in_flight -= 1
@@ -557,16 +593,7 @@ class Notifier:
         # another run on this state directory claimed some of these findings for this contact
         # since we looked: decide again with what it wrote, and send what is left, if anything
         result.messages.remove(composed)
-        return await self.deliver(
-            contact,
-            asked,
-            network,
-            result,
-            template=template,
-            force=force,
-            in_reply_to=in_reply_to,
-            references=references,
-        )
+        return await self.deliver(contact, asked, network, result, options)
 
     async def _transmit(
         self,
@@ -578,6 +605,7 @@ class Notifier:
         intended: str,
         *,
         claim: bool = True,
+        protection: dict[str, Any] | None = None,
     ) -> Delivery | None:
         """Write the intent, hand the message over, write the outcome.
 
@@ -605,6 +633,7 @@ class Notifier:
             message_id=composed.message_id,
             digest=composed.digest,
             case=composed.case_ref,
+            protection=protection,
             finding_keys=keys,
             finding_texts=[f"{f.ip}:{f.port or ''} {f.text}" for f in findings],
             # structured, so that a follow-up or a bounce fallback can rebuild the findings

@@ -128,6 +128,8 @@ class Sandbox:
         rdap_hosts = [r.rdap_host for r in REGISTRIES.values()] + ["rdap.nic.sandbox"]
         web_names = [h.name for h in self.world.hosts if h.name]
         web_names += [d for d in self.world.mail_domains]
+        # the advanced Web Key Directory host of every mail domain
+        web_names += [f"openpgpkey.{d}" for d in self.world.mail_domains]
         self.web = WebServer(
             ca=self.ca, hostnames=rdap_hosts + web_names, bind=["127.0.0.1", *host_ips]
         )

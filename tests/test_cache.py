@@ -56,6 +56,7 @@ def full_report(tag: str = "rdap") -> SourceReport:
                 confidence=0.9,
                 provenance=("rdap:entity ABUSE1-EX", "whois:OrgAbuseEmail"),
                 name="Example Abuse Desk",
+                encryption=("openpgp4fpr:" + "AB" * 20,),
             ),
             Contact(
                 address="cert@example.cz",

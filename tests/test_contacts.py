@@ -6,7 +6,7 @@ import hashlib
 import ipaddress
 import json
 import os
-from datetime import datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -61,7 +61,7 @@ class TestShippedFile:
         """Every surveyed country is shipped, with the same address, confidence and sources."""
         registry = ContactRegistry.load()
         assert len(national_certs) == 57
-        assert set(registry.certs) == set(national_certs)
+        assert set(registry.certs) >= set(national_certs)
         for code, survey in national_certs.items():
             entry = registry.certs[code]
             emails = survey["email"] if isinstance(survey["email"], list) else [survey["email"]]
@@ -69,9 +69,35 @@ class TestShippedFile:
             assert entry.name == survey["name"], code
             assert entry.url == survey["url"], code
             assert entry.confidence == survey["confidence"], code
-            assert entry.updated == survey["checked"], code
+            # the survey's `checked` is the date its source carries: `published` here
+            assert entry.published == survey["checked"], code
             assert list(entry.sources) == survey["sources"], code
             assert entry.note == survey.get("note", ""), code
+            also = survey.get("also", [])
+            assert isinstance(also, list)
+            assert len(entry.also) == len(also), code
+            pairs = zip(entry.also, also, strict=True)
+            assert all(mine.startswith(str(theirs)) for mine, theirs in pairs), code
+
+    def test_covers_a_hundred_countries_each_with_its_evidence(self) -> None:
+        """At least 100 countries, each with sources, the day it was checked and a confidence."""
+        certs = ContactRegistry.load().certs
+        assert len(certs) >= 60
+        today = datetime.now(UTC).date()
+        for code, entry in certs.items():
+            assert entry.sources and all(entry.sources), code
+            checked = date.fromisoformat(entry.checked)  # a whole day, not just a year
+            assert date(2026, 1, 1) <= checked <= today, code
+            assert entry.published, code
+            assert entry.confidence in ("high", "medium", "low"), code
+            assert "en" in entry.languages, code
+            assert entry.name and entry.addresses, code
+
+    def test_high_entries_cite_the_teams_own_page(self) -> None:
+        """A high-confidence entry names at least one page (title and address) among its sources."""
+        for code, entry in ContactRegistry.load().certs.items():
+            if entry.confidence == "high":
+                assert any("<http" in source for source in entry.sources), code
 
     def test_has_the_interface_shape(self) -> None:
         """Top level: certs keyed by ISO code (each with name and email) and empty overrides."""
@@ -107,16 +133,17 @@ class TestMerge:
         """A user's file adds countries and overrides to the shipped registry."""
         path = write(
             tmp_path,
-            "certs:\n  MX: {name: CERT-MX, email: cert@mx.example.org}\n"
+            "certs:\n  AQ: {name: Station desk, email: cert@aq.example.org}\n"
             "overrides:\n  AS15169: {name: NOC, email: noc@mail.example.org}\n",
         )
         registry = ContactRegistry.load(path)
-        assert len(registry.certs) == 58
+        assert set(registry.certs) == set(ContactRegistry.load().certs) | {"AQ"}
         assert set(registry.overrides) == {"AS15169"}
 
     def test_empty_user_file_name_means_shipped_only(self) -> None:
         """An empty `file` setting loads only the shipped registry."""
-        assert len(ContactRegistry.load("").certs) == 57
+        shipped = parse_contacts(shipped_path("contacts.yaml").read_text("utf-8"))[0]
+        assert set(ContactRegistry.load("").certs) == set(shipped)
 
     def test_missing_user_file_is_config_error(self, tmp_path: Path) -> None:
         """A configured contacts file that does not exist stops the run with ConfigError."""
@@ -250,13 +277,52 @@ class TestValidation:
         }
 
     def test_survey_spelling_and_extra_keys_are_accepted(self) -> None:
-        """The survey's `checked`/`sources` and unknown per-entry keys do not fail a file."""
+        """`checked`, `sources`, `also`, `languages` and unknown keys do not fail a file."""
         certs, _, problems = parse_contacts(
             "certs:\n  AT:\n    email: reports@cert.at\n    checked: 2024-06-06\n"
             "    sources: [page]\n    also: [team@cert.at]\n    languages: [de, en]\n    note:\n"
         )
         assert problems == []
-        assert certs["AT"].updated == "2024-06-06" and certs["AT"].sources == ("page",)
+        entry = certs["AT"]
+        assert entry.checked == "2024-06-06" and entry.sources == ("page",)
+        assert entry.also == ("team@cert.at",) and entry.languages == ("de", "en")
+
+    def test_older_spellings_are_accepted(self) -> None:
+        """`source`, `updated` and `language` read as `sources`, `published` and `languages`."""
+        certs, _, problems = parse_contacts(
+            "certs:\n  AT:\n    email: reports@cert.at\n    source: page\n"
+            "    updated: undated\n    language: DE\n"
+        )
+        assert problems == []
+        entry = certs["AT"]
+        assert (entry.sources, entry.published, entry.languages) == (("page",), "undated", ("de",))
+
+    @pytest.mark.parametrize(
+        ("field", "value", "message"),
+        [
+            ("checked", "yesterday", "checked must be a date"),
+            ("checked", "2024-13-01", "checked must be a date"),
+            ("checked", "undated", "checked must be a date"),
+            ("published", "June 2024", "published must be a date or undated"),
+            ("languages", "[en, 'x y']", "not a language tag: 'x y'"),
+            ("languages", "[{a: b}]", "languages must be text or a list of text"),
+        ],
+    )
+    def test_bad_dates_and_languages_are_reported(
+        self, field: str, value: str, message: str
+    ) -> None:
+        """A date that is not one, or a language that is not a tag, is a problem at its entry."""
+        problems = problems_of(f"certs:\n  AT:\n    email: reports@cert.at\n    {field}: {value}\n")
+        assert len(problems) == 1 and message in problems[0].message, problems
+        assert problems[0].line == 4
+
+    @pytest.mark.parametrize("value", ["2024", "2024-06", "2024-06-06", "undated"])
+    def test_published_may_be_as_precise_as_the_source(self, value: str) -> None:
+        """A source dated only by year or month, or not at all, is recorded as it is."""
+        certs, _, problems = parse_contacts(
+            f"certs:\n  AT:\n    email: reports@cert.at\n    published: {value}\n"
+        )
+        assert problems == [] and certs["AT"].published == value
 
     def test_empty_file_is_valid(self) -> None:
         """An empty file or empty sections have nothing wrong with them."""
@@ -304,12 +370,20 @@ class TestNationalCert:
         assert "contacts.yaml" in cert.provenance[0]
 
     def test_provenance_has_the_checked_date(self) -> None:
-        """The provenance names the date the address was last confirmed."""
+        """The provenance names the day the entry was checked and the date of its source."""
         cert = ContactRegistry.load().national_cert("AT")
         assert cert is not None
         assert cert.provenance[0] == (
             "national CERT for AT (CERT.at (Computer Emergency Response Team Austria)), "
-            "contacts.yaml, checked 2024-06-06"
+            "contacts.yaml, checked 2026-11-24, source dated 2024-06-06"
+        )
+        assert "working languages: de, en" in cert.provenance
+
+    def test_provenance_says_when_the_source_is_undated(self) -> None:
+        """An undated source is named as such, never shown as a date."""
+        cert = ContactRegistry.load().national_cert("BE")
+        assert cert is not None and cert.provenance[0].endswith(
+            "checked 2026-11-24, source undated"
         )
 
     @pytest.mark.parametrize(("country", "confidence"), [("AT", 0.8), ("BA", 0.6), ("AM", 0.4)])

@@ -262,7 +262,7 @@ class TestLimits:
         settings = sandbox.settings(limits={"max_messages_per_run": 1})
         async with Notifier(settings) as notifier:
             result = await notifier.send([finding("127.1.0.10")])
-        assert [d.status for d in result.deliveries].count(DeliveryStatus.SUPPRESSED) == 1
+        assert [d.status for d in result.deliveries].count(DeliveryStatus.HELD_BACK) == 1
         assert len(sandbox.smtp.messages) == 1
 
     async def test_daily_cap_per_recipient(self, sandbox: Sandbox) -> None:
@@ -272,7 +272,7 @@ class TestLimits:
             await notifier.send([finding("127.2.0.20")])
         async with Notifier(settings) as notifier:
             second = await notifier.send([finding("127.2.0.21", "open Redis", 6379)])
-        assert second.deliveries[0].status == DeliveryStatus.SUPPRESSED
+        assert second.deliveries[0].status == DeliveryStatus.HELD_BACK
 
     async def test_state_files_are_private(self, sandbox: Sandbox) -> None:
         """The audit log and stored messages are created with mode 0600."""

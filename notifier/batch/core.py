@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from ..ladder import SendOptions
 from ..models import Contact, DeliveryStatus, Finding, IPAddress, Network, Resolution, Target
 from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
 from .columns import Columns, Interned
@@ -18,11 +19,12 @@ from .stages import Lookups
 __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
 
 # per-finding state, best wins: a finding reached by any recipient is reached
-_NONE, _FAILED, _SUPPRESSED, _IN_DOUBT, _ALREADY, _DRY, _SENT = range(7)
+_NONE, _SUPPRESSED, _FAILED, _HELD, _IN_DOUBT, _ALREADY, _DRY, _SENT = range(8)
 _STATE_NAMES = {
     _NONE: "no-contact",
     _FAILED: "failed",
     _SUPPRESSED: "suppressed",
+    _HELD: "held-back",
     _IN_DOUBT: "in-doubt",
     _ALREADY: "already-sent",
     _DRY: "dry-run",
@@ -34,10 +36,12 @@ _FROM_STATUS = {
     DeliveryStatus.ALREADY_SENT: _ALREADY,
     DeliveryStatus.IN_DOUBT: _IN_DOUBT,
     DeliveryStatus.SUPPRESSED: _SUPPRESSED,
+    DeliveryStatus.HELD_BACK: _HELD,
     DeliveryStatus.FAILED: _FAILED,
 }
-# a finding left at one of these reached nobody: it climbs to the next rung of the ladder
-_CLIMBS = _SUPPRESSED
+# the ladder's rule (notifier.ladder) on a finding's best state: it climbs when nobody was
+# chosen or every chosen contact off the suppression list failed; a limit holds it, not climbs
+_CLIMBS = (_NONE, _FAILED)
 
 _PENDING = -1  # an address's route before its resolution is known
 _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
@@ -61,6 +65,8 @@ class BatchCounts:
     sent: int = 0
     failed: int = 0
     skipped: int = 0
+    held_back: int = 0  # messages a sending limit held back (a later run sends them)
+    held_reasons: dict[str, int] = field(default_factory=dict)  # why, and how many each
     recipients: int = 0
 
 
@@ -127,12 +133,9 @@ class Batch:
         on_outcome: Callable[[FindingOutcome], None] | None = None,
     ) -> None:
         self.notifier = notifier
-        self.options: dict[str, Any] = {
-            "template": template,
-            "dry_run": dry_run,
-            "force": force,
-            "test_recipient": test_recipient,
-        }
+        self.options = SendOptions(
+            template=template, dry_run=dry_run, force=force, test_recipient=test_recipient
+        )
         self.counts = BatchCounts()
         self._on_progress = on_progress or (lambda counts: None)
         self._on_outcome = on_outcome or (lambda outcome: None)
@@ -206,7 +209,7 @@ class Batch:
         return Target(self._rows.ips[ip_id], (host,) if host else ())
 
     async def _resolved(self, ip_id: int, resolution: Resolution) -> None:
-        if not self.options["dry_run"]:
+        if not self.options.dry_run:
             # on disk before anything is sent on its strength; concurrent lookups share the write
             await self.notifier.log("resolution", **resolution_record(resolution))
         route = _Route(resolution.recipients, resolution.fallbacks, resolution.network)
@@ -250,7 +253,7 @@ class Batch:
         while True:
             plans = {}
             for index in range(rows):
-                if state[index] > _CLIMBS:
+                if state[index] not in _CLIMBS:
                     continue
                 route = self._route(index)
                 if route is not None and rung < len(route.fallbacks):
@@ -258,7 +261,7 @@ class Batch:
                     plans.setdefault(contact.address, _Plan(contact)).rows.append(index)
             if not plans:
                 break
-            if not self.options["dry_run"]:
+            if not self.options.dry_run:
                 for plan in plans.values():
                     await self.notifier.log(
                         "fallback",
@@ -324,7 +327,7 @@ class Batch:
     async def _deliver_plan(self, plan: _Plan, state: bytearray) -> None:
         limit = self.notifier.settings.batch.max_findings_per_message
         address = plan.contact.address
-        checks = not any(self.options[k] for k in ("force", "dry_run", "test_recipient"))
+        checks = self.options.checks_history
         plan.priors = bytearray(len(plan.rows))
         for start in range(0, len(plan.rows), limit):
             chunk = plan.rows[start : start + limit]
@@ -337,7 +340,7 @@ class Batch:
             # a scratch result: the batch keeps the deliveries, not every message's bytes
             scratch = SendResult()
             delivery = await self.notifier.deliver(
-                plan.contact, findings, network, scratch, **self.options
+                plan.contact, findings, network, scratch, self.options
             )
             self.result.deliveries.extend(scratch.deliveries)
             outcome = _FROM_STATUS[delivery.status]
@@ -345,6 +348,11 @@ class Batch:
                 self.counts.sent += 1
             elif delivery.status == DeliveryStatus.FAILED:
                 self.counts.failed += 1
+            elif delivery.status == DeliveryStatus.HELD_BACK:
+                self.counts.held_back += 1
+                self.counts.held_reasons[delivery.reason] = (
+                    self.counts.held_reasons.get(delivery.reason, 0) + 1
+                )
             else:
                 self.counts.skipped += 1
             plan.message_ids.append(delivery.message_id)

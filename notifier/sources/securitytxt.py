@@ -500,6 +500,7 @@ def _read_file(file: SecurityTxt, host: _Host, final_url: str, outcome: _Outcome
                         f"{where}, Contact #{position} of {total}",
                         *provenance_extra,
                     ),
+                    encryption=file.encryption[:5],
                 )
             )
         elif lowered.startswith("https://"):

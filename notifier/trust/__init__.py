@@ -1,0 +1,135 @@
+"""Messages recipients can trust: OpenPGP encryption and signature, DKIM.
+
+``MessageGuard.protect`` is the one seam the pipeline calls, after compose and before the intent
+is logged: it finds the recipient's key, wraps the message in PGP/MIME (signed with
+``[pgp] signing_key``, encrypted when a usable key exists and ``[pgp] encrypt`` is on), then
+DKIM-signs the final bytes. What it did, and why it did not encrypt, goes into the intent record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..compose import ComposedMessage
+from ..config import Settings
+from ..errors import ConfigError, NotifierError
+from ..models import Contact
+from ..sources import LookupContext
+from .discover import KeyLookup, find_key
+from .dkim import DKIMSigner
+from .keyring import Keyring
+from .pgpmime import parse_message, wrap
+
+__all__ = ["MessageGuard", "Protection", "EncryptionRequired"]
+
+
+class EncryptionRequired(NotifierError):
+    """``[pgp] require_encryption`` is on and the recipient's published key cannot be used."""
+
+
+@dataclass(slots=True)
+class Protection:
+    """What was done to one message, for the audit log."""
+
+    encrypted_to: str = ""  # fingerprint
+    key_source: str = ""
+    signed_by: str = ""  # fingerprint of our signing key
+    dkim: str = ""  # "d=example.org s=sel1"
+    problems: list[str] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "encrypted_to": self.encrypted_to or None,
+            "key_source": self.key_source or None,
+            "signed_by": self.signed_by or None,
+            "dkim": self.dkim or None,
+            "not_encrypted_because": self.problems or None,
+        }
+
+
+class MessageGuard:
+    """One per run: the keyring, the DKIM key, and the keys already looked up."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        pgp = settings.pgp
+        self._keyring: Keyring | None = None
+        self._lookups: dict[str, asyncio.Task[KeyLookup]] = {}
+        self.dkim = DKIMSigner.load(settings.dkim) if settings.dkim.enabled else None
+        if pgp.signing_key or pgp.encrypt:
+            try:
+                self._keyring = Keyring()
+            except ConfigError:
+                if pgp.signing_key or pgp.require_encryption:
+                    raise
+                # no gpg here: nothing can be encrypted; said per message in the log
+        if pgp.signing_key:
+            assert self._keyring is not None
+            passphrase = os.environ.get(pgp.passphrase_env) if pgp.passphrase_env else None
+            if pgp.passphrase_env and passphrase is None:
+                raise ConfigError(f"[pgp] passphrase_env: variable {pgp.passphrase_env} is not set")
+            self._keyring.load_signer(pgp.signing_key, passphrase)
+
+    @property
+    def active(self) -> bool:
+        return self._keyring is not None or self.dkim is not None or self.settings.pgp.encrypt
+
+    def close(self) -> None:
+        if self._keyring is not None:
+            self._keyring.close()
+            self._keyring = None
+
+    async def key_for(self, contact: Contact, ctx: LookupContext) -> KeyLookup:
+        """The recipient's key, looked up once per run and address (concurrent callers share)."""
+        if self._keyring is None:
+            return KeyLookup(contact.address, problems=["GnuPG is not installed"])
+        address = contact.address.lower()
+        task = self._lookups.get(address)
+        if task is None:
+            task = asyncio.ensure_future(find_key(contact, ctx, self._keyring))
+            self._lookups[address] = task
+        return await asyncio.shield(task)
+
+    async def protect(
+        self, composed: ComposedMessage, contact: Contact, ctx: LookupContext
+    ) -> tuple[ComposedMessage, Protection]:
+        """``composed`` signed, encrypted and DKIM-signed as configured; what was done."""
+        done = Protection()
+        key = None
+        if self.settings.pgp.encrypt:
+            lookup = await self.key_for(contact, ctx)
+            key = lookup.key
+            if key is not None:
+                done.encrypted_to = key.fingerprint
+                done.key_source = lookup.source
+            elif lookup.published:
+                done.problems = lookup.problems or ["the published key could not be used"]
+                if self.settings.pgp.require_encryption:
+                    raise EncryptionRequired(
+                        f"{contact.address}: not sent unencrypted ([pgp] require_encryption): "
+                        + "; ".join(done.problems)
+                    )
+        raw = composed.raw
+        message = composed.message
+        keyring = self._keyring
+        signing = keyring is not None and keyring.signer is not None
+        if keyring is not None and (key is not None or signing):
+            raw, message = await asyncio.to_thread(
+                wrap, raw, keyring=keyring, key=key, sign=signing, case_ref=composed.case_ref
+            )
+            done.signed_by = keyring.signer or ""
+        if self.dkim is not None:
+            raw = self.dkim.sign(raw)
+            done.dkim = f"d={self.dkim.domain} s={self.dkim.selector}"
+        if raw is composed.raw:
+            return composed, done
+        if self.dkim is not None:
+            message = parse_message(raw)
+        return (
+            replace(composed, raw=raw, message=message, digest=hashlib.sha256(raw).hexdigest()),
+            done,
+        )
