@@ -561,7 +561,7 @@ class Notifier:
                     reason=str(exc),
                     finding_keys=[f.key for f in findings],
                 )
-                return skipped(DeliveryStatus.FAILED)
+                return skipped(DeliveryStatus.FAILED, str(exc))
         result.messages.append(composed)
         if dry_run:
             delivery = Delivery(
