@@ -22,11 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
-from .audit import AuditLog
 from .batch import BatchCounts
 from .config import Settings, load_settings
-from .errors import AuditIntegrityError, ConfigError, NotifierError
+from .errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK, ConfigError, NotifierError, exit_code
 from .inputs import FORMATS
+from .ledger import AuditLog
 from .models import DeliveryStatus, Finding, Resolution
 from .pipeline import Notifier, SendResult, contact_record
 from .sources import utcnow
@@ -66,14 +66,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run the library call; turn our errors into one line and an exit status."""
     try:
         return asyncio.run(coro)
-    except ConfigError as exc:
-        fail(str(exc), 2)
-    except AuditIntegrityError as exc:
-        fail(str(exc), 1)
     except NotifierError as exc:
-        fail(str(exc), 1)
-    except KeyboardInterrupt:
-        fail("interrupted; everything sent so far is in the audit log", 130)
+        fail(str(exc), exit_code(exc))
+    except KeyboardInterrupt as exc:
+        fail("interrupted; everything sent so far is in the audit log", exit_code(exc))
 
 
 def settings_from(config: Path | None) -> Settings:
@@ -183,6 +179,8 @@ def print_send(result: SendResult, dry_run: bool) -> None:
         tries = f", {d.attempts} attempts" if d.attempts > 1 else ""
         why = f" - {d.reason}" if d.reason and d.status in _EXPLAINED else ""
         out.print(f"{d.status:>13}  {d.recipient}{detail}{tries}{why}", markup=False)
+    for channel, path in result.manual:
+        out.print(f"{'manual step':>13}  {channel}: report ready at {path}", markup=False)
     if not result.deliveries:
         err.print(
             "notify: no contact found for this address, not even a national CERT", markup=False
@@ -223,6 +221,7 @@ def send_json(result: SendResult) -> dict[str, Any]:
             for d in result.deliveries
         ],
         "held_back": len(result.held_back),
+        "manual_steps": [{"channel": c, "report": p} for c, p in result.manual],
         "exit": result.exit_code,
     }
 
@@ -394,8 +393,8 @@ def batch(
         reasons = [r for r, n in counts.held_reasons.items() for _ in range(n)]
         err.print(f"notify: {held_summary(reasons)}", markup=False)
     if outcomes.get("failed"):
-        raise typer.Exit(1)
-    raise typer.Exit(3 if counts.held_back else 0)
+        raise typer.Exit(EXIT_FAILED)
+    raise typer.Exit(EXIT_HELD_BACK if counts.held_back else EXIT_OK)
 
 
 @contextmanager
@@ -456,10 +455,8 @@ def log_show(
         records = list(log.select(ip=ip, recipient=recipient, since=when, status=status))
     except ValueError:
         fail(f"--since is not an ISO date: {since!r}")
-    except ConfigError as exc:
-        fail(str(exc))
     except NotifierError as exc:
-        fail(str(exc), 1)
+        fail(str(exc), exit_code(exc))
     if json_output:
         for record in records:
             print(json.dumps(record, ensure_ascii=False))
@@ -509,7 +506,7 @@ def log_verify(
     config: ConfigOption = None,
 ) -> None:
     """Check the audit log's hash chain end to end (exit 0 intact, 1 with the first bad line)."""
-    from .audit import load_verify_key, parse_head, verify
+    from .ledger import load_verify_key, parse_head, verify
 
     settings = settings_from(config)
     path = settings.state_dir / "audit.jsonl"
@@ -528,20 +525,18 @@ def log_verify(
             timestamps_dir=settings.state_dir / "timestamps",
             tsa_trust=trust,
         )
-    except ConfigError as exc:
-        fail(str(exc))
     except NotifierError as exc:
-        fail(str(exc), 1)
+        fail(str(exc), exit_code(exc))
     if report.ok:
         out.print(f"audit log {report.summary()}", markup=False)
         return
-    fail(f"audit log broken: {report.summary()}", 1)
+    fail(f"audit log broken: {report.summary()}", EXIT_FAILED)
 
 
 @log_app.command("head")
 def log_head(config: ConfigOption = None) -> None:
     """Print the chain head (line count and hash) to publish or mail to yourself."""
-    from .audit import format_head, head
+    from .ledger import format_head, head
 
     settings = settings_from(config)
     print(format_head(*head(settings.state_dir / "audit.jsonl")))
@@ -577,10 +572,8 @@ def ack(
     settings = settings_from(config)
     try:
         record = record_ack(settings, ref, note=note)
-    except ConfigError as exc:
-        fail(str(exc))
     except NotifierError as exc:
-        fail(str(exc), 1)
+        fail(str(exc), exit_code(exc))
     out.print(f"{record.get('case', ref)} acknowledged; no further follow-ups", markup=False)
 
 
@@ -610,7 +603,7 @@ def followup(
     for a in [] if json_output else actions:
         to = ", ".join(a.recipients) or "-"
         out.print(f"{a.case}  {a.status:<9} {a.level or '-':<8} {to}  {a.reason}", markup=False)
-    raise typer.Exit(1 if any(a.failed for a in actions) else 0)
+    raise typer.Exit(EXIT_FAILED if any(a.failed for a in actions) else EXIT_OK)
 
 
 def _followup_json(action: Any) -> dict[str, Any]:
@@ -676,7 +669,7 @@ def bounces(
             )
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no reports"
     (err if json_output else out).print(summary, markup=False)
-    raise typer.Exit(1 if any(a.failed for a in actions) else 0)
+    raise typer.Exit(EXIT_FAILED if any(a.failed for a in actions) else EXIT_OK)
 
 
 # -- suppression ------------------------------------------------------------------------------
@@ -736,7 +729,7 @@ def main() -> None:
         app()
     except NotifierError as exc:
         err.print(f"notify: {exc}", markup=False)
-        sys.exit(2 if isinstance(exc, ConfigError) else 1)
+        sys.exit(exit_code(exc))
     except Exception as exc:  # noqa: BLE001 - a bug must still not dump a traceback on a user
         if os.environ.get("NOTIFY_DEBUG"):
             raise
@@ -745,4 +738,18 @@ def main() -> None:
             "(NOTIFY_DEBUG=1 shows the traceback)",
             markup=False,
         )
-        sys.exit(3)
+        sys.exit(exit_code(exc))
+
+
+# -- registered command modules ----------------------------------------------------------------
+# each module under notifier/commands/ adds its commands to ``app`` (one line each, here)
+
+
+def _register() -> None:
+    from .commands import cases, outreach
+
+    cases.register(app)
+    outreach.register(app)
+
+
+_register()

@@ -50,7 +50,16 @@ _OVERRIDE_CONFIDENCE = 1.0
 _MAX_FILE_BYTES = 4_000_000
 _MAX_NODES = 200_000  # aliases can make a small file a huge tree; stop walking long before that
 _SECTIONS = ("certs", "overrides")
-_TEXT_FIELDS = ("name", "url", "confidence", "checked", "published", "note", "encryption")
+_TEXT_FIELDS = (
+    "name",
+    "url",
+    "confidence",
+    "checked",
+    "published",
+    "part_of",
+    "note",
+    "encryption",
+)
 _LIST_FIELDS = ("sources", "also", "languages")
 _ALIASES = {"source": "sources", "updated": "published", "language": "languages"}
 # a date as precise as the source gives it: 2024, 2024-06 or 2024-06-06
@@ -90,6 +99,7 @@ class Entry:
     sources: tuple[str, ...] = ()
     also: tuple[str, ...] = ()  # other addresses or teams, each with its reason
     languages: tuple[str, ...] = ()  # the team's working languages, BCP 47 tags
+    part_of: str = ""  # a territory served by the national CERT of this country (ISO code)
     note: str = ""
     encryption: str = ""  # the team's OpenPGP key: https URL or openpgp4fpr: fingerprint
     origin: str = SOURCE  # the file the entry came from, as shown in provenance
@@ -263,13 +273,18 @@ def _entry(
             if text is None:
                 problems.append(_at(value, f"{key}: {field} must be text"))
                 continue
+            if field == "part_of" and _country(text.strip()) is None:
+                problems.append(
+                    _at(value, f"{key}: part_of must be a country code, not {_shown(text)}")
+                )
+                continue
             if field in ("checked", "published"):
                 wrong = _date_problem(field, text.strip())
                 if wrong:
                     problems.append(_at(value, f"{key}: {wrong}"))
                     continue
             fields[field] = header_text(text, limit=500)
-        # other keys (encryption key, notes...) are the operator's own and kept out
+        # other keys are the operator's own notes and kept out
     if not has_email:
         problems.append(_at(node, f"{key}: entry has no email"))
     confidence = fields.get("confidence", "").lower()
@@ -290,6 +305,7 @@ def _entry(
         sources=lists.get("sources", ()),
         also=lists.get("also", ()),
         languages=lists.get("languages", ()),
+        part_of=fields.get("part_of", "").strip().upper(),
         note=fields.get("note", ""),
         encryption=fields.get("encryption", ""),
         origin=origin,
@@ -521,6 +537,8 @@ class ContactRegistry:
         provenance = [f"national CERT for {entry.key}{team}, {entry.origin}{when}"]
         if entry.confidence:
             provenance.append(f"registry confidence: {entry.confidence}")
+        if entry.part_of:
+            provenance.append(f"{entry.key} is served by the national CERT of {entry.part_of}")
         if entry.languages:
             provenance.append(f"working languages: {', '.join(entry.languages)}")
         if entry.note:

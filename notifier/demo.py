@@ -12,7 +12,7 @@ from typing import Any
 
 from rich.console import Console
 
-from .audit import AuditLog, format_head, head, verify
+from .ledger import AuditLog, format_head, head, verify
 from .models import Finding
 from .pipeline import Notifier, SendResult
 from .testing import Sandbox

@@ -18,6 +18,9 @@
         └── AuditIntegrityError     the hash chain is broken (``.line`` is the first bad line)
 
 Errors carry context as attributes: ``target``, ``source``, ``smtp_code``.
+
+The exit status of each is decided here and nowhere else (:data:`EXIT_CODES`, :func:`exit_code`);
+the same table holds the statuses a run ends with when nothing was raised.
 """
 
 from __future__ import annotations
@@ -37,7 +40,23 @@ __all__ = [
     "PermanentDeliveryError",
     "AuditError",
     "AuditIntegrityError",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_BAD_INPUT",
+    "EXIT_HELD_BACK",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_CODES",
+    "exit_code",
 ]
+
+# the exit statuses of ../shared/docs/interfaces.md section 1
+EXIT_OK = 0  # every chosen contact reached, or nothing new to send
+EXIT_FAILED = 1  # a delivery failed for good and nothing on the ladder took it; a broken log
+EXIT_BAD_INPUT = 2  # bad input or configuration: nothing sent
+EXIT_HELD_BACK = 3  # a sending limit held messages back; nothing failed (run again later)
+EXIT_INTERNAL = 4  # a bug: an exception that is not a NotifierError
+EXIT_INTERRUPTED = 130  # Ctrl-C: what was sent so far is in the log
 
 
 class NotifierError(Exception):
@@ -114,3 +133,32 @@ class AuditIntegrityError(AuditError):
     def __init__(self, message: str, *, line: int):
         super().__init__(message)
         self.line = line
+
+
+# every error class, most specific first where it matters: the first match by class (MRO) wins
+EXIT_CODES: dict[type[NotifierError], int] = {
+    NotifierError: EXIT_FAILED,
+    ConfigError: EXIT_BAD_INPUT,
+    TargetRefused: EXIT_BAD_INPUT,
+    SourceError: EXIT_FAILED,
+    SourceTimeout: EXIT_FAILED,
+    SourceUnavailable: EXIT_FAILED,
+    SourceProtocolError: EXIT_FAILED,
+    NoContactFound: EXIT_FAILED,
+    TemplateError: EXIT_BAD_INPUT,  # a template the operator named or wrote
+    DeliveryError: EXIT_FAILED,
+    TransientDeliveryError: EXIT_FAILED,
+    PermanentDeliveryError: EXIT_FAILED,
+    AuditError: EXIT_FAILED,
+    AuditIntegrityError: EXIT_FAILED,
+}
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status a command ends with when ``exc`` stops it."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    for cls in type(exc).__mro__:
+        if cls in EXIT_CODES:
+            return EXIT_CODES[cls]
+    return EXIT_INTERNAL

@@ -38,11 +38,11 @@ from enum import StrEnum
 from typing import Any
 
 from .addresses import clean_address, header_text
-from .audit import AuditLog
 from .compose import ComposedMessage
 from .config import Settings
 from .errors import ConfigError
 from .ladder import SendOptions
+from .ledger import AuditLog
 from .models import (
     Contact,
     Delivery,

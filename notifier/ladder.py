@@ -35,6 +35,7 @@ class SendOptions:
     test_recipient: str | None = None  # a rehearsal: every message goes here instead
     in_reply_to: str | None = None  # a follow-up is threaded to the case's first message
     references: tuple[str, ...] = ()
+    case_ref: str | None = None  # a follow-up keeps its case's reference, whatever it carries
 
     @property
     def checks_history(self) -> bool:

@@ -164,6 +164,9 @@ class Network:
     country: str = ""
     org: str = ""
     asn: int | None = None
+    # a postal address from the registry (registrant, else abuse desk): for letters
+    postal_name: str = ""
+    postal: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,21 @@ from typing import Any
 
 from . import __version__
 from .addresses import clean_address
-from .audit import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .compose import ComposedMessage, compose
 from .config import Settings
 from .contacts import ContactRegistry
 from .deliver import Mailer
-from .errors import ConfigError, DeliveryError, NotifierError, TransientDeliveryError
+from .errors import (
+    EXIT_FAILED,
+    EXIT_HELD_BACK,
+    EXIT_OK,
+    ConfigError,
+    DeliveryError,
+    NotifierError,
+    TransientDeliveryError,
+)
 from .ladder import DEFAULT_OPTIONS, SendOptions, held_back, settles, walk
+from .ledger import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .models import (
     Contact,
     Delivery,
@@ -38,6 +46,7 @@ from .models import (
     case_reference,
 )
 from .net import RateLimiter, make_http_client, make_resolver
+from .outreach.manual import prepare as prepare_manual
 from .resolve import resolve
 from .sources import Cache, LookupContext, Tracer, utcnow
 from .targets import parse_target
@@ -125,6 +134,8 @@ class SendResult:
     resolution: Resolution | None = None  # None for a batch, which has one per address
     deliveries: list[Delivery] = field(default_factory=list)
     messages: list[ComposedMessage] = field(default_factory=list)
+    # reports prepared for channels that are not e-mail (web forms, phone): (channel, path)
+    manual: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -150,8 +161,8 @@ class SendResult:
     def exit_code(self) -> int:
         """1 a delivery failed for good, 3 a limit held a message back, else 0."""
         if self.failed:
-            return 1
-        return 3 if self.held_back else 0
+            return EXIT_FAILED
+        return EXIT_HELD_BACK if self.held_back else EXIT_OK
 
 
 class Notifier:
@@ -446,7 +457,26 @@ class Notifier:
             result,
             options,
         )
+        if not dry_run:
+            result.manual += await self.prepare_manual(resolution, list(findings))
         return result
+
+    async def prepare_manual(
+        self, resolution: Resolution, findings: list[Finding]
+    ) -> list[tuple[str, str]]:
+        """A ready-to-submit report for each web form or phone line of ``resolution``."""
+        if not resolution.channels:
+            return []
+        paths = await asyncio.to_thread(
+            prepare_manual,
+            self.audit,
+            resolution.channels,
+            findings,
+            settings=self.settings,
+            now=self._clock(),
+            network=resolution.network,
+        )
+        return [(channel, str(path)) for channel, path in paths]
 
     async def deliver_ladder(
         self,
@@ -467,6 +497,7 @@ class Notifier:
                 await self.log(
                     "fallback",
                     ip=str(findings[0].ip),
+                    case=options.case_ref or case_reference(findings),
                     to=contact.address,
                     role=str(contact.role),
                     reason=reason,
@@ -535,7 +566,7 @@ class Notifier:
             self._trace("refusal", {"to": contact.address, "reason": reason})
             return skipped(status, reason)
         now = self._clock()
-        case_ref = case_reference(findings)
+        case_ref = options.case_ref or case_reference(findings)
         log_head = None if dry_run else format_head(*self.audit.head())
         composed = compose(
             findings,

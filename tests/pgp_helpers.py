@@ -59,6 +59,7 @@ class Keys:
 
 def make_keys(root: Path) -> Keys:
     home = root / "gpg"
+    root.mkdir(parents=True, exist_ok=True)
     home.mkdir(mode=0o700)
 
     def new(uid: str, algo: str, *, when: str = "", subkey: str = "cv25519") -> bytes:
@@ -145,3 +146,12 @@ def verify_signed(keys: Keys, entity: bytes, tmp: Path) -> str:
 
 def stop_agent(home: Path) -> None:
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, timeout=10)
+
+
+def one_key(root: Path, uid: str) -> tuple[Path, str, bytes]:
+    """A gpg home holding one fresh ed25519 key for ``uid``: (home, fingerprint, public key)."""
+    home = root / f"gpg-{len(list(root.glob('gpg-*')))}"
+    home.mkdir(mode=0o700, parents=True)
+    gpg(home, "--quick-gen-key", uid, "ed25519", "sign", "1y")
+    fpr = fingerprint(home, uid)
+    return home, fpr, gpg(home, "--export", fpr)

@@ -18,7 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notifier.audit import (
+from notifier.errors import AuditError, AuditIntegrityError, ConfigError
+from notifier.ledger import (
     GENESIS,
     AuditLog,
     VerifyReport,
@@ -28,7 +29,6 @@ from notifier.audit import (
     record_hash,
     verify,
 )
-from notifier.errors import AuditError, AuditIntegrityError, ConfigError
 from notifier.models import DeliveryStatus
 
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -462,7 +462,7 @@ def _append_many(path: str, writer: str, count: int, start: object) -> None:
     log = AuditLog(Path(path), clock=lambda: datetime.now(UTC))
     start.wait(30)  # type: ignore[attr-defined]
     for i in range(count):
-        log.append("attempt", writer=writer, n=i, pad="x" * (i % 50))
+        log.append("note", writer=writer, n=i, pad="x" * (i % 50))
 
 
 class TestConcurrency:
@@ -699,7 +699,7 @@ def _valid_log_bytes(count: int) -> bytes:
     with tempfile.TemporaryDirectory() as directory:
         log = AuditLog(Path(directory) / "audit.jsonl", clock=StepClock())
         for i in range(count):
-            log.append("attempt", n=i, note="é" * (i % 3))
+            log.append("note", n=i, text="é" * (i % 3))
         return log.path.read_bytes()
 
 

@@ -22,7 +22,9 @@ from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.type import univ
 from pyasn1_modules import rfc3161
 
-from notifier.audit import (
+from notifier.config import Settings
+from notifier.errors import AuditError, ConfigError
+from notifier.ledger import (
     AuditLog,
     build_timestamp_request,
     format_head,
@@ -35,8 +37,6 @@ from notifier.audit import (
     timestamp_head,
     verify,
 )
-from notifier.config import Settings
-from notifier.errors import AuditError, ConfigError
 from notifier.sandbox.tsa import TimestampAuthority
 from notifier.sandbox.web import Reply, WebServer
 

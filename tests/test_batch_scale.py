@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from notifier.audit import AuditLog, GroupCommit, head, verify
 from notifier.batch import Batch, FindingOutcome
 from notifier.cache import LookupCache
+from notifier.ledger import AuditLog, GroupCommit, head, verify
 from notifier.models import Finding
 from notifier.pipeline import Notifier
 from notifier.sandbox.rdap import RDAPRegistry, network_json

@@ -77,6 +77,8 @@ def full_report(tag: str = "rdap") -> SourceReport:
             country="NL",
             org="Example B.V.",
             asn=3333,
+            postal_name="Example B.V.",
+            postal=("Stationsplein 1", "1012 AB Amsterdam", "NL"),
         ),
         hostnames=["www.example.net", "mail.example.net"],
         notes=["RDAP answered via redirect", "lone surrogate kept: \udcff", "nul: \x00"],

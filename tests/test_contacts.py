@@ -82,7 +82,7 @@ class TestShippedFile:
     def test_covers_a_hundred_countries_each_with_its_evidence(self) -> None:
         """At least 100 countries, each with sources, the day it was checked and a confidence."""
         certs = ContactRegistry.load().certs
-        assert len(certs) >= 60
+        assert len(certs) >= 100
         today = datetime.now(UTC).date()
         for code, entry in certs.items():
             assert entry.sources and all(entry.sources), code
@@ -92,6 +92,21 @@ class TestShippedFile:
             assert entry.confidence in ("high", "medium", "low"), code
             assert "en" in entry.languages, code
             assert entry.name and entry.addresses, code
+
+    def test_territories_repeat_their_states_team(self) -> None:
+        """A territory entry names its state, repeats that team and address, and is never high."""
+        certs = ContactRegistry.load().certs
+        territories = [entry for entry in certs.values() if entry.part_of]
+        assert territories
+        for entry in territories:
+            state = certs[entry.part_of]
+            assert not state.part_of, entry.key
+            assert (entry.name, entry.addresses) == (state.name, state.addresses), entry.key
+            assert entry.sources == state.sources, entry.key
+            assert entry.confidence in ("medium", "low"), entry.key
+            assert not (state.confidence == "low" and entry.confidence != "low"), entry.key
+        # most of the registry is countries with a team of their own
+        assert len(certs) - len(territories) > len(territories) * 3
 
     def test_high_entries_cite_the_teams_own_page(self) -> None:
         """A high-confidence entry names at least one page (title and address) among its sources."""
@@ -306,6 +321,7 @@ class TestValidation:
             ("published", "June 2024", "published must be a date or undated"),
             ("languages", "[en, 'x y']", "not a language tag: 'x y'"),
             ("languages", "[{a: b}]", "languages must be text or a list of text"),
+            ("part_of", "France", "part_of must be a country code"),
         ],
     )
     def test_bad_dates_and_languages_are_reported(
@@ -378,6 +394,13 @@ class TestNationalCert:
             "contacts.yaml, checked 2026-11-24, source dated 2024-06-06"
         )
         assert "working languages: de, en" in cert.provenance
+
+    def test_provenance_names_the_state_of_a_territory(self) -> None:
+        """A territory's CERT says which state's team it is."""
+        cert = ContactRegistry.load().national_cert("RE")
+        assert cert is not None and cert.address == "cert-fr.cossi@ssi.gouv.fr"
+        assert "RE is served by the national CERT of FR" in cert.provenance
+        assert cert.confidence == 0.6
 
     def test_provenance_says_when_the_source_is_undated(self) -> None:
         """An undated source is named as such, never shown as a date."""

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from notifier.audit import AuditLog, verify
+from notifier.ledger import AuditLog, verify
 from notifier.models import Finding
 from notifier.sandbox.smtp import ReceivedMessage
 from notifier.sandbox.world import World, WorldHost, WorldNetwork

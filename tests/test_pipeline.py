@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from notifier.audit import verify
+from notifier.ledger import verify
 from notifier.models import DeliveryStatus, Finding, Role
 from notifier.pipeline import Notifier
 from notifier.sandbox.world import World, WorldHost, WorldNetwork

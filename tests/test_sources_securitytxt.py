@@ -435,12 +435,12 @@ class TestLookup:
         assert any("HTML page" in n for n in report.notes)
 
     async def test_signed_file(self, sandbox: Sandbox) -> None:
-        """A signed file's contacts are used and the signature is noted as not verified."""
+        """A signed file's contacts are used; without the signer's key it is not verified."""
         sandbox.serve("db.acme.example", SIGNED)
         report = await lookup(db_query(), sandbox.ctx)
         [contact] = report.contacts
         assert contact.address == "psirt@acme.example"
-        assert "signed (signature not verified)" in contact.provenance
+        assert "signed; signature not verified: key not available" in contact.provenance
         assert any("OpenPGP-signed" in n for n in report.notes)
 
     async def test_legacy_location(self, sandbox: Sandbox) -> None:

@@ -205,6 +205,7 @@ class Entity:
     has_vcard: bool = False
     self_link: str = ""
     raw_fn: str = ""
+    postal: tuple[str, ...] = ()  # the jCard ``adr``, as printable lines (cleaned)
 
 
 def _text(value: object, limit: int = 200) -> str:
@@ -244,6 +245,34 @@ def _vcard(entity: Mapping[str, Any]) -> tuple[str, tuple[str, ...], bool]:
                     emails.append((pref, position, value))
     emails.sort(key=lambda item: (item[0], item[1]))
     return fn, tuple(value for _, _, value in emails), True
+
+
+def _postal(entity: Mapping[str, Any]) -> tuple[str, ...]:
+    """The first jCard ``adr`` (RFC 7095 §3.3.1.3) as address lines, each cleaned of controls.
+
+    The ``label`` parameter is the address as printed when the registry gives one; otherwise the
+    structured parts: street lines, "postcode locality", region, country.
+    """
+    vcard = entity.get("vcardArray")
+    if not (isinstance(vcard, list) and len(vcard) >= 2 and isinstance(vcard[1], list)):
+        return ()
+    for prop in vcard[1][:500]:
+        if not (isinstance(prop, list) and len(prop) >= 4 and prop[0] == "adr"):
+            continue
+        params = prop[1] if isinstance(prop[1], dict) else {}
+        label = params.get("label")
+        if isinstance(label, str) and label.strip():
+            lines = label.splitlines()
+        elif isinstance(prop[3], list):
+            parts = [p if isinstance(p, list) else [p] for p in prop[3][:7]]
+            parts += [[] for _ in range(7 - len(parts))]
+            text = [[str(x) for x in part if isinstance(x, str | int)] for part in parts]
+            lines = [*text[1], *text[2], " ".join([*text[5], *text[3]]), *text[4], *text[6]]
+        else:
+            continue
+        cleaned = [_text(line, 100) for line in lines[:8]]
+        return tuple(line for line in cleaned if line)
+    return ()
 
 
 def _self_link(obj: Mapping[str, Any]) -> str:
@@ -307,6 +336,7 @@ def walk_entities(
                     has_vcard=has_vcard,
                     self_link=_self_link(item),
                     raw_fn=fn,
+                    postal=_postal(source),
                 )
             )
             visit(item.get("entities"), depth + 1, above | roles)
@@ -489,6 +519,10 @@ def parse_rdap(
     entities = walk_entities(data, resolved=resolved, notes=notes)
     cidrs, start, end = _cidrs(data)
     registrant = next((e for e in entities if "registrant" in e.roles and e.fn), None)
+    # where a letter goes: the registrant's address, else the abuse desk's
+    by_post = next((e for e in entities if "registrant" in e.roles and e.postal), None) or next(
+        (e for e in entities if "abuse" in e.roles and e.postal), None
+    )
     country = data.get("country")
     network = Network(
         registry=registry,
@@ -502,6 +536,8 @@ def parse_rdap(
         else "",
         org=registrant.fn if registrant else "",
         asn=_asn(data),
+        postal_name=by_post.fn if by_post else "",
+        postal=by_post.postal if by_post else (),
     )
     label = cidrs[0] if cidrs else network.handle or f"{start} - {end}"
     describe = f"{registry} RDAP"

@@ -21,7 +21,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import pairwise
 from urllib.parse import urlsplit
@@ -30,6 +30,7 @@ from ..addresses import clean_address, header_text
 from ..errors import SourceProtocolError, SourceTimeout, SourceUnavailable
 from ..models import Contact, Evidence, Role, SourceReport
 from ..net import fetch
+from ..trust.sigcheck import signature_status
 from . import LookupContext, Query
 from .rdns import clean_hostname, is_generic_hosting_name, registrable_domain
 
@@ -99,6 +100,7 @@ class SecurityTxt:
     hiring: tuple[str, ...] = ()
     csaf: tuple[str, ...] = ()
     signed: bool = False
+    signature: str = ""  # whether the signature verified, and by which key (notifier.trust)
     errors: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     messages: tuple[str, ...] = ()
@@ -439,7 +441,7 @@ def _read_file(file: SecurityTxt, host: _Host, final_url: str, outcome: _Outcome
     where = f"security.txt at {final_url}"
     notes = outcome.notes
     if file.signed:
-        notes.append(f"{where} is OpenPGP-signed (signature not verified)")
+        notes.append(f"{where} is OpenPGP-signed: {file.signature or 'signature not verified'}")
     lesser = [code for code in file.errors if code not in BLOCKING_ERRORS]
     if lesser:
         notes.append(f"{where} has problems: {', '.join(lesser)}")
@@ -478,7 +480,7 @@ def _read_file(file: SecurityTxt, host: _Host, final_url: str, outcome: _Outcome
         confidence = min(confidence, PARENT_CONFIDENCE)
         provenance_extra.append(f"served from another domain ({final_host})")
     if file.signed:
-        provenance_extra.append("signed (signature not verified)")
+        provenance_extra.append(f"signed; {file.signature or 'signature not verified'}")
     if file.expires is not None:
         provenance_extra.append(f"expires {file.expires.date().isoformat()}")
 
@@ -592,6 +594,11 @@ async def _look_at(host: _Host, ctx: LookupContext) -> _Outcome:
         )
         if url.endswith(LEGACY_PATH) and not url.endswith(WELL_KNOWN_PATH):
             outcome.notes.append(f"{host.name}: security.txt found only at the legacy location")
+        if parsed.signed:
+            status = await signature_status(
+                result.body, result.url, parsed.encryption, parsed.contacts, ctx
+            )
+            parsed = replace(parsed, signature=status)
         _read_file(parsed, host, result.url, outcome)
         return outcome
     return outcome

@@ -21,7 +21,14 @@ import gnupg
 from ..addresses import clean_address
 from ..errors import ConfigError
 
-__all__ = ["Keyring", "KeyRejected", "CheckedKey", "Verification", "MAX_KEY_BYTES"]
+__all__ = [
+    "Keyring",
+    "KeyRejected",
+    "CheckedKey",
+    "Verification",
+    "MAX_KEY_BYTES",
+    "verify_cleartext",
+]
 
 # a certificate with a few hundred signatures is tens of kilobytes; more is a flooded key
 MAX_KEY_BYTES = 262_144
@@ -256,23 +263,27 @@ class Keyring:
         micalg = "pgp-" + _HASHES.get(str(result.hash_algo), "sha512")
         return bytes(result.data), micalg
 
-    # -- signatures of others ----------------------------------------------------------------
 
-    def verify_cleartext(self, text: bytes, key: CheckedKey | bytes) -> Verification:
-        """Check a cleartext-signed document against ``key`` (and only that key)."""
-        data = key.data if isinstance(key, CheckedKey) else key
-        if len(data) > MAX_KEY_BYTES:
-            return Verification(False, reason="signer's key is over the size cap")
-        # a fresh home: the signature must come from this key, not any other in the run's ring
-        with tempfile.TemporaryDirectory(prefix="ntf-v-") as home:
-            gpg = gnupg.GPG(gpgbinary=self._gpg.gpgbinary, gnupghome=home)
-            imported = gpg.import_keys(data)
-            if not imported.fingerprints:
-                return Verification(False, reason="signer's key could not be read")
-            result = gpg.verify(text, extra_args=["--trust-model", "always"])
-            fingerprint = str(result.fingerprint or "")
-            primary = str(getattr(result, "pubkey_fingerprint", "") or fingerprint)
-            if result.valid and primary in imported.fingerprints:
-                return Verification(True, fingerprint=primary)
-            status = str(result.status or "no valid signature")
-            return Verification(False, fingerprint=primary, reason=status)
+def verify_cleartext(text: bytes, key: bytes) -> Verification:
+    """Check a cleartext-signed document against ``key`` (and only that key)."""
+    gpg_binary = shutil.which("gpg")
+    if gpg_binary is None:
+        return Verification(False, reason="GnuPG is not installed")
+    if len(key) > MAX_KEY_BYTES:
+        return Verification(False, reason="the signer's key is over the size cap")
+    # a fresh home holding this key alone: the signature must come from it
+    home = tempfile.mkdtemp(prefix="ntf-v-")
+    try:
+        gpg = gnupg.GPG(gpgbinary=gpg_binary, gnupghome=home)
+        imported = gpg.import_keys(key)
+        if not imported.fingerprints:
+            return Verification(False, reason="the signer's key could not be read")
+        result = gpg.verify(text, extra_args=["--trust-model", "always"])
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    primary = str(getattr(result, "pubkey_fingerprint", "") or result.fingerprint or "")
+    if result.valid and primary in imported.fingerprints:
+        return Verification(True, fingerprint=primary)
+    if result.status == "no public key" or not primary:
+        return Verification(False, reason="signed by another key")
+    return Verification(False, fingerprint=primary, reason=str(result.status or "bad signature"))

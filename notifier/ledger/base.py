@@ -1,0 +1,226 @@
+"""What every store of the ledger offers: checked appends, reading, views, exports, anchors.
+
+A store implements the few primitives marked abstract (append under its own lock, read in
+order from a cursor, the head, the message and token stores, verify); everything else is
+written once here.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, TextIO
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from . import query
+from .chain import EVENT, Clock, Record, canonical, format_head, normalise_fields
+from .keys import key_id
+from .readmodel import ReadModel
+from .records import Entry, check
+from .timestamps import parse_timestamp_reply, timestamp_head, token_name
+from .verify import VerifyReport
+
+__all__ = ["Ledger", "prepare", "LiveView"]
+
+Guard = Callable[[], bool]
+
+
+class Ledger(abc.ABC):
+    """The one writer and reader of a hash chain, whatever holds it."""
+
+    def __init__(self, *, clock: Clock, signer: ed25519.Ed25519PrivateKey | None) -> None:
+        self._clock = clock
+        self._signer = signer
+        self._key_id = key_id(signer.public_key()) if signer is not None else None
+
+    # ---------------------------------------------------------------- primitives
+
+    @abc.abstractmethod
+    def _append_guarded(
+        self, items: list[tuple[str, Record]], guards: list[Guard | None]
+    ) -> list[Record | None]:
+        """Write the items whose guard (called in order, under the store's lock) says yes;
+        None for the others. A guard sees the chain as stored, no other writer able to add."""
+
+    @abc.abstractmethod
+    def follow(self, cursor: int = 0) -> Iterator[tuple[Record, int]]:
+        """Each record after ``cursor`` (0: from the start) with the cursor just past it."""
+
+    @abc.abstractmethod
+    def head(self) -> tuple[int, str]:
+        """``(record count, hash of the last record)``; ``(0, GENESIS)`` when empty."""
+
+    @abc.abstractmethod
+    def store_message(self, raw: bytes) -> str:
+        """Keep the exact bytes of a message handed to a mail server; return their SHA-256."""
+
+    @abc.abstractmethod
+    def load_message(self, digest: str) -> bytes:
+        """The stored message with this digest; ``AuditError`` if missing or altered."""
+
+    @abc.abstractmethod
+    def message_digests(self) -> Iterator[str]:
+        """The digest every stored message is filed under."""
+
+    @abc.abstractmethod
+    def _store_token(self, name: str, reply: bytes) -> Path | str:
+        """Keep an RFC 3161 reply under ``name``; return where it went."""
+
+    @abc.abstractmethod
+    def verify(
+        self,
+        *,
+        head: tuple[int, str] | None = None,
+        public_key: ed25519.Ed25519PublicKey | None = None,
+        tsa_trust: Iterable[x509.Certificate] | None = None,
+    ) -> VerifyReport:
+        """Check the chain and everything it names (messages, tokens, published heads)."""
+
+    # ---------------------------------------------------------------- writing
+
+    def append(self, event: str, /, **fields: object) -> Record:
+        """Write one record and return it exactly as stored (with ``seq``, ``prev``, ``hash``).
+
+        Raises ``ValueError`` for an unknown event kind, fields that do not fit its record
+        class, reserved or secret-looking fields, or values JSON cannot hold; ``AuditError``
+        when the store cannot be written; ``AuditIntegrityError`` when the last record is
+        damaged (nothing is appended to a chain whose head cannot be trusted).
+        """
+        return self._append_checked([prepare(event, fields)])[0]
+
+    def write(self, entry: Entry) -> Record:
+        """Write a typed record; return it as stored."""
+        return self.append(entry.event, **entry.fields())
+
+    def append_many(self, entries: Iterable[tuple[str, Mapping[str, object]]]) -> list[Record]:
+        """Write several records in order, together (one write and one sync).
+
+        Each entry is ``(event, fields)`` and is checked as ``append`` checks it; nothing is
+        written when any is refused. Returns the records as stored.
+        """
+        return self._append_checked([prepare(event, fields) for event, fields in entries])
+
+    def _append_checked(self, items: list[tuple[str, Record]]) -> list[Record]:
+        return [r for r in self._append_guarded(items, [None] * len(items)) if r is not None]
+
+    async def timestamp(
+        self,
+        url: str,
+        http: httpx.AsyncClient,
+        *,
+        timeout: float,  # noqa: ASYNC109 - one deadline for the whole TSA exchange
+    ) -> tuple[Path | str, Record]:
+        """Have the TSA at ``url`` timestamp the current head, keep the token, log an ``anchor``.
+
+        Returns where the token went and the ``anchor`` record (itself the new head).
+        """
+        count, last = self.head()
+        text = format_head(count, last)
+        reply = await timestamp_head(url, text, http, timeout=timeout)
+        token = parse_timestamp_reply(reply)
+        name = token_name(count, last)
+        where = self._store_token(name, reply)
+        record = self.append(
+            "anchor",
+            head=text,
+            tsa=url,
+            token_file=name,
+            token_sha256=hashlib.sha256(reply).hexdigest(),
+            gen_time=token.gen_time,
+        )
+        return where, record
+
+    # ---------------------------------------------------------------- reading
+
+    def records(self) -> Iterator[Record]:
+        """Every complete record in order, streamed."""
+        for record, _cursor in self.follow():
+            yield record
+
+    def view(self) -> LiveView:
+        """A read model of this ledger, brought up to date with ``refresh()``."""
+        return LiveView(self)
+
+    def delivered_keys(self) -> set[tuple[str, str]]:
+        """``(finding_key, recipient)`` for every outcome with status ``delivered``."""
+        return ReadModel.of(self.records()).delivered
+
+    def in_doubt(self) -> list[Record]:
+        """Intent records with no outcome sharing their ``attempt_id``: a crash came between."""
+        open_intents: dict[str, Record] = {}
+        for record in self.records():
+            attempt = record.get("attempt_id")
+            if not isinstance(attempt, str):
+                continue
+            if record.get("event") == "intent":
+                open_intents.setdefault(attempt, record)
+            elif record.get("event") == "outcome":
+                open_intents.pop(attempt, None)
+        return list(open_intents.values())
+
+    def find(self, message_id: str) -> list[Record]:
+        """Every record about the message with this Message-ID (angle brackets optional)."""
+        return query.find(self.records(), message_id)
+
+    def select(
+        self,
+        ip: str | None = None,
+        recipient: str | None = None,
+        since: datetime | None = None,
+        status: str | None = None,
+        event: str | None = None,
+    ) -> Iterator[Record]:
+        """Records matching every given filter (``ip`` also matches a batch's ``ips``)."""
+        return query.select(self.records(), ip, recipient, since, status, event)
+
+    def export(
+        self,
+        fmt: Literal["csv", "json", "jsonl"],
+        out: TextIO,
+        *,
+        ip: str | None = None,
+        recipient: str | None = None,
+        since: datetime | None = None,
+        status: str | None = None,
+        event: str | None = None,
+    ) -> int:
+        """Write the selected records to ``out`` as CSV, a JSON array or the chain's own JSON
+        Lines (``jsonl``: with no filter, a file ``notify log verify`` checks offline)."""
+        chosen = self.select(ip=ip, recipient=recipient, since=since, status=status, event=event)
+        if fmt == "jsonl":
+            count = 0
+            for record in chosen:
+                out.write(canonical(record) + "\n")
+                count += 1
+            return count
+        return query.export(chosen, fmt, out)
+
+
+def prepare(event: str, fields: Mapping[str, object]) -> tuple[str, Record]:
+    """Check an event and its fields the way every write does; the fields in JSON form."""
+    if not EVENT.fullmatch(event):
+        raise ValueError(f"bad audit event name: {event!r}")
+    plain = normalise_fields(fields)
+    check(event, plain)
+    return event, plain
+
+
+class LiveView:
+    """A :class:`ReadModel` of a ledger kept current: ``refresh()`` reads only what is new."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.model = ReadModel()
+        self._cursor = 0
+
+    def refresh(self) -> ReadModel:
+        for record, cursor in self.ledger.follow(self._cursor):
+            self.model.add(record)
+            self._cursor = cursor
+        return self.model

@@ -1,0 +1,92 @@
+"""Group commit: appends from concurrent tasks share one lock, one write and one fsync."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from .chain import EVENT, Record, normalise_fields
+
+__all__ = ["GroupCommit"]
+
+if TYPE_CHECKING:
+    from .base import Ledger
+
+
+class GroupCommit:
+    """Appends from concurrent tasks, written together: one lock, one write, one fsync a group.
+
+    ``await group.append(event, **fields)`` returns the record once it is on disk, exactly as
+    ``AuditLog.append`` does, so an intent is still durable before its SMTP transaction. Records
+    that tasks hand in while a group is being written wait for the next one; the disk work runs
+    in a worker thread, so the event loop goes on while the disk syncs. Fields are checked in
+    the caller, so a refused record raises there; a failed write (or a record over the size
+    cap) fails every record of its group, and nothing of that group is written.
+    """
+
+    def __init__(self, log: Ledger, *, max_group: int = 256) -> None:
+        self.log = log
+        self.max_group = max(1, max_group)
+        self.groups = 0  # writes (and fsyncs) done
+        self._pending: deque[_Pending] = deque()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def append(self, event: str, /, **fields: object) -> Record:
+        """Queue one record and wait until it is on disk (``AuditLog.append``'s contract)."""
+        record = await self._queue(event, None, fields)
+        assert record is not None
+        return record
+
+    async def append_if(
+        self, guard: Callable[[], bool], event: str, /, **fields: object
+    ) -> Record | None:
+        """As ``append``, if ``guard()`` says so; None when it does not (nothing written).
+
+        The guard runs in the writing thread, under the log's lock, just before its group is
+        written: what it reads of the log cannot change before the record is on disk, so a
+        check-then-claim (has another process sent this?) is atomic across processes.
+        """
+        return await self._queue(event, guard, fields)
+
+    async def _queue(
+        self, event: str, guard: Callable[[], bool] | None, fields: Mapping[str, object]
+    ) -> Record | None:
+        if not EVENT.fullmatch(event):
+            raise ValueError(f"bad audit event name: {event!r}")
+        plain = normalise_fields(fields)
+        done: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((event, plain, guard, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        # shielded: a caller giving up must not cancel the write other records share
+        return await asyncio.shield(done)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            group = [
+                self._pending.popleft() for _ in range(min(self.max_group, len(self._pending)))
+            ]
+            items = [(event, plain) for event, plain, _, _ in group]
+            guards = [guard for _, _, guard, _ in group]
+            try:
+                records = await asyncio.to_thread(self.log._append_guarded, items, guards)
+            except BaseException as exc:
+                for _, _, _, done in group:
+                    if done.done():
+                        continue
+                    if isinstance(exc, asyncio.CancelledError):
+                        done.cancel()
+                    else:
+                        done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            self.groups += 1
+            for (_, _, _, done), record in zip(group, records, strict=True):
+                if not done.done():
+                    done.set_result(record)
+
+
+_Pending = tuple[str, Record, "Callable[[], bool] | None", "asyncio.Future[Record | None]"]

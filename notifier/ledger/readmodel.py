@@ -1,0 +1,325 @@
+"""The read model: what the rest of the tool asks of the log, folded from its records in order.
+
+One pass answers every question the senders, follow-ups, bounces and the review commands ask:
+what was delivered to whom, which intents are in doubt, who asked not to be written to, how
+many messages a recipient got since a moment, the cases with their messages, follow-ups,
+acknowledgements and bounces, and the resolutions those cases were based on.
+
+``ReadModel.add`` takes records one by one, so a model can be kept current by feeding it what
+the log gained since (``Ledger.view()`` does that: ``view.refresh()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ..addresses import header_text
+from .chain import Record
+from .records import (
+    Ack,
+    Bounce,
+    Entry,
+    Fallback,
+    Followup,
+    FollowupDeferred,
+    Intent,
+    Outcome,
+    Refusal,
+    Resolution,
+    Suppress,
+    parse,
+)
+
+__all__ = ["CaseState", "MessageState", "ReadModel", "normalise_case", "strip_id"]
+
+
+def normalise_case(text: str) -> str:
+    """A case reference as the log stores it (``ntf-abc`` -> ``NTF-ABC``)."""
+    return header_text(text, 64).strip().upper()
+
+
+def strip_id(value: str | None) -> str:
+    """A Message-ID without its angle brackets."""
+    return value.strip().strip("<>") if value else ""
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+@dataclass(slots=True)
+class MessageState:
+    """One message handed (or about to be handed) to a mail server, as the log tells it."""
+
+    message_id: str
+    recipient: str
+    role: str
+    case: str
+    ip: str
+    attempt_id: str
+    digest: str = ""
+    sent_at: datetime | None = None  # the intent's time
+    status: str = "in-doubt"  # in-doubt | delivered | failed
+    delivered_at: datetime | None = None
+    smtp_reply: str | None = None
+    test: bool = False  # a rehearsal (--test-recipient): evidence, not a notice
+    bounced: bool = False
+    finding_keys: tuple[str, ...] = ()
+
+    @property
+    def reached(self) -> bool:
+        return self.status == "delivered" and not self.bounced
+
+
+@dataclass(slots=True)
+class CaseState:
+    """A case: the findings about one or more addresses, and every message sent about them."""
+
+    ref: str
+    ips: list[str] = field(default_factory=list)
+    findings: dict[str, Record] = field(default_factory=dict)  # key -> the intent's finding
+    messages: list[MessageState] = field(default_factory=list)
+    followups: list[tuple[datetime | None, str]] = field(default_factory=list)  # (when, level)
+    acked: bool = False
+    acked_at: datetime | None = None
+    ack_note: str = ""
+    bounces: list[Bounce] = field(default_factory=list)
+    fallbacks: list[Fallback] = field(default_factory=list)
+    opened: datetime | None = None
+    timeline: list[Entry] = field(default_factory=list)  # every record about the case, in order
+
+    def delivered(self) -> list[MessageState]:
+        return [m for m in self.messages if m.status == "delivered"]
+
+    def in_doubt(self) -> list[MessageState]:
+        return [m for m in self.messages if m.status == "in-doubt"]
+
+    def last_notice(self) -> datetime | None:
+        """When the case last went out: the latest delivery or recorded follow-up."""
+        moments = [m.delivered_at for m in self.delivered() if m.delivered_at is not None]
+        moments += [moment for moment, _ in self.followups if moment is not None]
+        return max(moments, default=None)
+
+    @property
+    def state(self) -> str:
+        """One word for reviews: acknowledged, bounced, delivered, in-doubt, failed."""
+        if self.acked:
+            return "acknowledged"
+        if any(m.reached for m in self.messages):
+            return "escalated" if self.followups else "delivered"
+        if any(m.bounced for m in self.messages):
+            return "bounced"
+        if self.in_doubt():
+            return "in-doubt"
+        return "failed"
+
+
+class ReadModel:
+    """Everything the log says, folded in order; feed it records with ``add``."""
+
+    def __init__(self) -> None:
+        self.records = 0
+        self.delivered: set[tuple[str, str]] = set()  # (finding key, recipient)
+        self.open_intents: dict[str, Intent] = {}  # attempt_id -> intent with no outcome yet
+        self._doubt: dict[tuple[str, str], int] = {}  # pair -> open intents naming it
+        self.suppressed: set[str] = set()  # addresses and @domains
+        self.deliveries: dict[str, list[datetime]] = {}  # recipient -> delivered-at times
+        self.cases: dict[str, CaseState] = {}
+        self.resolutions: dict[str, Resolution] = {}  # ip -> the latest resolution
+        self.messages: dict[str, MessageState] = {}  # Message-ID -> message
+        self.attempts: dict[str, MessageState] = {}  # attempt_id -> message
+        self.refusals: list[Refusal] = []
+        self.dsn_ids: set[str] = set()
+        self.aliases: dict[str, str] = {}  # a fallback's own case reference -> the case's
+
+    @classmethod
+    def of(cls, records: Iterable[Record]) -> ReadModel:
+        model = cls()
+        for record in records:
+            model.add(record)
+        return model
+
+    # ---------------------------------------------------------------- questions
+
+    def prior(self, finding_key: str, recipient: str) -> str | None:
+        """What the log says of this finding for this recipient: delivered, in-doubt or None."""
+        pair = (finding_key, recipient.lower())
+        if pair in self.delivered:
+            return "delivered"
+        if pair in self._doubt:
+            return "in-doubt"
+        return None
+
+    def in_doubt(self) -> list[Intent]:
+        """Intents with no outcome: the process stopped between handing over and recording."""
+        return list(self.open_intents.values())
+
+    def in_doubt_pairs(self) -> set[tuple[str, str]]:
+        return set(self._doubt)
+
+    def is_suppressed(self, address: str) -> bool:
+        """The address, or its whole domain, asked not to be written to."""
+        address = address.lower()
+        return address in self.suppressed or f"@{address.rpartition('@')[2]}" in self.suppressed
+
+    def sent_since(self, recipient: str, since: datetime) -> int:
+        """Messages delivered to ``recipient`` at or after ``since`` (the daily cap's count)."""
+        since = _aware(since) or since
+        return sum(1 for moment in self.deliveries.get(recipient.lower(), ()) if moment >= since)
+
+    def canonical(self, ref: str) -> str:
+        ref = normalise_case(ref)
+        return self.aliases.get(ref, ref)
+
+    def case(self, ref: str) -> CaseState | None:
+        return self.cases.get(self.canonical(ref))
+
+    def message(self, message_id: str) -> MessageState | None:
+        return self.messages.get(strip_id(message_id))
+
+    def bounces(self) -> list[Bounce]:
+        return [b for case in self.cases.values() for b in case.bounces]
+
+    # ---------------------------------------------------------------- folding
+
+    def add(self, record: Record) -> None:
+        """Take one stored record into account (records must come in log order)."""
+        self.records += 1
+        entry = parse(record)
+        if entry is None:
+            return
+        if isinstance(entry, Intent):
+            self._intent(entry)
+        elif isinstance(entry, Outcome):
+            self._outcome(entry)
+        elif isinstance(entry, Suppress):
+            self.suppressed.add(entry.recipient.strip().lower())
+        elif isinstance(entry, Resolution):
+            self.resolutions[entry.ip] = entry
+        elif isinstance(entry, Refusal):
+            self.refusals.append(entry)
+        elif isinstance(entry, Ack):
+            case = self.case(entry.case)
+            if case is not None:
+                case.acked, case.acked_at, case.ack_note = True, _aware(entry.moment), entry.note
+                case.timeline.append(entry)
+        elif isinstance(entry, Followup | Fallback):
+            self._ladder(entry)
+        elif isinstance(entry, FollowupDeferred):
+            self._deferred(entry)
+        elif isinstance(entry, Bounce):
+            self._bounce(entry)
+
+    def _intent(self, intent: Intent) -> None:
+        recipient = intent.recipient.lower()
+        if intent.attempt_id not in self.open_intents:
+            self.open_intents[intent.attempt_id] = intent
+            for key in intent.finding_keys:
+                self._doubt[(key, recipient)] = self._doubt.get((key, recipient), 0) + 1
+        message_id = strip_id(intent.message_id)
+        ref = normalise_case(intent.case)
+        if not message_id or not ref:
+            return
+        sent = MessageState(
+            message_id=message_id,
+            recipient=recipient,
+            role=intent.role,
+            case=self.canonical(ref),
+            ip=intent.ip,
+            attempt_id=intent.attempt_id,
+            digest=intent.digest,
+            sent_at=_aware(intent.moment),
+            test=bool(intent.intended_recipient),
+            finding_keys=tuple(intent.finding_keys),
+        )
+        self.messages[message_id] = sent
+        self.attempts[intent.attempt_id] = sent
+        if sent.test:
+            return
+        case = self.cases.get(sent.case)
+        if case is None:
+            case = self.cases[sent.case] = CaseState(sent.case, opened=sent.sent_at)
+        case.messages.append(sent)
+        case.timeline.append(intent)
+        for ip in [intent.ip, *(str(f.get("ip", "")) for f in intent.findings)]:
+            if ip and ip not in case.ips:
+                case.ips.append(ip)
+        for key, finding in zip(intent.finding_keys, intent.findings, strict=False):
+            case.findings.setdefault(key, finding)
+
+    def _outcome(self, outcome: Outcome) -> None:
+        recipient = outcome.recipient.lower()
+        keys = outcome.keys()
+        intent = self.open_intents.pop(outcome.attempt_id, None) if outcome.attempt_id else None
+        if intent is not None:
+            for key in intent.finding_keys:
+                pair = (key, intent.recipient.lower())
+                left = self._doubt.get(pair, 0) - 1
+                if left > 0:
+                    self._doubt[pair] = left
+                else:
+                    self._doubt.pop(pair, None)
+        delivered = outcome.status == "delivered"
+        if delivered:
+            if not outcome.test:
+                self.delivered.update((key, recipient) for key in keys)
+            moment = _aware(outcome.moment)
+            if moment is not None:
+                self.deliveries.setdefault(recipient, []).append(moment)
+        sent = self.attempts.get(outcome.attempt_id or "")
+        if sent is None:
+            return
+        sent.status = "delivered" if delivered else "failed"
+        sent.smtp_reply = outcome.smtp_reply
+        if delivered:
+            sent.delivered_at = _aware(outcome.moment)
+        case = self.cases.get(sent.case)
+        if case is not None:
+            case.timeline.append(outcome)
+            if outcome.test:
+                sent.test = True
+                case.messages = [m for m in case.messages if m is not sent]
+                if not case.messages:
+                    del self.cases[sent.case]
+
+    def _ladder(self, entry: Followup | Fallback) -> None:
+        ref = normalise_case(entry.case or "")
+        alias = normalise_case(entry.sent_case or "")
+        if ref and alias and alias != ref:
+            self.aliases[alias] = self.canonical(ref)
+        case = self.case(ref) if ref else None
+        if case is None:
+            return
+        case.timeline.append(entry)
+        if isinstance(entry, Followup):
+            case.followups.append((_aware(entry.moment), entry.level))
+        else:
+            case.fallbacks.append(entry)
+
+    def _deferred(self, entry: FollowupDeferred) -> None:
+        case = self.case(entry.case)
+        if case is None:
+            return
+        case.timeline.append(entry)
+        # the follow-up was refused by a sending limit before anything went out
+        for index in range(len(case.followups) - 1, -1, -1):
+            if case.followups[index][1] == entry.level:
+                del case.followups[index]
+                break
+
+    def _bounce(self, bounce: Bounce) -> None:
+        if bounce.dsn_id:
+            self.dsn_ids.add(bounce.dsn_id)
+        sent = self.message(bounce.message_id)
+        if sent is not None and bounce.contact_gone:
+            sent.bounced = True
+        case = self.case(bounce.case) if bounce.case else None
+        if case is None and sent is not None:
+            case = self.cases.get(sent.case)
+        if case is not None:
+            case.bounces.append(bounce)
+            case.timeline.append(bounce)
