@@ -118,14 +118,15 @@ class Dispatcher:
             nonlocal written
             if written:
                 return  # a retry of the same message: its intent stands
-            # in a worker thread: deliveries in parallel then sync their files to disk together
-            await asyncio.to_thread(self._ledger.store_message, composed.raw)
             record = await self._journal.append_if(
                 guard, "intent", **_intent(item, attempt_id, keys)
             )
             if record is None:
                 raise _NotOurs(refused[-1])
             written = True
+            # stored after its intent, so that every stored message has an intent line (verify
+            # checks it); in a worker thread: deliveries in parallel sync their files together
+            await asyncio.to_thread(self._ledger.store_message, composed.raw)
 
         async def on_attempt(number: int, error: DeliveryError | None, reply: str) -> None:
             if error is not None:
@@ -151,8 +152,8 @@ class Dispatcher:
         if not written:
             # refused at MAIL or RCPT (or never connected): the message did not leave, and the
             # case still has to show whom it was meant for, so intent and outcome follow now
-            await asyncio.to_thread(self._ledger.store_message, composed.raw)
             await self._journal.append("intent", **_intent(item, attempt_id, keys))
+            await asyncio.to_thread(self._ledger.store_message, composed.raw)
         await self._journal.append(
             "outcome",
             attempt_id=attempt_id,

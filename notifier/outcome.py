@@ -8,9 +8,9 @@ from typing import Any
 from .compose import ComposedMessage
 from .errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK
 from .ladder import held_back, settles
-from .models import Contact, Delivery, DeliveryStatus, Resolution, Role
+from .models import Channel, Contact, Delivery, DeliveryStatus, Resolution, Role
 
-__all__ = ["SendResult", "contact_record", "resolution_record"]
+__all__ = ["SendResult", "channel_record", "contact_record", "resolution_record"]
 
 
 def contact_record(contact: Contact) -> dict[str, Any]:
@@ -25,6 +25,18 @@ def contact_record(contact: Contact) -> dict[str, Any]:
     }
 
 
+def channel_record(channel: Channel) -> dict[str, Any]:
+    """A non-mail channel as the audit log and ``resolve --json`` show it."""
+    return {
+        "kind": str(channel.kind),
+        "uri": channel.uri,
+        "role": str(channel.role),
+        "source": channel.source,
+        "provenance": list(channel.provenance),
+        "languages": list(channel.languages),
+    }
+
+
 def resolution_record(resolution: Resolution) -> dict[str, Any]:
     """The fields of the audit log's ``resolution`` record for ``resolution``."""
     return {
@@ -34,6 +46,8 @@ def resolution_record(resolution: Resolution) -> dict[str, Any]:
         "recipients": [contact_record(c) for c in resolution.recipients],
         "fallbacks": [contact_record(c) for c in resolution.fallbacks],
         "errors": [{"source": s, "error": e} for s, e in resolution.errors],
+        "channels": [channel_record(c) for c in resolution.channels],
+        "hints": [asdict(h) for h in resolution.hints],
         "evidence": [
             {"source": e.source, "locator": e.locator, "sha256": e.sha256}
             for e in resolution.evidence
@@ -48,6 +62,8 @@ class SendResult:
     resolution: Resolution | None = None  # None for a batch, which has one per address
     deliveries: list[Delivery] = field(default_factory=list)
     messages: list[ComposedMessage] = field(default_factory=list)
+    # reports prepared for channels that are not e-mail (web forms, phone): (channel, path)
+    manual: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:

@@ -13,6 +13,7 @@ the CLI's behaviour. It composes the stages and owns only their lifetimes:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -33,6 +34,7 @@ from .models import (
     Delivery,
     DeliveryStatus,
     Finding,
+    HostHint,
     IPAddress,
     Network,
     Resolution,
@@ -40,9 +42,11 @@ from .models import (
     case_reference,
 )
 from .net import RateLimiter, make_http_client, make_resolver
-from .outcome import SendResult, contact_record, resolution_record
+from .outcome import SendResult, channel_record, contact_record, resolution_record
+from .outreach.manual import prepare as prepare_manual
 from .resolve import resolve
 from .sources import Cache, LookupContext, Tracer, utcnow
+from .sources.hints import finding_hints
 from .targets import parse_target
 from .trust import EncryptionRequired, MessageGuard
 
@@ -50,6 +54,7 @@ __all__ = [
     "MAX_SMTP_CONNECTIONS",
     "Notifier",
     "SendResult",
+    "channel_record",
     "contact_record",
     "resolution_record",
 ]
@@ -208,10 +213,17 @@ class Notifier:
         """Parse and check a target address (``TargetRefused`` says why not)."""
         return parse_target(text, self.settings)
 
-    async def resolve(self, ip: IPAddress | str, hostnames: Sequence[str] = ()) -> Resolution:
-        """The contacts ``send`` would use for ``ip``, with provenance. Sends nothing."""
+    async def resolve(
+        self,
+        ip: IPAddress | str,
+        hostnames: Sequence[str] = (),
+        hints: Sequence[HostHint] = (),
+    ) -> Resolution:
+        """The contacts ``send`` would use for ``ip``, with provenance. Sends nothing.
+
+        ``hostnames`` and ``hints`` are claims: used once they resolve to ``ip``."""
         address = self.target(ip) if isinstance(ip, str) else self.target(str(ip))
-        return await resolve(Target(address, tuple(hostnames)), self.ctx)
+        return await resolve(Target(address, tuple(hostnames), tuple(hints)), self.ctx)
 
     def record_resolution(self, resolution: Resolution) -> None:
         self._wrote = True
@@ -238,8 +250,8 @@ class Notifier:
         ips = {f.ip for f in findings}
         if len(ips) != 1:
             raise ConfigError("send takes findings about one address; use batch for many")
-        hostnames = [f.hostname for f in findings if f.hostname]
-        resolution = await self.resolve(str(findings[0].ip), hostnames)
+        hints = [h for f in findings for h in finding_hints(f)]
+        resolution = await self.resolve(str(findings[0].ip), hints=hints)
         if not dry_run:
             self.record_resolution(resolution)
         result = SendResult(resolution)
@@ -254,7 +266,26 @@ class Notifier:
             result,
             options,
         )
+        if not dry_run:
+            result.manual += await self.prepare_manual(resolution, list(findings))
         return result
+
+    async def prepare_manual(
+        self, resolution: Resolution, findings: list[Finding]
+    ) -> list[tuple[str, str]]:
+        """A ready-to-submit report for each web form or phone line of ``resolution``."""
+        if not resolution.channels:
+            return []
+        paths = await asyncio.to_thread(
+            prepare_manual,
+            self.audit,
+            resolution.channels,
+            findings,
+            settings=self.settings,
+            now=self._clock(),
+            network=resolution.network,
+        )
+        return [(channel, str(path)) for channel, path in paths]
 
     async def deliver_ladder(
         self,

@@ -29,6 +29,9 @@ __all__ = [
     "Followup",
     "FollowupDeferred",
     "Intent",
+    "Letter",
+    "ManualDone",
+    "ManualStep",
     "Note",
     "Outcome",
     "Refusal",
@@ -245,6 +248,41 @@ class TornTailRecord(Entry):
     note: str | None = None
 
 
+class ManualStep(Entry):
+    """A channel that is not e-mail (web form, phone): a report was prepared for a person."""
+
+    event = "manual-step"
+    ip: str = ""
+    case: str = ""
+    channel: str = ""  # the URI the owner published
+    kind: str = ""  # web | phone | other
+    role: str = ""
+    source: str = ""
+    report: str = ""  # path of the prepared report
+    digest: str = ""  # sha256 of the report
+
+
+class ManualDone(Entry):
+    """The operator submitted a prepared report through its channel."""
+
+    event = "manual-done"
+    case: str = ""
+    channel: str = ""
+    note: str = ""
+
+
+class Letter(Entry):
+    """A postal letter rendered for a case."""
+
+    event = "letter"
+    case: str = ""
+    ip: str = ""
+    recipient: str = ""
+    address_lines: list[str] = []
+    path: str = ""
+    digest: str = ""  # sha256 of the PDF
+
+
 class Note(Entry):
     """A free-form remark an operator adds to the evidence."""
 
@@ -270,6 +308,9 @@ EVENTS: dict[str, type[Entry]] = {
         AnchorFailed,
         TornTailRecord,
         Note,
+        ManualStep,
+        ManualDone,
+        Letter,
     )
 }
 

@@ -1,6 +1,7 @@
 """RDAP for IP addresses: the registry's record of the network, and its abuse desk.
 
-Three layers. ``parse_rdap`` and ``parse_bootstrap`` are pure: JSON in, values out, no I/O.
+Three layers. ``parse_rdap`` (and ``parse_bootstrap``, in ``rdap_bootstrap``) are pure: JSON in,
+values out, no I/O.
 ``RDAPClient`` fetches through the shared guarded HTTP client with a byte cap, a deadline, bounded
 redirects (each hop recorded), per-registry politeness and tenacity retries on 429/5xx honouring
 ``Retry-After``. ``lookup`` is the source: IANA bootstrap (RFC 9224), ``ip/<addr>``, parse, report.
@@ -13,16 +14,13 @@ resolver then asks WHOIS instead.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -35,10 +33,16 @@ from tenacity import (
 
 from .. import net
 from ..addresses import clean_address, header_text, is_placeholder
-from ..config import shipped_path
-from ..errors import ConfigError, SourceError, SourceProtocolError, SourceUnavailable
+from ..errors import SourceError, SourceProtocolError, SourceUnavailable
 from ..models import Contact, Evidence, IPAddress, Network, Role, SourceReport
 from . import LookupContext, Query
+from .rdap_bootstrap import (
+    Bootstrap,
+    clear_bootstrap_cache,
+    decode_json,
+    load_bootstrap,
+    parse_bootstrap,
+)
 
 __all__ = [
     "ACCEPT",
@@ -85,111 +89,7 @@ _CONFIDENCE = {"abuse": 0.9, "noc": 0.5, "technical": 0.5, "registrant": 0.4}
 _FALLBACK_ROLES = ("noc", "technical", "registrant")
 
 
-# --------------------------------------------------------------------------- bootstrap (pure)
-
-
-class Bootstrap:
-    """One IANA bootstrap registry (RFC 9224): ``ipv4``, ``ipv6``, ``asn`` or ``dns``."""
-
-    def __init__(
-        self,
-        kind: str,
-        services: Iterable[tuple[tuple[str, ...], tuple[str, ...]]],
-        publication: str = "",
-    ) -> None:
-        self.kind = kind
-        self.publication = publication
-        self.services: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = tuple(services)
-        self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
-        self._ranges: list[tuple[int, int, int]] = []
-        self._labels: dict[str, int] = {}
-        for index, (entries, _urls) in enumerate(self.services):
-            for entry in entries:
-                self._index(entry, index)
-
-    def _index(self, entry: str, index: int) -> None:
-        if self.kind in ("ipv4", "ipv6"):
-            try:
-                self._networks.append((ipaddress.ip_network(entry, strict=False), index))
-            except ValueError:
-                return
-        elif self.kind == "asn":
-            low, _, high = entry.partition("-")
-            if low.isdigit() and (high or low).isdigit():
-                self._ranges.append((int(low), int(high or low), index))
-        elif self.kind == "dns":
-            self._labels.setdefault(entry.lower().strip("."), index)
-
-    def _urls(self, index: int) -> tuple[str, ...]:
-        return self.services[index][1]
-
-    def match_ip(self, addr: IPAddress) -> tuple[str, tuple[str, ...]] | None:
-        """The longest prefix holding ``addr`` and its base URLs (HTTPS first), or None."""
-        best: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int] | None = None
-        for network, index in self._networks:
-            if network.version == addr.version and addr in network:
-                if best is None or network.prefixlen > best[0].prefixlen:
-                    best = (network, index)
-        return None if best is None else (str(best[0]), self._urls(best[1]))
-
-    def match_asn(self, asn: int) -> tuple[str, tuple[str, ...]] | None:
-        """The narrowest range holding ``asn`` and its base URLs, or None."""
-        found = [(high - low, low, high, i) for low, high, i in self._ranges if low <= asn <= high]
-        if not found:
-            return None
-        _, low, high, index = min(found)
-        return f"{low}-{high}", self._urls(index)
-
-    def match_domain(self, name: str) -> tuple[str, tuple[str, ...]] | None:
-        """The longest label-wise suffix of ``name`` with a service, and its base URLs."""
-        labels = name.lower().strip(".").split(".")
-        for start in range(len(labels)):
-            suffix = ".".join(labels[start:])
-            index = self._labels.get(suffix)
-            if index is not None:
-                return suffix, self._urls(index)
-        return None
-
-
-def _base_urls(urls: object) -> tuple[str, ...]:
-    """HTTP(S) base URLs ending in ``/``, HTTPS first (RFC 9224 §3)."""
-    if not isinstance(urls, list):
-        return ()
-    found: list[str] = []
-    for url in urls:
-        if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) < 2048:
-            found.append(url if url.endswith("/") else url + "/")
-    return tuple(sorted(dict.fromkeys(found), key=lambda u: not u.startswith("https://")))
-
-
-def parse_bootstrap(kind: str, data: object) -> Bootstrap:
-    """Parse an IANA bootstrap document; malformed services are skipped, not fatal."""
-    if not isinstance(data, dict) or not isinstance(data.get("services"), list):
-        raise SourceProtocolError(f"RDAP bootstrap {kind}: no services array", source=SOURCE)
-    services: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-    for service in data["services"]:
-        if not isinstance(service, list) or len(service) < 2:
-            continue
-        entries, urls = service[0], _base_urls(service[1])
-        if not isinstance(entries, list) or not urls:
-            continue
-        services.append((tuple(e for e in entries if isinstance(e, str)), urls))
-    publication = data.get("publication")
-    return Bootstrap(kind, services, publication if isinstance(publication, str) else "")
-
-
 # --------------------------------------------------------------------------- RDAP JSON (pure)
-
-
-def decode_json(body: bytes, where: str) -> dict[str, Any]:
-    """A JSON object from ``body``, or ``SourceProtocolError`` (never a third-party error)."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise SourceProtocolError(f"{where}: answer is not valid JSON", source=SOURCE) from None
-    if not isinstance(data, dict):
-        raise SourceProtocolError(f"{where}: answer is not a JSON object", source=SOURCE)
-    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +105,7 @@ class Entity:
     has_vcard: bool = False
     self_link: str = ""
     raw_fn: str = ""
+    postal: tuple[str, ...] = ()  # the jCard ``adr``, as printable lines (cleaned)
 
 
 def _text(value: object, limit: int = 200) -> str:
@@ -244,6 +145,34 @@ def _vcard(entity: Mapping[str, Any]) -> tuple[str, tuple[str, ...], bool]:
                     emails.append((pref, position, value))
     emails.sort(key=lambda item: (item[0], item[1]))
     return fn, tuple(value for _, _, value in emails), True
+
+
+def _postal(entity: Mapping[str, Any]) -> tuple[str, ...]:
+    """The first jCard ``adr`` (RFC 7095 §3.3.1.3) as address lines, each cleaned of controls.
+
+    The ``label`` parameter is the address as printed when the registry gives one; otherwise the
+    structured parts: street lines, "postcode locality", region, country.
+    """
+    vcard = entity.get("vcardArray")
+    if not (isinstance(vcard, list) and len(vcard) >= 2 and isinstance(vcard[1], list)):
+        return ()
+    for prop in vcard[1][:500]:
+        if not (isinstance(prop, list) and len(prop) >= 4 and prop[0] == "adr"):
+            continue
+        params = prop[1] if isinstance(prop[1], dict) else {}
+        label = params.get("label")
+        if isinstance(label, str) and label.strip():
+            lines = label.splitlines()
+        elif isinstance(prop[3], list):
+            parts = [p if isinstance(p, list) else [p] for p in prop[3][:7]]
+            parts += [[] for _ in range(7 - len(parts))]
+            text = [[str(x) for x in part if isinstance(x, str | int)] for part in parts]
+            lines = [*text[1], *text[2], " ".join([*text[5], *text[3]]), *text[4], *text[6]]
+        else:
+            continue
+        cleaned = [_text(line, 100) for line in lines[:8]]
+        return tuple(line for line in cleaned if line)
+    return ()
 
 
 def _self_link(obj: Mapping[str, Any]) -> str:
@@ -307,6 +236,7 @@ def walk_entities(
                     has_vcard=has_vcard,
                     self_link=_self_link(item),
                     raw_fn=fn,
+                    postal=_postal(source),
                 )
             )
             visit(item.get("entities"), depth + 1, above | roles)
@@ -489,6 +419,10 @@ def parse_rdap(
     entities = walk_entities(data, resolved=resolved, notes=notes)
     cidrs, start, end = _cidrs(data)
     registrant = next((e for e in entities if "registrant" in e.roles and e.fn), None)
+    # where a letter goes: the registrant's address, else the abuse desk's
+    by_post = next((e for e in entities if "registrant" in e.roles and e.postal), None) or next(
+        (e for e in entities if "abuse" in e.roles and e.postal), None
+    )
     country = data.get("country")
     network = Network(
         registry=registry,
@@ -502,6 +436,8 @@ def parse_rdap(
         else "",
         org=registrant.fn if registrant else "",
         asn=_asn(data),
+        postal_name=by_post.fn if by_post else "",
+        postal=by_post.postal if by_post else (),
     )
     label = cidrs[0] if cidrs else network.handle or f"{start} - {end}"
     describe = f"{registry} RDAP"
@@ -715,69 +651,6 @@ class _Call:
     attempts: int = 0
     waited: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- bootstrap loading
-
-_BOOTSTRAP_CACHE: dict[str, Bootstrap] = {}
-
-
-def clear_bootstrap_cache() -> None:
-    """Forget every bootstrap file read or fetched so far in this process."""
-    _BOOTSTRAP_CACHE.clear()
-
-
-def _read_file(path: Path) -> tuple[int, bytes]:
-    stat = path.stat()
-    return stat.st_mtime_ns, path.read_bytes()
-
-
-async def load_bootstrap(kind: str, ctx: LookupContext, *, source: str = SOURCE) -> Bootstrap:
-    """The ``kind`` bootstrap from ``rdap.bootstrap``: a base URL, a folder, or the shipped copy.
-
-    Fetched or read once per process (RFC 9224 §8: do not fetch the registry on every query).
-    """
-    setting = ctx.settings.rdap.bootstrap.strip()
-    if setting.startswith(("http://", "https://")):
-        url = setting.rstrip("/") + f"/{kind}.json"
-        cached = _BOOTSTRAP_CACHE.get(url)
-        if cached is not None:
-            return cached
-        pending = ctx.inflight.get(f"rdap-bootstrap:{url}")
-        if pending is None:
-            pending = asyncio.ensure_future(_fetch_bootstrap(kind, url, ctx, source))
-            ctx.inflight[f"rdap-bootstrap:{url}"] = pending
-        try:
-            return await asyncio.shield(pending)
-        finally:
-            if pending.done():
-                ctx.inflight.pop(f"rdap-bootstrap:{url}", None)
-    try:
-        folder = Path(setting) if setting else shipped_path("bootstrap")
-    except ConfigError as exc:
-        raise SourceUnavailable(f"RDAP bootstrap: {exc}", source=source) from None
-    path = folder / f"{kind}.json"
-    try:
-        mtime, body = await asyncio.to_thread(_read_file, path)
-    except OSError as exc:
-        raise SourceUnavailable(
-            f"RDAP bootstrap file {path} unreadable: {exc.strerror or exc}", source=source
-        ) from None
-    key = f"{path}@{mtime}"
-    cached = _BOOTSTRAP_CACHE.get(key)
-    if cached is None:
-        cached = parse_bootstrap(kind, decode_json(body, str(path)))
-        _BOOTSTRAP_CACHE[key] = cached
-    return cached
-
-
-async def _fetch_bootstrap(kind: str, url: str, ctx: LookupContext, source: str) -> Bootstrap:
-    answer = await RDAPClient(ctx, source=source).get(url)
-    if answer.status != 200 or answer.data is None:
-        raise SourceUnavailable(f"RDAP bootstrap {url}: HTTP {answer.status}", source=source)
-    parsed = parse_bootstrap(kind, answer.data)
-    _BOOTSTRAP_CACHE[url] = parsed
-    return parsed
 
 
 # --------------------------------------------------------------------------- the source

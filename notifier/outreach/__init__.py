@@ -1,0 +1,1 @@
+"""Channels beyond e-mail: reports for web forms and phone lines, and printed letters."""
