@@ -669,8 +669,6 @@ class Notifier:
         """
         self._wrote = True
         attempt_id = uuid.uuid4().hex[:16]
-        # in a worker thread: deliveries in parallel then sync their files to disk together
-        await asyncio.to_thread(self.audit.store_message, composed.raw)
         keys = [f.key for f in findings]
         recipient = contact.address
 
@@ -706,6 +704,9 @@ class Notifier:
         )
         if not written:
             return None
+        # stored after its intent, so that every stored message has an intent line (verify
+        # checks it); in a worker thread: deliveries in parallel sync their files together
+        await asyncio.to_thread(self.audit.store_message, composed.raw)
         self._in_doubt.update((k, recipient.lower()) for k in keys)
 
         async def on_attempt(number: int, error: DeliveryError | None, reply: str) -> None:
