@@ -580,33 +580,35 @@ class Notifier:
             references=options.references,
             network=network,
         )
-        protection = None
-        if self._guard is not None:
-            try:
-                composed, protection = await self._guard.protect(composed, contact, self.ctx)
-            except EncryptionRequired as exc:
-                self.audit.append(
-                    "refusal",
-                    ip=str(findings[0].ip),
-                    recipient=contact.address,
-                    reason=str(exc),
-                    finding_keys=[f.key for f in findings],
-                )
-                return skipped(DeliveryStatus.FAILED, str(exc))
-        result.messages.append(composed)
-        if dry_run:
-            delivery = Delivery(
-                contact.address,
-                composed.message_id,
-                DeliveryStatus.DRY_RUN,
-                digest=composed.digest,
-                role=contact.role,
-            )
-            result.deliveries.append(delivery)
-            return delivery
-        # counted against the run cap from here on: concurrent deliveries cannot overshoot it
-        self._in_flight += 1
+        # counted against the run cap from here on, before anything awaits: concurrent
+        # deliveries cannot overshoot it
+        if not dry_run:
+            self._in_flight += 1
         try:
+            protection = None
+            if self._guard is not None:
+                try:
+                    composed, protection = await self._guard.protect(composed, contact, self.ctx)
+                except EncryptionRequired as exc:
+                    self.audit.append(
+                        "refusal",
+                        ip=str(findings[0].ip),
+                        recipient=contact.address,
+                        reason=str(exc),
+                        finding_keys=[f.key for f in findings],
+                    )
+                    return skipped(DeliveryStatus.FAILED, str(exc))
+            result.messages.append(composed)
+            if dry_run:
+                delivery = Delivery(
+                    contact.address,
+                    composed.message_id,
+                    DeliveryStatus.DRY_RUN,
+                    digest=composed.digest,
+                    role=contact.role,
+                )
+                result.deliveries.append(delivery)
+                return delivery
             sent = await self._transmit(
                 composed,
                 contact,
@@ -618,7 +620,8 @@ class Notifier:
                 protection=protection.record() if protection else None,
             )
         finally:
-            self._in_flight -= 1
+            if not dry_run:
+                self._in_flight -= 1
         if sent is not None:
             return sent
         # another run on this state directory claimed some of these findings for this contact
