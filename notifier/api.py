@@ -22,18 +22,24 @@ from typing import Any
 
 from .batch import Batch, FindingOutcome
 from .config import Settings
-from .models import Finding, Resolution
+from .models import Finding, HostHint, Resolution
 from .pipeline import Notifier, SendResult
 
 __all__ = ["resolve", "notify", "SyncNotifier"]
 
 
 async def resolve(
-    ip: str, *, settings: Settings | None = None, hostnames: Sequence[str] = ()
+    ip: str,
+    *,
+    settings: Settings | None = None,
+    hostnames: Sequence[str] = (),
+    hints: Sequence[HostHint] = (),
 ) -> Resolution:
-    """The contacts ``notify`` would use for ``ip``, with provenance. Sends nothing."""
+    """The contacts ``notify`` would use for ``ip``, with provenance. Sends nothing.
+
+    ``hostnames`` and ``hints`` are used once they are forward-confirmed (resolve to ``ip``)."""
     async with Notifier(settings) as notifier:
-        return await notifier.resolve(ip, hostnames)
+        return await notifier.resolve(ip, hostnames, hints)
 
 
 async def notify(
@@ -80,8 +86,10 @@ class SyncNotifier:
     def notifier(self) -> Notifier:
         return self._notifier
 
-    def resolve(self, ip: str, hostnames: Sequence[str] = ()) -> Resolution:
-        return self._runner.run(self._notifier.resolve(ip, hostnames))
+    def resolve(
+        self, ip: str, hostnames: Sequence[str] = (), hints: Sequence[HostHint] = ()
+    ) -> Resolution:
+        return self._runner.run(self._notifier.resolve(ip, hostnames, hints))
 
     def send(self, findings: Sequence[Finding], **options: Any) -> SendResult:
         return self._runner.run(self._notifier.send(findings, **options))

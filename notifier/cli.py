@@ -27,8 +27,8 @@ from .config import Settings, load_settings
 from .errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK, ConfigError, NotifierError, exit_code
 from .inputs import FORMATS
 from .ledger import AuditLog
-from .models import DeliveryStatus, Finding, Resolution
-from .pipeline import Notifier, SendResult, contact_record
+from .models import ChannelKind, DeliveryStatus, Finding, Resolution
+from .pipeline import Notifier, SendResult, channel_record, contact_record
 from .sources import utcnow
 from .sources.rdns import clean_hostname
 
@@ -86,8 +86,32 @@ def _contact_lines(resolution: Resolution) -> list[str]:
     lines = []
     for use, contacts in (("notify", resolution.recipients), ("fallback", resolution.fallbacks)):
         for c in contacts:
-            lines.append(f"{use:<9}{c.address}  [{c.role}, confidence {c.confidence:.2f}]")
-            lines += [f"{'':<11}{why}" for why in c.provenance or c.sources]
+            guessed = ", guessed: no source published it" if "guessed" in c.provenance else ""
+            lines.append(f"{use:<9}{c.address}  [{c.role}, confidence {c.confidence:.2f}{guessed}]")
+            lines += [f"{'':<11}{why}" for why in c.provenance or c.sources if why != "guessed"]
+    return lines
+
+
+def _channel_lines(resolution: Resolution) -> list[str]:
+    """Non-mail channels, as the manual steps they are."""
+    asks = {
+        ChannelKind.WEB: "asks for reports at",
+        ChannelKind.PHONE: "gives a phone number:",
+        ChannelKind.OTHER: "gives another contact:",
+    }
+    lines = []
+    for ch in resolution.channels:
+        party = "the operator's override" if ch.role == "override" else f"the {ch.role}"
+        lines.append(f"manual   {party} {asks[ch.kind]} {ch.uri}  (not sent by notify)")
+        lines += [f"{'':<11}{why}" for why in ch.provenance]
+    return lines
+
+
+def _hint_lines(resolution: Resolution) -> list[str]:
+    lines = []
+    for h in resolution.hints:
+        state = "confirmed" if h.confirmed else "unconfirmed, low confidence, not used"
+        lines.append(f"hint     {h.name}  [{h.source}; {state}]  {h.reason}".rstrip())
     return lines
 
 
@@ -117,6 +141,17 @@ def resolution_json(resolution: Resolution) -> dict[str, Any]:
         "hostnames": list(resolution.hostnames),
         "notes": list(resolution.notes),
         "errors": [{"source": s, "error": e} for s, e in resolution.errors],
+        "channels": [channel_record(c) for c in resolution.channels],
+        "hints": [
+            {
+                "name": h.name,
+                "source": h.source,
+                "confirmed": h.confirmed,
+                "confidence": "high" if h.confirmed else "low",
+                "reason": h.reason,
+            }
+            for h in resolution.hints
+        ],
     }
 
 
@@ -130,11 +165,15 @@ def print_resolution(resolution: Resolution) -> None:
         )
     if resolution.hostnames:
         out.print(f"names    {', '.join(resolution.hostnames)}", markup=False)
+    for line in _hint_lines(resolution):
+        out.print(line, markup=False)
     if resolution.contacts:
         for line in _contact_lines(resolution):
             out.print(line, markup=False)
     else:
         out.print("no contact found", markup=False)
+    for line in _channel_lines(resolution):
+        out.print(line, markup=False)
     for note in resolution.notes:
         out.print(f"  note: {note}", markup=False)
     for source, error in resolution.errors:

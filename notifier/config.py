@@ -106,7 +106,8 @@ class DNSSettings(_Section):
 
 
 class RDAPSettings(_Section):
-    bootstrap: str = ""  # "" = the snapshot shipped with notifier
+    # "" = IANA's live files, cached by their HTTP caching headers, the shipped snapshot offline
+    bootstrap: str = ""
     timeout: float = Field(default=5, gt=0)
     max_redirects: int = Field(default=5, ge=0, le=10)
     max_bytes: int = Field(default=2_000_000, ge=1024)
@@ -191,6 +192,11 @@ class FollowupSettings(_Section):
     after_days: float = Field(default=14, gt=0)
 
 
+class ResolveSettings(_Section):
+    # an RFC 2142 security@ mailbox is guessed only as the last resort (see README); false: never
+    guess_role_mailbox: bool = True
+
+
 class BatchSettings(_Section):
     max_findings_per_message: int = Field(default=500, ge=1)
     cache_ttl_hours: float = Field(default=24, gt=0)
@@ -242,6 +248,7 @@ class Settings(_Section):
     batch: BatchSettings = Field(default_factory=BatchSettings)
     pgp: PGPSettings = Field(default_factory=PGPSettings)
     dkim: DKIMSettings = Field(default_factory=DKIMSettings)
+    resolve: ResolveSettings = Field(default_factory=ResolveSettings)
 
     @property
     def state_dir(self) -> Path:

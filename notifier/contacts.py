@@ -59,7 +59,9 @@ _TEXT_FIELDS = (
     "part_of",
     "note",
     "encryption",
+    "mode",
 )
+OVERRIDE_MODES = ("replace", "add")
 _LIST_FIELDS = ("sources", "also", "languages")
 _ALIASES = {"source": "sources", "updated": "published", "language": "languages"}
 # a date as precise as the source gives it: 2024, 2024-06 or 2024-06-06
@@ -104,6 +106,13 @@ class Entry:
     encryption: str = ""  # the team's OpenPGP key: https URL or openpgp4fpr: fingerprint
     origin: str = SOURCE  # the file the entry came from, as shown in provenance
     line: int = 0
+    # overrides: "replace" the automatic contacts in the entry's scope, or "add" to them
+    mode: str = "replace"
+
+    @property
+    def network_scope(self) -> bool:
+        """Whether this override speaks for a network (CIDR or AS number), not a domain."""
+        return "/" in self.key or bool(_ASN.match(self.key))
 
 
 class _TooLarge(Exception):
@@ -292,6 +301,9 @@ def _entry(
         problems.append(
             _at(node, f"{key}: confidence must be high, medium or low, not {_shown(confidence)}")
         )
+    mode = fields.get("mode", "replace").lower()
+    if mode not in OVERRIDE_MODES:
+        problems.append(_at(node, f"{key}: mode must be replace or add, not {_shown(mode)}"))
     if len(problems) > before or not addresses:
         return None
     return Entry(
@@ -310,6 +322,7 @@ def _entry(
         encryption=fields.get("encryption", ""),
         origin=origin,
         line=node.start_mark.line + 1,
+        mode=mode,
     )
 
 
@@ -567,7 +580,16 @@ class ContactRegistry:
         asn: int | None = None,
         domains: Iterable[str] = (),
     ) -> list[Contact]:
-        """The operator's own contacts for this address, AS number or these domains.
+        """The operator's own contacts for this address, AS number or these domains."""
+        return self.override_contacts(self.matching_overrides(ip, asn, domains))
+
+    def matching_overrides(
+        self,
+        ip: IPAddress | str | None = None,
+        asn: int | None = None,
+        domains: Iterable[str] = (),
+    ) -> list[Entry]:
+        """The override entries for this address, AS number or these domains.
 
         Networks: the most specific containing network only. AS numbers: exact. Domains: the
         name itself or its closest listed parent (``example.org`` covers ``db.example.org``).
@@ -590,12 +612,23 @@ class ContactRegistry:
             for candidate in _parents(name):
                 by_domain = self._overrides.get(candidate)
                 if by_domain is not None:
-                    matched.append(by_domain)
+                    if by_domain not in matched:
+                        matched.append(by_domain)
                     break
+        return matched
+
+    @staticmethod
+    def override_contacts(matched: Iterable[Entry]) -> list[Contact]:
+        """The contacts the override entries name, one per address, provenance joined."""
         contacts: dict[str, Contact] = {}
         for entry in matched:
             team = f" ({entry.name})" if entry.name else ""
             provenance = [f"operator override for {entry.key}{team}, {entry.origin}"]
+            replaced = "network" if entry.network_scope else "owner"
+            if entry.mode == "replace":
+                provenance.append(f"replaces the automatic {replaced} contacts")
+            else:
+                provenance.append(f"added to the automatic {replaced} contacts (mode: add)")
             if entry.note:
                 provenance.append(entry.note)
             for address in entry.addresses:

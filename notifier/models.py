@@ -17,6 +17,7 @@ __all__ = [
     "Target",
     "Finding",
     "HostHint",
+    "HintCheck",
     "Channel",
     "ChannelKind",
     "Contact",
@@ -48,6 +49,8 @@ class Target:
 
     ip: IPAddress
     hostnames: tuple[str, ...] = ()
+    # names a finding or the operator gave for the address: used once forward-confirmed
+    hints: tuple[HostHint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,21 @@ class HostHint:
 
     name: str
     source: str
+
+
+@dataclass(frozen=True, slots=True)
+class HintCheck:
+    """What resolve made of one host name hint.
+
+    ``name`` is the cleaned A-label form (punycode for IDNs), or the hint as given, shortened and
+    made printable, when it was refused. ``confirmed`` hints take part in owner lookups; the others
+    are shown, with ``reason``, and never mailed.
+    """
+
+    name: str
+    source: str
+    confirmed: bool
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +209,12 @@ class SourceReport:
     notes: list[str] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
     error: str | None = None
+    channels: list[Channel] = field(default_factory=list)
+    # host names whose owner published a file that answered, usable or not (security.txt):
+    # the owner has spoken, so nothing is guessed for them
+    answered: list[str] = field(default_factory=list)
+    # roles whose automatic contacts the operator's word replaces (contacts.yaml overrides)
+    replaces: list[Role] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +234,7 @@ class Resolution:
     evidence: tuple[Evidence, ...] = ()
     errors: tuple[tuple[str, str], ...] = ()
     channels: tuple[Channel, ...] = ()
+    hints: tuple[HintCheck, ...] = ()
 
     @property
     def contacts(self) -> tuple[Contact, ...]:

@@ -37,6 +37,7 @@ __all__ = [
     "make_ssl_context",
     "FetchResult",
     "fetch",
+    "UntrustedCertificate",
     "tcp_exchange",
     "RateLimiter",
 ]
@@ -278,9 +279,30 @@ async def fetch(
             f"{chain[-1]}: timed out ({type(exc).__name__})", source=source
         ) from None
     except httpx.HTTPError as exc:
+        reason = _untrusted(exc)
+        if reason is not None:
+            raise UntrustedCertificate(
+                f"{chain[-1]}: certificate not trusted ({reason})", source=source
+            ) from None
         raise SourceUnavailable(
             f"{chain[-1]}: {exc or type(exc).__name__}", source=source
         ) from None
+
+
+class UntrustedCertificate(SourceUnavailable):
+    """The server answered TLS with a certificate that does not verify for the name."""
+
+
+def _untrusted(exc: BaseException) -> str | None:
+    """The verification error behind ``exc`` when a certificate was refused, else None."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return str(seen.verify_message or seen.reason or "verification failed")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 async def tcp_exchange(

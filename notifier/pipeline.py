@@ -34,10 +34,12 @@ from .errors import (
 from .ladder import DEFAULT_OPTIONS, SendOptions, held_back, settles, walk
 from .ledger import AuditLog, GroupCommit, Record, format_head, load_signing_key
 from .models import (
+    Channel,
     Contact,
     Delivery,
     DeliveryStatus,
     Finding,
+    HostHint,
     IPAddress,
     Network,
     Resolution,
@@ -49,10 +51,11 @@ from .net import RateLimiter, make_http_client, make_resolver
 from .outreach.manual import prepare as prepare_manual
 from .resolve import resolve
 from .sources import Cache, LookupContext, Tracer, utcnow
+from .sources.hints import finding_hints
 from .targets import parse_target
 from .trust import EncryptionRequired, MessageGuard
 
-__all__ = ["Notifier", "SendResult", "contact_record", "resolution_record"]
+__all__ = ["Notifier", "SendResult", "contact_record", "channel_record", "resolution_record"]
 
 # SMTP connections a run keeps open at most: deliveries to different recipients go in parallel
 # (a batch has hundreds), few enough that no mail server takes the run for a flood
@@ -111,6 +114,18 @@ def contact_record(contact: Contact) -> dict[str, Any]:
     }
 
 
+def channel_record(channel: Channel) -> dict[str, Any]:
+    """A non-mail channel as the audit log and ``resolve --json`` show it."""
+    return {
+        "kind": str(channel.kind),
+        "uri": channel.uri,
+        "role": str(channel.role),
+        "source": channel.source,
+        "provenance": list(channel.provenance),
+        "languages": list(channel.languages),
+    }
+
+
 def resolution_record(resolution: Resolution) -> dict[str, Any]:
     """The fields of the audit log's ``resolution`` record for ``resolution``."""
     return {
@@ -120,6 +135,8 @@ def resolution_record(resolution: Resolution) -> dict[str, Any]:
         "recipients": [contact_record(c) for c in resolution.recipients],
         "fallbacks": [contact_record(c) for c in resolution.fallbacks],
         "errors": [{"source": s, "error": e} for s, e in resolution.errors],
+        "channels": [channel_record(c) for c in resolution.channels],
+        "hints": [asdict(h) for h in resolution.hints],
         "evidence": [
             {"source": e.source, "locator": e.locator, "sha256": e.sha256}
             for e in resolution.evidence
@@ -411,10 +428,17 @@ class Notifier:
         """Parse and check a target address (``TargetRefused`` says why not)."""
         return parse_target(text, self.settings)
 
-    async def resolve(self, ip: IPAddress | str, hostnames: Sequence[str] = ()) -> Resolution:
-        """The contacts ``send`` would use for ``ip``, with provenance. Sends nothing."""
+    async def resolve(
+        self,
+        ip: IPAddress | str,
+        hostnames: Sequence[str] = (),
+        hints: Sequence[HostHint] = (),
+    ) -> Resolution:
+        """The contacts ``send`` would use for ``ip``, with provenance. Sends nothing.
+
+        ``hostnames`` and ``hints`` are claims: used once they resolve to ``ip``."""
         address = self.target(ip) if isinstance(ip, str) else self.target(str(ip))
-        return await resolve(Target(address, tuple(hostnames)), self.ctx)
+        return await resolve(Target(address, tuple(hostnames), tuple(hints)), self.ctx)
 
     def record_resolution(self, resolution: Resolution) -> None:
         self._wrote = True
@@ -441,8 +465,8 @@ class Notifier:
         ips = {f.ip for f in findings}
         if len(ips) != 1:
             raise ConfigError("send takes findings about one address; use batch for many")
-        hostnames = [f.hostname for f in findings if f.hostname]
-        resolution = await self.resolve(str(findings[0].ip), hostnames)
+        hints = [h for f in findings for h in finding_hints(f)]
+        resolution = await self.resolve(str(findings[0].ip), hints=hints)
         if not dry_run:
             self.record_resolution(resolution)
         result = SendResult(resolution)

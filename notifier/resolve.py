@@ -1,9 +1,12 @@
 """Who to tell: run the sources in stages, merge what they found, rank it, and explain it.
 
 Stage 1 (concurrent): reverse DNS; the registry (RDAP, with WHOIS when RDAP fails or names no
-abuse contact). Stage 2 (concurrent, needs the host names and the network): security.txt, domain
-RDAP, operator overrides, RFC 2142 role mailboxes. Stage 3: the national CERT of the network's
-country. Each source runs under its own deadline; a failing source is recorded, never fatal.
+abuse contact). Stage 2: the host name hints of the finding are forward-confirmed; then
+(concurrent, needs the confirmed names and the network) security.txt, domain RDAP and operator
+overrides; the RFC 2142 role mailbox only as the last resort (``guess_allowed``). Stage 3: the
+national CERT of the network's country. Each source runs under its own deadline; a failing source
+is recorded, never fatal. The policy (what replaces what, when to guess, who is told) is in
+``apply_overrides``, ``guess_allowed`` and ``choose``.
 """
 
 from __future__ import annotations
@@ -14,12 +17,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
-from .models import Contact, Network, Resolution, Role, SourceReport, Target
+from .models import (
+    Channel,
+    Contact,
+    HintCheck,
+    Network,
+    Resolution,
+    Role,
+    SourceReport,
+    Target,
+)
 from .sources import (
     LookupContext,
     Query,
     cert,
     domain_rdap,
+    hints,
     overrides,
     rdap,
     rdns,
@@ -28,7 +41,16 @@ from .sources import (
     whois,
 )
 
-__all__ = ["resolve", "choose", "merge_contacts", "reverse_dns", "registry", "complete"]
+__all__ = [
+    "resolve",
+    "choose",
+    "merge_contacts",
+    "apply_overrides",
+    "guess_allowed",
+    "reverse_dns",
+    "registry",
+    "complete",
+]
 
 Lookup = Callable[[Query, LookupContext], Awaitable[SourceReport]]
 
@@ -213,13 +235,57 @@ def merge_contacts(contacts: Iterable[Contact]) -> list[Contact]:
     return sorted(merged.values(), key=lambda c: (order.index(c.role), -c.confidence, c.address))
 
 
+def apply_overrides(
+    contacts: list[Contact], channels: list[Channel], reports: Iterable[SourceReport]
+) -> tuple[list[Contact], list[Channel], list[str]]:
+    """Drop what an operator override replaces: the automatic contacts and channels of the roles
+    its report lists (network for a CIDR or AS number, owner for a domain). Notes say what went."""
+    replaced = {role for r in reports for role in r.replaces}
+    if not replaced:
+        return contacts, channels, []
+    notes = [
+        f"{c.address} ({c.role}) replaced by an operator override"
+        for c in contacts
+        if c.role in replaced
+    ]
+    notes += [
+        f"{ch.uri} ({ch.role}) replaced by an operator override"
+        for ch in channels
+        if ch.role in replaced
+    ]
+    kept = [c for c in contacts if c.role not in replaced]
+    return kept, [ch for ch in channels if ch.role not in replaced], notes
+
+
+def guess_allowed(
+    contacts: Iterable[Contact], reports: Iterable[SourceReport], ctx: LookupContext
+) -> str | None:
+    """None when a role mailbox may be guessed, else why not.
+
+    Guessing is the last resort: only when guessing is on, no real source gave an owner-level
+    contact, and nobody spoke for the host's names: no security.txt answered for them (an
+    unusable file is still the owner's word) and no operator override covers their domain. The
+    MX rule is the role-mailbox source's own.
+    """
+    if not ctx.settings.resolve.guess_role_mailbox:
+        return "guessing is off ([resolve] guess_role_mailbox = false)"
+    if any(c.role in (Role.OWNER, Role.OVERRIDE) for c in contacts):
+        return "an owner-level contact was found"
+    spoken = [name for r in reports for name in r.answered]
+    if spoken:
+        shown = ", ".join(dict.fromkeys(spoken[:3]))
+        return f"the owner published a security.txt for {shown}: nothing guessed in its place"
+    return None
+
+
 def choose(contacts: list[Contact]) -> tuple[tuple[Contact, ...], tuple[Contact, ...]]:
     """Split merged contacts into recipients and the fallback ladder.
 
-    Owner level (overrides, security.txt, non-redacted registrants) and network level (the abuse
-    desk) are notified together. A guessed role mailbox is used only when no other owner-level
-    contact exists. Within a role only the best-evidenced tier is kept, so one weak guess does not
-    ride along with a registry's abuse role. Registrar and national CERT are fallbacks, in order.
+    Operator overrides, the owner level (security.txt, non-redacted registrants, the rare guess)
+    and the network level (the abuse desk) are notified together; what an override replaces was
+    removed before (``apply_overrides``). Within a role only the best-evidenced tier is kept, so
+    one weak contact does not ride along with a well-evidenced one. Registrar and national CERT
+    are fallbacks, in order.
     """
 
     def best_tier(role_contacts: list[Contact]) -> list[Contact]:
@@ -229,8 +295,9 @@ def choose(contacts: list[Contact]) -> tuple[tuple[Contact, ...], tuple[Contact,
         return [c for c in role_contacts if c.confidence >= top - 0.15]
 
     by_role = {role: [c for c in contacts if c.role == role] for role in Role}
-    owner = by_role[Role.OVERRIDE] or best_tier(by_role[Role.OWNER])
-    recipients = owner + best_tier(by_role[Role.NETWORK])
+    recipients = (
+        by_role[Role.OVERRIDE] + best_tier(by_role[Role.OWNER]) + best_tier(by_role[Role.NETWORK])
+    )
     fallbacks = best_tier(by_role[Role.REGISTRAR]) + by_role[Role.NATIONAL_CERT][:1]
     return tuple(recipients), tuple(fallbacks)
 
@@ -268,7 +335,11 @@ async def complete(
     settings = ctx.settings
     dns_deadline = settings.dns.timeout * 4
     reports = [rdns_report, *registry_reports]
-    hostnames = tuple(dict.fromkeys([*rdns_report.hostnames, *target.hostnames]))
+    checks, hint_notes = await hints.check_hints(
+        hints.hints_of(target), rdns_report.hostnames, target, ctx
+    )
+    confirmed = [c.name for c in checks if c.confirmed]
+    hostnames = tuple(dict.fromkeys([*rdns_report.hostnames, *confirmed]))
     network = _network(registry_reports)
     query = Query(target, hostnames=hostnames, network=network)
 
@@ -289,20 +360,49 @@ async def complete(
         ),
         _run("overrides", overrides.lookup, query, ctx, dns_deadline),
     )
-    found = merge_contacts(c for r in reports for c in r.contacts)
-    if not any(c.role in (Role.OWNER, Role.OVERRIDE) for c in found):
+    return await _decide(target, query, reports, checks, hint_notes, ctx)
+
+
+async def _decide(
+    target: Target,
+    query: Query,
+    reports: list[SourceReport],
+    checks: list[HintCheck],
+    hint_notes: list[str],
+    ctx: LookupContext,
+) -> Resolution:
+    """The policy over the sources' reports: overrides, the last-resort guess, the national
+    CERT, and who of all that is told."""
+    dns_deadline = ctx.settings.dns.timeout * 4
+    found, _, _ = apply_overrides(
+        merge_contacts(c for r in reports for c in r.contacts), [], reports
+    )
+    why_not = guess_allowed(found, reports, ctx)
+    if why_not is None:
         reports.append(await _run("role-mailbox", rolemailbox.lookup, query, ctx, dns_deadline))
+    elif query.hostnames and not any(c.role in (Role.OWNER, Role.OVERRIDE) for c in found):
+        reports.append(SourceReport("role-mailbox", notes=[f"no role mailbox guessed: {why_not}"]))
     reports.append(await _run("national-cert", cert.lookup, query, ctx, dns_deadline))
 
-    contacts = merge_contacts(c for r in reports for c in r.contacts)
+    contacts, channels, replaced = apply_overrides(
+        merge_contacts(c for r in reports for c in r.contacts),
+        list(dict.fromkeys(ch for r in reports for ch in r.channels)),
+        reports,
+    )
     recipients, fallbacks = choose(contacts)
     return Resolution(
         target=target,
         recipients=recipients,
         fallbacks=fallbacks,
-        network=network,
-        hostnames=hostnames,
-        notes=tuple(f"{r.source}: {n}" for r in reports for n in r.notes),
+        network=query.network,
+        hostnames=query.hostnames,
+        notes=(
+            *(f"{r.source}: {n}" for r in reports for n in r.notes),
+            *(f"hints: {n}" for n in hint_notes),
+            *(f"overrides: {n}" for n in replaced),
+        ),
         evidence=tuple(e for r in reports for e in r.evidence),
         errors=tuple((r.source, r.error) for r in reports if r.error),
+        channels=tuple(channels),
+        hints=tuple(checks),
     )

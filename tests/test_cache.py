@@ -21,7 +21,15 @@ from notifier.cache import (
     load_reports,
 )
 from notifier.config import Settings
-from notifier.models import Contact, Evidence, Network, Role, SourceReport
+from notifier.models import (
+    Channel,
+    ChannelKind,
+    Contact,
+    Evidence,
+    Network,
+    Role,
+    SourceReport,
+)
 from notifier.sources import Cache
 
 
@@ -99,6 +107,18 @@ def full_report(tag: str = "rdap") -> SourceReport:
             ),
         ],
         error="whois: referral loop cut short",
+        channels=[
+            Channel(
+                ChannelKind.WEB,
+                "https://example.net/report",
+                Role.OWNER,
+                "security.txt",
+                ("security.txt at https://example.net/.well-known/security.txt",),
+                ("en",),
+            )
+        ],
+        answered=["example.net"],
+        replaces=[Role.NETWORK],
     )
 
 
@@ -132,7 +152,8 @@ class TestReportCodec:
     def test_round_trip_with_every_field_populated(self) -> None:
         """Reports with every field set come back equal, types and time zones included."""
         reports = [full_report("rdap"), full_report("whois")]
-        for obj in (reports[0], reports[0].contacts[0], reports[0].network, reports[0].evidence[0]):
+        first = reports[0]
+        for obj in (first, first.contacts[0], first.network, first.evidence[0], first.channels[0]):
             assert obj is not None
             for f in dataclasses.fields(obj):
                 default = (

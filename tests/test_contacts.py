@@ -509,7 +509,31 @@ class TestOverrides:
             "asn@noc.example.org",
             "org@sec.example.org",
         ]
-        assert len(found[0].provenance) == 2
+        assert len([p for p in found[0].provenance if p.startswith("operator override")]) == 2
+
+    def test_mode_replace_is_the_default_and_add_is_kept(self, tmp_path: Path) -> None:
+        """An override replaces in its scope unless its entry says ``mode: add``."""
+        text = (
+            "overrides:\n"
+            '  "62.239.0.0/16": {email: "soc@noc.example.org"}\n'
+            '  "example.org": {email: "sec@example.org", mode: add}\n'
+        )
+        registry = ContactRegistry.load(write(tmp_path, text))
+        net = registry.overrides["62.239.0.0/16"]
+        dom = registry.overrides["example.org"]
+        assert (net.mode, net.network_scope) == ("replace", True)
+        assert (dom.mode, dom.network_scope) == ("add", False)
+        assert (
+            "replaces the automatic network contacts"
+            in registry.overrides_for("62.239.1.1")[0].provenance
+        )
+
+    def test_bad_mode_is_a_problem(self, tmp_path: Path) -> None:
+        """A mode other than replace or add is refused with its line."""
+        problems = check_file(
+            write(tmp_path, 'overrides:\n  "AS1": {email: "a@b.example", mode: merge}\n')
+        )
+        assert any("mode must be replace or add" in str(p) for p in problems)
 
     def test_nothing_for_unrelated_target(self, registry: ContactRegistry) -> None:
         """An address, AS number and domain with no override give nothing."""

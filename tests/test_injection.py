@@ -295,7 +295,12 @@ def serve(box: Sandbox, tmp: Path) -> Path:
         )
         box.add_whois("afrinic", slot.whois_host, whois_answer(slot))
         box.dns.add_ptr(slot.ptr_host, ptr_name(payload))
-        overrides[slot.override_net] = {"name": payload, "email": slot.recipients["override"]}
+        # added to the network's own desk, which must be reached too (mode: add)
+        overrides[slot.override_net] = {
+            "name": payload,
+            "email": slot.recipients["override"],
+            "mode": "add",
+        }
     contacts = tmp / "contacts.yaml"
     contacts.write_text(yaml.safe_dump({"overrides": overrides}, allow_unicode=False))
     return contacts
@@ -740,6 +745,8 @@ class TestSSRF:
     ) -> None:
         """A host name under an internal TLD does not make us connect to its whois.nic host."""
         box.dns.add("whois.nic.corp-internal", "A", "127.0.0.2")
+        # forward-confirmed, so that the name is used for domain lookups at all
+        box.dns.add("db.corp-internal", "A", "127.1.0.10")
         async with Notifier(private_settings(box)) as notifier:
             resolution = await notifier.resolve("127.1.0.10", ["db.corp-internal"])
         assert ip_address("127.0.0.2") in judged

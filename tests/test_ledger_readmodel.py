@@ -86,9 +86,7 @@ def _old_format_log(path: Path) -> AuditLog:
         reason="no answer",
         in_reply_to="<m0@example>",
     )
-    log.append(
-        "fallback", ip="8.8.8.8", to="cert@cert.example", role="national-cert", reason="x"
-    )
+    log.append("fallback", ip="8.8.8.8", to="cert@cert.example", role="national-cert", reason="x")
     log.append("fallback", to="cert@cert.example", role="national-cert", findings=3, reason="y")
     log.append(
         "bounce",

@@ -142,7 +142,7 @@ class TestOverridesSource:
     async def test_subdomain_override_is_more_specific(self, ctx: LookupContext) -> None:
         """An override for a host's own subdomain is used even below the registrable domain."""
         report = await overrides.lookup(
-            query("74.125.225.229", finding_names=("www.shop.example.org",)), ctx
+            query("74.125.225.229", hostnames=("www.shop.example.org",)), ctx
         )
         assert [c.address for c in report.contacts] == ["shop@sec.example.org"]
 

@@ -7,7 +7,7 @@ import ipaddress
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from notifier.sources.rdap import (
     parse_rdap,
     parse_retry_after,
 )
+from notifier.sources.rdap_bootstrap import freshness
 
 # file -> (registry, abuse addresses in order; [] where the answer names no abuse desk)
 CORPUS: dict[str, tuple[str, list[str]]] = {
@@ -93,7 +94,7 @@ def _fresh_bootstrap() -> None:
 
 
 @pytest.fixture
-async def make_ctx() -> AsyncIterator[CtxFactory]:
+async def make_ctx(tmp_path: Path) -> AsyncIterator[CtxFactory]:
     clients: list[Any] = []
 
     def factory(
@@ -102,6 +103,7 @@ async def make_ctx() -> AsyncIterator[CtxFactory]:
         allow_private: bool = True,
         ca_bundle: str = "",
         limiter: net.RateLimiter | None = None,
+        clock: Callable[[], datetime] | None = None,
         **rdap: Any,
     ) -> LookupContext:
         settings = Settings.from_mapping(
@@ -109,6 +111,7 @@ async def make_ctx() -> AsyncIterator[CtxFactory]:
                 "dns": {"nameservers": ["127.0.0.1:9"], "timeout": 0.5},
                 "rdap": {"bootstrap": bootstrap, "timeout": 2, "max_retry_after": 1, **rdap},
                 "http": {"allow_private": allow_private, "ca_bundle": ca_bundle},
+                "state": {"dir": str(tmp_path / "state")},
             }
         )
         resolver = net.make_resolver(settings.dns)
@@ -119,6 +122,7 @@ async def make_ctx() -> AsyncIterator[CtxFactory]:
             resolver=resolver,
             http=http,
             limiter=limiter or net.RateLimiter(1000.0),
+            **({"clock": clock} if clock is not None else {}),
         )
 
     yield factory
@@ -372,9 +376,9 @@ class TestBootstrapParse:
 
 
 class TestShippedBootstrap:
-    async def test_default_is_shipped_snapshot(self, make_ctx: CtxFactory) -> None:
-        """With rdap.bootstrap empty the shipped IANA snapshot is read, without any fetch."""
-        ctx = make_ctx("")
+    async def test_shipped_snapshot(self, make_ctx: CtxFactory) -> None:
+        """With rdap.bootstrap "shipped" the shipped IANA snapshot is read, without any fetch."""
+        ctx = make_ctx("shipped")
         v4 = await load_bootstrap("ipv4", ctx)
         match = v4.match_ip(ipaddress.ip_address(RIPE_IP))
         assert match is not None and match[1][0] == "https://rdap.db.ripe.net/"
@@ -382,6 +386,77 @@ class TestShippedBootstrap:
         assert v6.match_ip(ipaddress.ip_address("2001:4860:4860::8888")) is not None
         dns = await load_bootstrap("dns", ctx)
         assert dns.match_domain("www.acme-widgets.com") is not None
+
+
+class TestLiveBootstrap:
+    async def test_default_is_iana_with_the_snapshot_as_fallback(
+        self, make_ctx: CtxFactory
+    ) -> None:
+        """By default IANA's files are asked for; when that fails (here: the name does not
+        resolve, the only nameserver is a closed loopback port) the shipped snapshot is used."""
+        seen: list[tuple[str, dict[str, Any]]] = []
+        ctx = make_ctx("")
+        ctx.trace = lambda event, fields: seen.append((event, fields))
+        v4 = await load_bootstrap("ipv4", ctx)
+        match = v4.match_ip(ipaddress.ip_address(RIPE_IP))
+        assert match is not None and match[1][0] == "https://rdap.db.ripe.net/"
+        [(_, fields)] = [s for s in seen if s[0] == "rdap.bootstrap"]
+        assert fields["url"] == "https://data.iana.org/rdap/ipv4.json"
+        assert fields["from"] == "shipped snapshot"
+
+    async def test_cached_by_its_caching_headers_and_revalidated(
+        self, corpus_dir: Path, make_ctx: CtxFactory, start: Starter, tmp_path: Path
+    ) -> None:
+        """A fetched file is stored under the state dir and used while its max-age lasts (in
+        this process and the next); once stale it is revalidated with its ETag (304: kept);
+        when the server is gone a stale copy still answers."""
+        registry = ripe_registry(corpus_dir)
+        registry.bootstrap_max_age = 3600
+        await start(registry)
+        now = [datetime(2026, 6, 1, tzinfo=UTC)]
+        ctx = make_ctx(registry.bootstrap_url, clock=lambda: now[0])
+
+        def fetches() -> list[Any]:
+            return [r for r in registry.requests if r.path.startswith("/bootstrap/")]
+
+        await load_bootstrap("ipv4", ctx)
+        assert len(fetches()) == 1
+        assert list((tmp_path / "state" / "rdap-bootstrap").glob("*.json"))
+        clear_bootstrap_cache()  # a new process: the stored copy is fresh, nothing is asked
+        now[0] += timedelta(minutes=30)
+        await load_bootstrap("ipv4", ctx)
+        assert len(fetches()) == 1
+        now[0] += timedelta(minutes=31)  # past max-age, even in this process
+        v4 = await load_bootstrap("ipv4", ctx)
+        assert len(fetches()) == 2
+        assert fetches()[-1].headers.get("if-none-match", "").startswith('"')
+        assert v4.match_ip(ipaddress.ip_address(RIPE_IP)) is not None
+        await registry.stop()
+        clear_bootstrap_cache()
+        now[0] += timedelta(hours=2)
+        v4 = await load_bootstrap("ipv4", ctx)
+        match = v4.match_ip(ipaddress.ip_address(RIPE_IP))
+        assert match is not None and match[1][0] == registry.base_url
+
+    def test_freshness_rules(self) -> None:
+        """max-age (less Age) wins over Expires; then a tenth of the age since Last-Modified,
+        at most a day; no-cache means stale at once."""
+        now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+        assert freshness({"Cache-Control": "public, max-age=600", "Age": "100"}, now) == (
+            now + timedelta(seconds=500)
+        )
+        assert freshness(
+            {"Expires": "Mon, 01 Jun 2026 13:00:00 GMT", "Date": "Mon, 01 Jun 2026 12:00:00 GMT"},
+            now,
+        ) == now + timedelta(hours=1)
+        assert freshness({"Last-Modified": "Fri, 22 May 2026 12:00:00 GMT"}, now) == (
+            now + timedelta(days=1)
+        )
+        assert freshness({"Last-Modified": "Mon, 01 Jun 2026 02:00:00 GMT"}, now) == (
+            now + timedelta(hours=1)
+        )
+        assert freshness({"Cache-Control": "no-cache, max-age=600"}, now) == now
+        assert freshness({"Expires": "0"}, now) == now
 
 
 class TestRetryAfter:

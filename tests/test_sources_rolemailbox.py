@@ -1,4 +1,4 @@
-"""RFC 2142 role mailboxes, offered only for domains that take mail (MX, null MX, A fallback)."""
+"""The RFC 2142 role mailbox: one guess, security@, only for a domain with an MX of its own."""
 
 from __future__ import annotations
 
@@ -42,21 +42,19 @@ def query(*hostnames: str) -> Query:
 
 class TestMailExchange:
     async def test_mx(self, dns_server: DNSServer, ctx: LookupContext) -> None:
-        """With an MX, security@ and abuse@ the registrable domain are offered at 0.3."""
+        """With an MX, one address, security@ the registrable domain, is offered at 0.3."""
         dns_server.add("acme.example", "MX", "20 backup.acme.example")
         dns_server.add("acme.example", "MX", "10 mail.acme.example")
         report = await lookup(query("db.acme.example"), ctx)
-        assert [c.address for c in report.contacts] == [
-            "security@acme.example",
-            "abuse@acme.example",
-        ]
-        for contact in report.contacts:
-            assert contact.role is Role.OWNER
-            assert contact.sources == ("role-mailbox",)
-            assert contact.confidence == 0.3
-            assert contact.provenance == (
-                "RFC 2142 role mailbox on acme.example (MX mail.acme.example)",
-            )
+        assert [c.address for c in report.contacts] == ["security@acme.example"]
+        (contact,) = report.contacts
+        assert contact.role is Role.OWNER
+        assert contact.sources == ("role-mailbox",)
+        assert contact.confidence == 0.3
+        assert contact.provenance == (
+            "guessed",
+            "RFC 2142 role mailbox on acme.example (MX mail.acme.example); no source published it",
+        )
         assert report.source == "role-mailbox" and report.error is None
 
     async def test_null_mx(self, dns_server: DNSServer, ctx: LookupContext) -> None:
@@ -65,44 +63,44 @@ class TestMailExchange:
         dns_server.add("acme.example", "A", "127.0.0.3")
         report = await lookup(query("db.acme.example"), ctx)
         assert report.contacts == []
-        assert report.notes == ["acme.example publishes a null MX (RFC 7505): it accepts no mail"]
+        assert report.notes == [
+            "acme.example publishes a null MX (RFC 7505): it accepts no mail: "
+            "no role mailbox guessed"
+        ]
 
-    async def test_address_fallback(self, dns_server: DNSServer, ctx: LookupContext) -> None:
-        """Without an MX, an A record is the implicit mail exchanger (RFC 5321)."""
+    async def test_no_address_fallback(self, dns_server: DNSServer, ctx: LookupContext) -> None:
+        """Without an MX, an A record is not taken as the mail exchanger: no guess."""
         dns_server.add("acme.example", "A", "127.0.0.3")
         report = await lookup(query("db.acme.example"), ctx)
-        assert [c.address for c in report.contacts] == [
-            "security@acme.example",
-            "abuse@acme.example",
-        ]
-        assert "A record fallback" in report.contacts[0].provenance[0]
+        assert report.contacts == []
+        assert report.notes == ["acme.example has no MX record of its own: no role mailbox guessed"]
 
-    async def test_aaaa_fallback(self, dns_server: DNSServer, ctx: LookupContext) -> None:
-        """An AAAA record alone is a fallback too."""
+    async def test_no_aaaa_fallback(self, dns_server: DNSServer, ctx: LookupContext) -> None:
+        """An AAAA record alone is no mail exchanger either."""
         dns_server.add("acme.example", "AAAA", "::1")
-        how, _ = await mail_exchanger(ctx, "acme.example")
-        assert how == "no MX; AAAA record fallback (RFC 5321)"
+        how, why = await mail_exchanger(ctx, "acme.example")
+        assert how is None and "no MX" in why
 
     async def test_no_mail_at_all(self, dns_server: DNSServer, ctx: LookupContext) -> None:
         """A domain with neither MX nor address records gets no guess."""
         dns_server.add("acme.example", "TXT", "v=spf1 -all")
         report = await lookup(query("db.acme.example"), ctx)
         assert report.contacts == []
-        assert "neither MX nor address records" in report.notes[0]
+        assert "no MX record" in report.notes[0]
 
     async def test_domain_that_does_not_exist(self, ctx: LookupContext) -> None:
         """A registrable domain that does not exist gets no guess."""
         report = await lookup(query("db.nowhere.example"), ctx)
         assert report.contacts == []
-        assert report.notes == ["nowhere.example does not exist"]
+        assert report.notes == ["nowhere.example does not exist: no role mailbox guessed"]
 
 
 class TestWhichDomains:
     async def test_one_guess_per_domain(self, dns_server: DNSServer, ctx: LookupContext) -> None:
-        """Several host names in one domain give one pair of guesses, asked about once."""
+        """Several host names in one domain give one guess, asked about once."""
         dns_server.add("acme.example", "MX", "10 mail.acme.example")
         report = await lookup(query("db.acme.example", "www.acme.example", "acme.example."), ctx)
-        assert len(report.contacts) == 2
+        assert len(report.contacts) == 1
         assert [q.name for q in dns_server.queries].count("acme.example") == 1
 
     async def test_generic_names_are_skipped(
@@ -145,12 +143,16 @@ class TestFailures:
     async def test_one_failing_domain_does_not_hide_another(
         self, dns_server: DNSServer, ctx: LookupContext
     ) -> None:
-        """A failure on one domain is a note when another domain gives guesses."""
+        """A failure on one domain is a note when another domain gives the guess."""
         dns_server.misbehave("broken.example", servfail=True)
         dns_server.add("acme.example", "MX", "10 mail.acme.example")
         report = await lookup(query("www.broken.example", "db.acme.example"), ctx)
-        assert [c.address for c in report.contacts] == [
-            "security@acme.example",
-            "abuse@acme.example",
-        ]
+        assert [c.address for c in report.contacts] == ["security@acme.example"]
         assert any("broken.example" in n for n in report.notes)
+
+    async def test_at_most_one_guess(self, dns_server: DNSServer, ctx: LookupContext) -> None:
+        """Two owner domains with mail still give one guess: the first name's domain."""
+        dns_server.add("acme.example", "MX", "10 mail.acme.example")
+        dns_server.add("other.example", "MX", "10 mail.other.example")
+        report = await lookup(query("db.acme.example", "www.other.example"), ctx)
+        assert [c.address for c in report.contacts] == ["security@acme.example"]

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from notifier.config import Settings
 from notifier.errors import SourceProtocolError
-from notifier.models import Role, Target
+from notifier.models import Channel, ChannelKind, Role, Target
 from notifier.net import RateLimiter, make_http_client, make_resolver
 from notifier.sandbox.dns import DNSServer
 from notifier.sandbox.web import Reply, SandboxCA, WebServer
@@ -353,7 +353,8 @@ def db_query(*names: str) -> Query:
 
 class TestLookup:
     async def test_valid_file_on_the_exact_host(self, sandbox: Sandbox) -> None:
-        """A valid file on the host itself gives its mailto: contacts at 0.9, the rest as notes."""
+        """A valid file on the host itself gives its mailto: contacts at 0.9, the other Contacts
+        as channels (a web form, a phone number) with where they were found."""
         sandbox.serve("db.acme.example", VALID)
         report = await lookup(db_query(), sandbox.ctx)
         [contact] = report.contacts
@@ -363,9 +364,27 @@ class TestLookup:
         assert contact.provenance[0] == (
             f"security.txt at {sandbox.url('db.acme.example')}, Contact #1 of 3"
         )
+        where = f"security.txt at {sandbox.url('db.acme.example')}"
+        assert report.channels == [
+            Channel(
+                ChannelKind.WEB,
+                "https://acme.example/report",
+                Role.OWNER,
+                "security.txt",
+                (f"{where}, Contact #2 of 3",),
+                ("en", "nl"),
+            ),
+            Channel(
+                ChannelKind.PHONE,
+                "tel:+1-201-555-0123",
+                Role.OWNER,
+                "security.txt",
+                (f"{where}, Contact #3 of 3",),
+                ("en", "nl"),
+            ),
+        ]
+        assert report.answered == ["db.acme.example"]
         notes = report.notes
-        assert "report form: https://acme.example/report" in notes
-        assert "phone: tel:+1-201-555-0123" in notes
         assert "policy: https://acme.example/disclosure-policy" in notes
         assert "preferred languages: en, nl" in notes
         assert "encryption key: https://acme.example/pgp-key.txt" in notes

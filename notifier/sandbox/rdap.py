@@ -16,6 +16,7 @@ answered 429 with Retry-After (and counted in ``throttled``).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import math
@@ -300,6 +301,7 @@ class RDAPRegistry:
         self.rate_limit_per_second = rate_limit_per_second
         self.rate_limit_burst = rate_limit_burst
         self.throttled = 0  # queries answered 429 because they came faster than the limit
+        self.bootstrap_max_age = 86_400  # Cache-Control max-age of the bootstrap files
         self._clock = clock
         self._tokens: float | None = None
         self._refilled = 0.0
@@ -520,4 +522,15 @@ class RDAPRegistry:
             return Reply(404, b"not found\n", {"Content-Type": "text/plain"})
         registries = [self, *self._peers]
         document = bootstrap_json((r.bootstrap_entries(kind), [r.base_url]) for r in registries)
-        return Reply(200, json.dumps(document).encode(), {"Content-Type": "application/json"})
+        body = json.dumps(document).encode()
+        # caching headers as IANA's server sends them, so clients can be tested revalidating
+        etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+        headers = {
+            "Content-Type": "application/json",
+            "Cache-Control": f"max-age={self.bootstrap_max_age}",
+            "ETag": etag,
+            "Last-Modified": "Mon, 01 Jun 2026 20:00:01 GMT",
+        }
+        if request.headers.get("if-none-match") == etag:
+            return Reply(304, b"", headers)
+        return Reply(200, body, headers)

@@ -1,6 +1,7 @@
 """RDAP for IP addresses: the registry's record of the network, and its abuse desk.
 
-Three layers. ``parse_rdap`` and ``parse_bootstrap`` are pure: JSON in, values out, no I/O.
+Three layers. ``parse_rdap`` (and ``parse_bootstrap``, in ``rdap_bootstrap``) are pure: JSON in,
+values out, no I/O.
 ``RDAPClient`` fetches through the shared guarded HTTP client with a byte cap, a deadline, bounded
 redirects (each hop recorded), per-registry politeness and tenacity retries on 429/5xx honouring
 ``Retry-After``. ``lookup`` is the source: IANA bootstrap (RFC 9224), ``ip/<addr>``, parse, report.
@@ -13,16 +14,13 @@ resolver then asks WHOIS instead.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -35,10 +33,16 @@ from tenacity import (
 
 from .. import net
 from ..addresses import clean_address, header_text, is_placeholder
-from ..config import shipped_path
-from ..errors import ConfigError, SourceError, SourceProtocolError, SourceUnavailable
+from ..errors import SourceError, SourceProtocolError, SourceUnavailable
 from ..models import Contact, Evidence, IPAddress, Network, Role, SourceReport
 from . import LookupContext, Query
+from .rdap_bootstrap import (
+    Bootstrap,
+    clear_bootstrap_cache,
+    decode_json,
+    load_bootstrap,
+    parse_bootstrap,
+)
 
 __all__ = [
     "ACCEPT",
@@ -85,111 +89,7 @@ _CONFIDENCE = {"abuse": 0.9, "noc": 0.5, "technical": 0.5, "registrant": 0.4}
 _FALLBACK_ROLES = ("noc", "technical", "registrant")
 
 
-# --------------------------------------------------------------------------- bootstrap (pure)
-
-
-class Bootstrap:
-    """One IANA bootstrap registry (RFC 9224): ``ipv4``, ``ipv6``, ``asn`` or ``dns``."""
-
-    def __init__(
-        self,
-        kind: str,
-        services: Iterable[tuple[tuple[str, ...], tuple[str, ...]]],
-        publication: str = "",
-    ) -> None:
-        self.kind = kind
-        self.publication = publication
-        self.services: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = tuple(services)
-        self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
-        self._ranges: list[tuple[int, int, int]] = []
-        self._labels: dict[str, int] = {}
-        for index, (entries, _urls) in enumerate(self.services):
-            for entry in entries:
-                self._index(entry, index)
-
-    def _index(self, entry: str, index: int) -> None:
-        if self.kind in ("ipv4", "ipv6"):
-            try:
-                self._networks.append((ipaddress.ip_network(entry, strict=False), index))
-            except ValueError:
-                return
-        elif self.kind == "asn":
-            low, _, high = entry.partition("-")
-            if low.isdigit() and (high or low).isdigit():
-                self._ranges.append((int(low), int(high or low), index))
-        elif self.kind == "dns":
-            self._labels.setdefault(entry.lower().strip("."), index)
-
-    def _urls(self, index: int) -> tuple[str, ...]:
-        return self.services[index][1]
-
-    def match_ip(self, addr: IPAddress) -> tuple[str, tuple[str, ...]] | None:
-        """The longest prefix holding ``addr`` and its base URLs (HTTPS first), or None."""
-        best: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int] | None = None
-        for network, index in self._networks:
-            if network.version == addr.version and addr in network:
-                if best is None or network.prefixlen > best[0].prefixlen:
-                    best = (network, index)
-        return None if best is None else (str(best[0]), self._urls(best[1]))
-
-    def match_asn(self, asn: int) -> tuple[str, tuple[str, ...]] | None:
-        """The narrowest range holding ``asn`` and its base URLs, or None."""
-        found = [(high - low, low, high, i) for low, high, i in self._ranges if low <= asn <= high]
-        if not found:
-            return None
-        _, low, high, index = min(found)
-        return f"{low}-{high}", self._urls(index)
-
-    def match_domain(self, name: str) -> tuple[str, tuple[str, ...]] | None:
-        """The longest label-wise suffix of ``name`` with a service, and its base URLs."""
-        labels = name.lower().strip(".").split(".")
-        for start in range(len(labels)):
-            suffix = ".".join(labels[start:])
-            index = self._labels.get(suffix)
-            if index is not None:
-                return suffix, self._urls(index)
-        return None
-
-
-def _base_urls(urls: object) -> tuple[str, ...]:
-    """HTTP(S) base URLs ending in ``/``, HTTPS first (RFC 9224 §3)."""
-    if not isinstance(urls, list):
-        return ()
-    found: list[str] = []
-    for url in urls:
-        if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) < 2048:
-            found.append(url if url.endswith("/") else url + "/")
-    return tuple(sorted(dict.fromkeys(found), key=lambda u: not u.startswith("https://")))
-
-
-def parse_bootstrap(kind: str, data: object) -> Bootstrap:
-    """Parse an IANA bootstrap document; malformed services are skipped, not fatal."""
-    if not isinstance(data, dict) or not isinstance(data.get("services"), list):
-        raise SourceProtocolError(f"RDAP bootstrap {kind}: no services array", source=SOURCE)
-    services: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
-    for service in data["services"]:
-        if not isinstance(service, list) or len(service) < 2:
-            continue
-        entries, urls = service[0], _base_urls(service[1])
-        if not isinstance(entries, list) or not urls:
-            continue
-        services.append((tuple(e for e in entries if isinstance(e, str)), urls))
-    publication = data.get("publication")
-    return Bootstrap(kind, services, publication if isinstance(publication, str) else "")
-
-
 # --------------------------------------------------------------------------- RDAP JSON (pure)
-
-
-def decode_json(body: bytes, where: str) -> dict[str, Any]:
-    """A JSON object from ``body``, or ``SourceProtocolError`` (never a third-party error)."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise SourceProtocolError(f"{where}: answer is not valid JSON", source=SOURCE) from None
-    if not isinstance(data, dict):
-        raise SourceProtocolError(f"{where}: answer is not a JSON object", source=SOURCE)
-    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -751,69 +651,6 @@ class _Call:
     attempts: int = 0
     waited: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-# --------------------------------------------------------------------------- bootstrap loading
-
-_BOOTSTRAP_CACHE: dict[str, Bootstrap] = {}
-
-
-def clear_bootstrap_cache() -> None:
-    """Forget every bootstrap file read or fetched so far in this process."""
-    _BOOTSTRAP_CACHE.clear()
-
-
-def _read_file(path: Path) -> tuple[int, bytes]:
-    stat = path.stat()
-    return stat.st_mtime_ns, path.read_bytes()
-
-
-async def load_bootstrap(kind: str, ctx: LookupContext, *, source: str = SOURCE) -> Bootstrap:
-    """The ``kind`` bootstrap from ``rdap.bootstrap``: a base URL, a folder, or the shipped copy.
-
-    Fetched or read once per process (RFC 9224 §8: do not fetch the registry on every query).
-    """
-    setting = ctx.settings.rdap.bootstrap.strip()
-    if setting.startswith(("http://", "https://")):
-        url = setting.rstrip("/") + f"/{kind}.json"
-        cached = _BOOTSTRAP_CACHE.get(url)
-        if cached is not None:
-            return cached
-        pending = ctx.inflight.get(f"rdap-bootstrap:{url}")
-        if pending is None:
-            pending = asyncio.ensure_future(_fetch_bootstrap(kind, url, ctx, source))
-            ctx.inflight[f"rdap-bootstrap:{url}"] = pending
-        try:
-            return await asyncio.shield(pending)
-        finally:
-            if pending.done():
-                ctx.inflight.pop(f"rdap-bootstrap:{url}", None)
-    try:
-        folder = Path(setting) if setting else shipped_path("bootstrap")
-    except ConfigError as exc:
-        raise SourceUnavailable(f"RDAP bootstrap: {exc}", source=source) from None
-    path = folder / f"{kind}.json"
-    try:
-        mtime, body = await asyncio.to_thread(_read_file, path)
-    except OSError as exc:
-        raise SourceUnavailable(
-            f"RDAP bootstrap file {path} unreadable: {exc.strerror or exc}", source=source
-        ) from None
-    key = f"{path}@{mtime}"
-    cached = _BOOTSTRAP_CACHE.get(key)
-    if cached is None:
-        cached = parse_bootstrap(kind, decode_json(body, str(path)))
-        _BOOTSTRAP_CACHE[key] = cached
-    return cached
-
-
-async def _fetch_bootstrap(kind: str, url: str, ctx: LookupContext, source: str) -> Bootstrap:
-    answer = await RDAPClient(ctx, source=source).get(url)
-    if answer.status != 200 or answer.data is None:
-        raise SourceUnavailable(f"RDAP bootstrap {url}: HTTP {answer.status}", source=source)
-    parsed = parse_bootstrap(kind, answer.data)
-    _BOOTSTRAP_CACHE[url] = parsed
-    return parsed
 
 
 # --------------------------------------------------------------------------- the source

@@ -1,10 +1,13 @@
-"""RFC 2142 role mailboxes: ``security@`` and ``abuse@`` the owner's domain, as a last guess.
+"""RFC 2142 role mailbox: ``security@`` the owner's domain, as the very last guess.
 
-Nobody published these addresses; RFC 2142 §4 only says they should exist. So they are offered at
-low confidence, and only for a domain that takes mail at all: it has an MX that is not the null MX
-of RFC 7505 (``MX 0 .``), or no MX but an address record, which RFC 5321 §5.1 makes the implicit
-mail exchanger. Generic hosting names (``…compute.amazonaws.com``) are skipped: their domain is
-the provider's, not the owner's.
+Nobody published this address; RFC 2142 §4 only says it should exist. So it is offered once, at
+low confidence, and only for a domain with a mail exchanger of its own: an MX record that is not
+the null MX of RFC 7505 (``MX 0 .``). The address-record fallback of RFC 5321 §5.1 does not count:
+a domain that never set up mail most likely reads none. Of RFC 2142's roles ``SECURITY``
+("security bulletins or queries") is the one a vulnerability report is; ``ABUSE`` ("inappropriate
+public behaviour") is for complaints about what a host does, and the network's abuse desk is
+told already. Generic hosting names (``…compute.amazonaws.com``) are skipped: their domain is the
+provider's, not the owner's. ``notifier.resolve`` decides whether guessing happens at all.
 """
 
 from __future__ import annotations
@@ -18,10 +21,11 @@ from ..models import Contact, Role, SourceReport
 from . import LookupContext, Query
 from .rdns import clean_hostname, is_generic_hosting_name, registrable_domain
 
-__all__ = ["lookup", "mail_exchanger", "ROLE_MAILBOXES", "SOURCE", "CONFIDENCE"]
+__all__ = ["lookup", "mail_exchanger", "ROLE_MAILBOX", "SOURCE", "CONFIDENCE", "PROVENANCE"]
 
 SOURCE = "role-mailbox"
-ROLE_MAILBOXES = ("security", "abuse")
+ROLE_MAILBOX = "security"
+PROVENANCE = "guessed"
 CONFIDENCE = 0.3
 _MAX_DOMAINS = 4
 
@@ -50,8 +54,8 @@ async def _records(ctx: LookupContext, name: str, rdtype: str) -> list[str] | No
 async def mail_exchanger(ctx: LookupContext, domain: str) -> tuple[str | None, str]:
     """Where mail for ``domain`` goes, as (how, why not).
 
-    ``how`` is ``"MX <host>"`` or ``"no MX; address fallback"``, or None when the domain takes no
-    mail; ``why not`` then says why.
+    ``how`` is ``"MX <host>"``, or None when the domain has no mail exchanger of its own; ``why
+    not`` then says why. An address record alone is not enough (see the module's note).
     """
     mx = await _records(ctx, domain, "MX")
     if mx is None:
@@ -68,15 +72,11 @@ async def mail_exchanger(ctx: LookupContext, domain: str) -> tuple[str | None, s
         return f"MX {real[0][1]}", ""
     if exchanges:
         return None, f"{domain} publishes a null MX (RFC 7505): it accepts no mail"
-    for rdtype in ("A", "AAAA"):
-        found = await _records(ctx, domain, rdtype)
-        if found:
-            return f"no MX; {rdtype} record fallback (RFC 5321)", ""
-    return None, f"{domain} has neither MX nor address records: it accepts no mail"
+    return None, f"{domain} has no MX record of its own"
 
 
 async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
-    """``security@`` and ``abuse@`` on the owner's registrable domain, when it takes mail."""
+    """At most one guess: ``security@`` the first owner domain that has an MX of its own."""
     report = SourceReport(source=SOURCE)
     domains: list[str] = []
     for raw in query.hostnames:
@@ -98,22 +98,25 @@ async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
             report.notes.append(str(exc))
             continue
         if how is None:
-            report.notes.append(why_not)
+            report.notes.append(f"{why_not}: no role mailbox guessed")
             continue
-        for mailbox in ROLE_MAILBOXES:
-            address = clean_address(f"{mailbox}@{domain}")
-            if address is None:
-                continue
-            report.contacts.append(
-                Contact(
-                    address=address,
-                    role=Role.OWNER,
-                    sources=(SOURCE,),
-                    confidence=CONFIDENCE,
-                    provenance=(f"RFC 2142 role mailbox on {domain} ({how})",),
-                )
+        address = clean_address(f"{ROLE_MAILBOX}@{domain}")
+        if address is None:
+            continue
+        report.contacts.append(
+            Contact(
+                address=address,
+                role=Role.OWNER,
+                sources=(SOURCE,),
+                confidence=CONFIDENCE,
+                provenance=(
+                    PROVENANCE,
+                    f"RFC 2142 role mailbox on {domain} ({how}); no source published it",
+                ),
             )
-    if failures and not report.contacts:
+        )
+        return report
+    if failures:
         # nothing guessed because DNS failed, not because no domain takes mail: say so
         raise failures[0]
     return report

@@ -1,17 +1,17 @@
 """security.txt (RFC 9116): the owner's own word on where vulnerability reports go.
 
-``parse_security_txt`` is pure: text in, ``SecurityTxt`` out, with every validity problem named by
-the codes validators use (``no_contact``, ``no_expire``, ``multi_expire``, ``invalid_expiry``,
-``expired``, ``no_canonical_match``, ``invalid_line``...). Bodies that are not a security.txt at all
-(HTML soft-404s, nothing shaped like ``Field: value``, over the size or line limits of RFC 9116
-§5.4) raise ``SecurityTxtError``.
-
 ``lookup`` fetches ``https://<host>/.well-known/security.txt`` (then the legacy ``/security.txt``)
 for each confirmed, non-generic host name of the target and for its registrable domain, over
 HTTPS only, with a byte cap and a deadline, recording every redirect. Only a file that is valid,
-unexpired and fetched from a URL its ``Canonical`` fields list gives mail contacts; a parent
-domain's file is an organisational inference and is ranked lower (RFC 9116 §3.1 scopes a file to
-its exact host).
+unexpired and fetched from a URL its ``Canonical`` fields list gives contacts; a parent domain's
+file is an organisational inference and is ranked lower (RFC 9116 §3.1 scopes a file to its exact
+host). Its ``mailto:`` Contacts become mail contacts; every other Contact (a web form, ``tel:``,
+another scheme) is kept as a ``Channel``, a manual step for the case, never replaced by a guess.
+
+A host whose file *answered* — usable or not: expired, invalid, mis-canonical, served with a
+certificate that does not verify, or too slow to arrive whole — is listed in
+``SourceReport.answered``: the owner has published something, so no mailbox is guessed for it.
+The format itself is parsed in ``securitytxt_format``.
 """
 
 from __future__ import annotations
@@ -19,20 +19,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import unicodedata
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, timezone
 from itertools import pairwise
 from urllib.parse import urlsplit
 
 from ..addresses import clean_address, header_text
 from ..errors import SourceProtocolError, SourceTimeout, SourceUnavailable
-from ..models import Contact, Evidence, Role, SourceReport
-from ..net import fetch
+from ..models import Channel, ChannelKind, Contact, Evidence, Role, SourceReport
+from ..net import UntrustedCertificate, fetch
 from ..trust.sigcheck import signature_status
 from . import LookupContext, Query
 from .rdns import clean_hostname, is_generic_hosting_name, registrable_domain
+from .securitytxt_format import (
+    BLOCKING_ERRORS,
+    MAX_FIELD_LENGTH,
+    MAX_LINES,
+    SOURCE,
+    SecurityTxt,
+    SecurityTxtError,
+    parse_security_txt,
+)
 
 __all__ = [
     "SecurityTxt",
@@ -44,335 +50,18 @@ __all__ = [
     "BLOCKING_ERRORS",
     "MAX_LINES",
     "MAX_FIELD_LENGTH",
+    "MAX_CONTACTS",
 ]
 
-SOURCE = "security.txt"
 WELL_KNOWN_PATH = "/.well-known/security.txt"
 LEGACY_PATH = "/security.txt"
-MAX_LINES = 1000  # RFC 9116 §5.4
-MAX_FIELD_LENGTH = 2048  # RFC 9116 §5.4
-DEFAULT_MAX_BYTES = 32_768  # RFC 9116 §5.4
 EXACT_CONFIDENCE = 0.9
 PARENT_CONFIDENCE = 0.6
+MAX_CONTACTS = 10  # of each kind (mailboxes, other channels) taken from one file
 _MAX_HOSTS = 8
-_MAX_UNKNOWN = 50
-
-# problems after which a file's contacts are not mailed (the others are reported, not fatal)
-BLOCKING_ERRORS = frozenset(
-    {"no_contact", "no_expire", "multi_expire", "invalid_expiry", "expired", "no_canonical_match"}
-)
-
-_FIELD = re.compile(r"^([!-9;-~]+):(.*)$")  # RFC 5322 field-name: printable ASCII but ':'
-_RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
-)
-_LANGUAGE_TAG = re.compile(r"^[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*$")
-_HTML_MARKERS = ("<html", "<!doctype", "<head", "<body", "<?xml", "<script", "<title", "<meta")
-_PGP_BEGIN = "-----BEGIN PGP SIGNED MESSAGE-----"
-_PGP_SIGNATURE = "-----BEGIN PGP SIGNATURE-----"
-_PGP_END = "-----END PGP SIGNATURE-----"
-_WEB_URI_FIELDS = ("canonical", "policy", "acknowledgments", "hiring", "csaf")
-
-
-class SecurityTxtError(SourceProtocolError):
-    """The body is not a security.txt: HTML, garbage, or over RFC 9116's limits."""
-
-    def __init__(self, message: str, *, target: str | None = None):
-        super().__init__(message, target=target, source=SOURCE)
-
-
-@dataclass(frozen=True, slots=True)
-class SecurityTxt:
-    """A parsed security.txt and what is wrong with it.
-
-    ``errors`` and ``warnings`` hold validator codes, each once, in the order first seen;
-    ``messages`` says where and why in words. ``contacts`` keeps the file's order (preference).
-    """
-
-    url: str
-    contacts: tuple[str, ...] = ()
-    expires: datetime | None = None
-    encryption: tuple[str, ...] = ()
-    policy: tuple[str, ...] = ()
-    canonical: tuple[str, ...] = ()
-    preferred_languages: tuple[str, ...] = ()
-    acknowledgments: tuple[str, ...] = ()
-    hiring: tuple[str, ...] = ()
-    csaf: tuple[str, ...] = ()
-    signed: bool = False
-    signature: str = ""  # whether the signature verified, and by which key (notifier.trust)
-    errors: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-    messages: tuple[str, ...] = ()
-    unknown_fields: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def valid(self) -> bool:
-        """Free of every RFC 9116 error."""
-        return not self.errors
-
-    @property
-    def expired(self) -> bool:
-        return "expired" in self.errors
-
-    @property
-    def usable(self) -> bool:
-        """Whether the contacts may be mailed: nothing in ``BLOCKING_ERRORS`` applies."""
-        return not BLOCKING_ERRORS.intersection(self.errors)
-
-
-@dataclass(slots=True)
-class _Collector:
-    errors: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-
-    def error(self, code: str, message: str) -> None:
-        if code not in self.errors:
-            self.errors.append(code)
-        if len(self.messages) < 100:
-            self.messages.append(header_text(message, limit=300))
-
-    def warn(self, code: str, message: str) -> None:
-        if code not in self.warnings:
-            self.warnings.append(code)
-        if len(self.messages) < 100:
-            self.messages.append(header_text(message, limit=300))
-
-
-def _has_control(value: str) -> bool:
-    return any(unicodedata.category(ch)[0] == "C" and ch != "\t" for ch in value)
-
-
-def _parse_rfc3339(value: str) -> datetime | None:
-    match = _RFC3339.match(value)
-    if not match:
-        return None
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    fraction, offset = match.group(7), match.group(8)
-    try:
-        if offset in ("Z", "z"):
-            zone = UTC
-        else:
-            hours, minutes = int(offset[1:3]), int(offset[4:6])
-            if hours > 23 or minutes > 59:
-                return None
-            sign = -1 if offset[0] == "-" else 1
-            zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
-        # RFC 3339 allows a leap second; datetime does not
-        stamp = datetime(year, month, day, hour, minute, min(second, 59), tzinfo=zone)
-    except ValueError:
-        return None
-    if second > 60:
-        return None
-    if fraction:
-        stamp += timedelta(microseconds=int(fraction[1:7].ljust(6, "0")))
-    return stamp.astimezone(UTC)
-
-
-def _normal_url(url: str) -> str:
-    """``url`` as compared for Canonical: scheme and host case-folded, default port dropped."""
-    try:
-        parts = urlsplit(url.strip())
-        scheme = parts.scheme.lower()
-        host = (parts.hostname or "").rstrip(".").lower()
-        port = parts.port
-    except ValueError:
-        return url.strip()
-    default = {"https": 443, "http": 80}.get(scheme)
-    netloc = f"[{host}]" if ":" in host else host
-    if port is not None and port != default:
-        netloc += f":{port}"
-    path = parts.path or "/"
-    query = f"?{parts.query}" if parts.query else ""
-    return f"{scheme}://{netloc}{path}{query}"
-
-
-def _unsign(lines: list[str], problems: _Collector) -> tuple[list[tuple[int, str]], bool]:
-    """The lines to parse (number, text): the signed part of a cleartext-signed file, un-escaped.
-
-    The signature itself is not verified: which key to trust is a human decision (RFC 9116 §2.3).
-    """
-    numbered = list(enumerate(lines, 1))
-    first = next((i for i, line in numbered if line.strip()), None)
-    if first is None or lines[first - 1].strip() != _PGP_BEGIN:
-        return numbered, False
-    index = first  # 0-based position of the line after the BEGIN marker
-    while index < len(lines) and lines[index].strip():
-        if not _FIELD.match(lines[index]):
-            raise SecurityTxtError("OpenPGP cleartext armour: bad header line")
-        index += 1
-    if index >= len(lines):
-        raise SecurityTxtError("OpenPGP cleartext armour without a signed text")
-    body: list[tuple[int, str]] = []
-    index += 1
-    while index < len(lines) and lines[index].strip() != _PGP_SIGNATURE:
-        line = lines[index]
-        if line.startswith("- "):
-            line = line[2:]
-        elif line.startswith("-"):
-            problems.error("signed_format_issue", f"line {index + 1}: dash not escaped")
-        body.append((index + 1, line))
-        index += 1
-    if index >= len(lines):
-        raise SecurityTxtError("OpenPGP cleartext-signed file without a signature block")
-    end = next(
-        (i for i in range(index, len(lines)) if lines[i].strip() == _PGP_END),
-        None,
-    )
-    if end is None:
-        problems.error("pgp_data_error", "the signature block is not closed")
-    elif any(line.strip() for line in lines[end + 1 :]):
-        problems.error("data_after_sig", "data after the signature block")
-    return body, True
-
-
-def parse_security_txt(
-    text: str,
-    *,
-    url: str,
-    now: datetime,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    chain: Sequence[str] = (),
-) -> SecurityTxt:
-    """Parse and validate a security.txt fetched from ``url`` (``chain``: its redirect chain).
-
-    Raises ``SecurityTxtError`` for a body that is not a security.txt at all; everything short of
-    that is reported in the result's ``errors`` and ``warnings``.
-    """
-    if not isinstance(text, str):
-        raise SecurityTxtError("security.txt body is not text")
-    if len(text) > max_bytes or len(text.encode("utf-8", "surrogatepass")) > max_bytes:
-        raise SecurityTxtError(f"security.txt over {max_bytes} bytes")
-    problems = _Collector()
-    if text.startswith("\ufeff"):
-        problems.error("bom_in_file", "the file starts with a byte order mark")
-        text = text[1:]
-    head = text[:2048].lstrip().lower()
-    if head.startswith("<") or any(marker in head for marker in _HTML_MARKERS):
-        raise SecurityTxtError("an HTML page, not a security.txt (soft 404?)")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if len(lines) > MAX_LINES:
-        raise SecurityTxtError(f"security.txt over {MAX_LINES} lines")
-    lines = [line.removesuffix("\r") for line in lines]
-    if lines and "\n" not in text:
-        problems.warn("no_line_separators", "the last line has no line separator")
-
-    body, signed = _unsign(lines, problems)
-
-    fields = 0
-    values: dict[str, list[str]] = {}
-    languages: list[str] = []
-    unknown: list[tuple[str, str]] = []
-    for number, raw in body:
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        line = raw
-        if line[0] in " \t":
-            problems.error("prec_ws", f"line {number}: leading whitespace")
-            line = line.lstrip(" \t")
-        match = _FIELD.match(line)
-        if not match:
-            problems.error("invalid_line", f"line {number}: not a 'Field: value' line")
-            continue
-        fields += 1
-        name, value = match.group(1).lower(), match.group(2)
-        if len(line) > MAX_FIELD_LENGTH:
-            problems.error(
-                "field_too_long", f"line {number}: over {MAX_FIELD_LENGTH} characters; ignored"
-            )
-            continue
-        if value and value[0] not in " \t":
-            problems.error("no_space", f"line {number}: no space after the colon")
-        value = value.strip(" \t")
-        if not value:
-            problems.error("empty_value", f"line {number}: {name} has no value")
-            continue
-        if _has_control(value):
-            problems.error("invalid_line", f"line {number}: control characters in {name}")
-            continue
-        if name == "preferred-languages":
-            if languages:
-                problems.error("multi_lang", f"line {number}: Preferred-Languages repeated")
-                continue
-            tags = [tag.strip() for tag in value.split(",")]
-            for tag in tags:
-                if not _LANGUAGE_TAG.match(tag):
-                    problems.error("invalid_lang", f"line {number}: bad language tag {tag!r}")
-            languages = [tag for tag in tags if _LANGUAGE_TAG.match(tag)] or ["und"]
-            continue
-        if name in ("contact", "expires", "encryption", *_WEB_URI_FIELDS):
-            values.setdefault(name, []).append(value)
-            lowered = value.lower()
-            if name == "contact" and ":" not in value.split("@", 1)[0]:
-                problems.error("no_uri", f"line {number}: Contact is not a URI: {value}")
-            elif name != "expires" and lowered.startswith("http://"):
-                problems.error("no_https", f"line {number}: {name} is not https: {value}")
-            continue
-        problems.warn("unknown_field", f"line {number}: unknown field {name}")
-        if len(unknown) < _MAX_UNKNOWN:
-            unknown.append((name, value))
-
-    if fields == 0:
-        raise SecurityTxtError("no 'Field: value' lines: not a security.txt")
-
-    contacts = values.get("contact", [])
-    if not contacts:
-        problems.error("no_contact", "no Contact field")
-
-    expires: datetime | None = None
-    stamps = values.get("expires", [])
-    if not stamps:
-        problems.error("no_expire", "no Expires field")
-    elif len(stamps) > 1:
-        problems.error("multi_expire", f"{len(stamps)} Expires fields (exactly one allowed)")
-    if stamps:
-        parsed = [_parse_rfc3339(stamp) for stamp in stamps]
-        good = [stamp for stamp in parsed if stamp is not None]
-        if len(good) < len(parsed):
-            problems.error("invalid_expiry", "Expires is not an RFC 3339 date-time")
-        expires = min(good) if good else None
-    if expires is not None:
-        moment = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
-        if expires <= moment:
-            problems.error("expired", f"expired on {expires.isoformat()}")
-        elif expires - moment > timedelta(days=366):
-            problems.warn("long_expiry", "Expires is more than a year ahead")
-
-    canonical = values.get("canonical", [])
-    if canonical:
-        fetched = {_normal_url(u) for u in (url, *chain) if u}
-        if not fetched.intersection(_normal_url(c) for c in canonical):
-            problems.error("no_canonical_match", f"{url} is not among the Canonical URLs")
-    elif signed:
-        problems.warn("no_canonical", "signed, but without a Canonical field")
-    if not signed:
-        problems.warn("not_signed", "not OpenPGP-signed")
-    if any(c.lower().startswith("mailto:") for c in contacts) and not values.get("encryption"):
-        problems.warn("no_encryption", "a mailto: Contact without an Encryption field")
-
-    return SecurityTxt(
-        url=url,
-        contacts=tuple(contacts),
-        expires=expires,
-        encryption=tuple(values.get("encryption", [])),
-        policy=tuple(values.get("policy", [])),
-        canonical=tuple(canonical),
-        preferred_languages=tuple(languages),
-        acknowledgments=tuple(values.get("acknowledgments", [])),
-        hiring=tuple(values.get("hiring", [])),
-        csaf=tuple(values.get("csaf", [])),
-        signed=signed,
-        errors=tuple(problems.errors),
-        warnings=tuple(problems.warnings),
-        messages=tuple(problems.messages),
-        unknown_fields=tuple(unknown),
-    )
-
-
-# -- fetching --------------------------------------------------------------------------------
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]{0,31}):", re.IGNORECASE)
+# schemes that run code or read local files where a person clicks them: never offered
+_REFUSED_SCHEMES = frozenset({"javascript", "vbscript", "data", "file", "blob", "about"})
 
 
 def security_txt_urls(host: str, port: int = 443) -> tuple[str, str]:
@@ -391,9 +80,11 @@ class _Host:
 @dataclass(slots=True)
 class _Outcome:
     contacts: list[Contact] = field(default_factory=list)
+    channels: list[Channel] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    answered: bool = False
 
 
 def _hosts(query: Query, notes: list[str]) -> list[_Host]:
@@ -436,37 +127,65 @@ def _content_type_problem(content_type: str, notes: list[str], url: str) -> str 
     return None
 
 
+def _unusable(file: SecurityTxt, where: str) -> str | None:
+    """Why the file's contacts may not be used, or None when they may."""
+    if "no_contact" in file.errors:
+        return f"{where} has no Contact; not used"
+    if "no_canonical_match" in file.errors:
+        listed = ", ".join(header_text(c, limit=120) for c in file.canonical[:3])
+        return (
+            f"{where}: its Canonical fields ({listed}) do not list where it was fetched; "
+            "not trusted, its contacts are not used"
+        )
+    if "expired" in file.errors and file.expires is not None:
+        shown = ", ".join(header_text(c, limit=120) for c in file.contacts[:3])
+        return (
+            f"{where} exists but expired on {file.expires.date().isoformat()}; "
+            f"its contacts ({shown}) are not used"
+        )
+    invalid = [code for code in file.errors if code in BLOCKING_ERRORS]
+    if invalid:
+        return f"{where} is invalid ({', '.join(invalid)}); its contacts are not used"
+    return None
+
+
+def _channel(uri: str, where: str, position: int, total: int, file: SecurityTxt) -> Channel | str:
+    """A non-mail Contact as a channel, or why it is refused."""
+    shown = header_text(uri, limit=120)
+    scheme_match = _SCHEME.match(uri)
+    if scheme_match is None:
+        return f"{where}: Contact #{position} is not a URI: {shown}"
+    scheme = scheme_match.group(1).lower()
+    if scheme in _REFUSED_SCHEMES:
+        return f"{where}: Contact #{position} refused: a {scheme}: URI is never offered"
+    if scheme == "http":
+        return f"{where}: Contact #{position} refused: not https: {shown}"
+    kind = {"https": ChannelKind.WEB, "tel": ChannelKind.PHONE}.get(scheme, ChannelKind.OTHER)
+    if kind is ChannelKind.WEB and not urlsplit(uri).hostname:
+        return f"{where}: Contact #{position} refused: a web address without a host: {shown}"
+    return Channel(
+        kind=kind,
+        uri=header_text(uri, limit=300),
+        role=Role.OWNER,
+        source=SOURCE,
+        provenance=(f"{where}, Contact #{position} of {total}",),
+        languages=file.preferred_languages,
+    )
+
+
 def _read_file(file: SecurityTxt, host: _Host, final_url: str, outcome: _Outcome) -> None:
-    """Turn a parsed file into contacts and notes, by the rules of RFC 9116 §2.5 and §3.1."""
+    """Turn a parsed file into contacts, channels and notes (RFC 9116 §2.5 and §3.1)."""
     where = f"security.txt at {final_url}"
     notes = outcome.notes
+    outcome.answered = True
     if file.signed:
         notes.append(f"{where} is OpenPGP-signed: {file.signature or 'signature not verified'}")
     lesser = [code for code in file.errors if code not in BLOCKING_ERRORS]
     if lesser:
         notes.append(f"{where} has problems: {', '.join(lesser)}")
-    if "no_contact" in file.errors:
-        notes.append(f"{where} has no Contact; not used")
-        return
-    if "no_canonical_match" in file.errors:
-        listed = ", ".join(header_text(c, limit=120) for c in file.canonical[:3])
-        notes.append(
-            f"{where}: its Canonical fields ({listed}) do not list where it was fetched; "
-            "not trusted"
-        )
-        return
-    if "expired" in file.errors:
-        assert file.expires is not None
-        mailboxes = [a for a in (clean_address(c) for c in file.contacts[:10]) if a]
-        shown = f" ({', '.join(mailboxes)})" if mailboxes else ""
-        notes.append(
-            f"{where} exists but expired on {file.expires.date().isoformat()}; "
-            f"its contacts{shown} are not used"
-        )
-        return
-    invalid = [code for code in file.errors if code in BLOCKING_ERRORS]
-    if invalid:
-        notes.append(f"{where} is invalid ({', '.join(invalid)}); its contacts are not used")
+    refused = _unusable(file, where)
+    if refused is not None:
+        notes.append(refused)
         return
 
     confidence = EXACT_CONFIDENCE if host.exact else PARENT_CONFIDENCE
@@ -485,9 +204,13 @@ def _read_file(file: SecurityTxt, host: _Host, final_url: str, outcome: _Outcome
         provenance_extra.append(f"expires {file.expires.date().isoformat()}")
 
     total = len(file.contacts)
+    skipped = 0
     for position, uri in enumerate(file.contacts, 1):
         lowered = uri.lower()
         if lowered.startswith("mailto:") or ("@" in uri and ":" not in uri.split("@", 1)[0]):
+            if len(outcome.contacts) >= MAX_CONTACTS:
+                skipped += 1
+                continue
             address = clean_address(uri)
             if address is None:
                 notes.append(f"{where}: Contact #{position} refused: {header_text(uri, 120)}")
@@ -498,24 +221,28 @@ def _read_file(file: SecurityTxt, host: _Host, final_url: str, outcome: _Outcome
                     role=Role.OWNER,
                     sources=(SOURCE,),
                     confidence=confidence,
-                    provenance=(
-                        f"{where}, Contact #{position} of {total}",
-                        *provenance_extra,
-                    ),
+                    provenance=(f"{where}, Contact #{position} of {total}", *provenance_extra),
                     encryption=file.encryption[:5],
                 )
             )
-        elif lowered.startswith("https://"):
-            notes.append(f"report form: {header_text(uri, limit=300)}")
-        elif lowered.startswith("tel:"):
-            notes.append(f"phone: {header_text(uri, limit=80)}")
+            continue
+        if len(outcome.channels) >= MAX_CONTACTS:
+            skipped += 1
+            continue
+        channel = _channel(uri, where, position, total, file)
+        if isinstance(channel, str):
+            notes.append(channel)
         else:
-            notes.append(f"other contact in {where}: {header_text(uri, limit=200)}")
-    for policy in file.policy:
+            outcome.channels.append(channel)
+    if skipped:
+        notes.append(
+            f"{where}: {skipped} more Contact fields ignored (at most {MAX_CONTACTS} of each kind)"
+        )
+    for policy in file.policy[:3]:
         notes.append(f"policy: {header_text(policy, limit=300)}")
     if file.preferred_languages:
         notes.append(f"preferred languages: {header_text(', '.join(file.preferred_languages))}")
-    for key in file.encryption:
+    for key in file.encryption[:3]:
         notes.append(f"encryption key: {header_text(key, limit=300)}")
 
 
@@ -535,9 +262,23 @@ async def _look_at(host: _Host, ctx: LookupContext) -> _Outcome:
                 source=SOURCE,
             )
         except SourceTimeout as exc:
-            # a server too slow for one path is too slow for the other
-            outcome.notes.append(header_text(exc, limit=300))
+            # the file may be there and merely slow: the owner may have spoken, so nothing is
+            # guessed in its place; a server too slow for one path is too slow for the other
+            outcome.answered = True
+            outcome.notes.append(
+                f"security.txt of {host.name} did not arrive whole "
+                f"({header_text(exc, limit=200)}); not used, and no mailbox is guessed"
+            )
             outcome.failures.append(header_text(exc, limit=300))
+            return outcome
+        except UntrustedCertificate as exc:
+            # the name serves HTTPS whose identity cannot be checked: whatever file it holds
+            # cannot be read safely, yet the owner may have published one there
+            outcome.answered = True
+            outcome.notes.append(
+                f"security.txt of {host.name} not read: {header_text(exc, limit=300)}; "
+                "its contacts are not used, and no mailbox is guessed"
+            )
             return outcome
         except SourceUnavailable as exc:
             # nothing listening on HTTPS is the common case, not a failure of this source
@@ -577,6 +318,10 @@ async def _look_at(host: _Host, ctx: LookupContext) -> _Outcome:
                 chain=result.chain,
             )
         except SecurityTxtError as exc:
+            if exc.statement:
+                outcome.answered = True
+                outcome.notes.append(f"{result.url}: {exc}; its contacts are not used")
+                return outcome
             outcome.notes.append(f"{result.url}: {exc}")
             continue
         outcome.evidence.append(
@@ -605,22 +350,28 @@ async def _look_at(host: _Host, ctx: LookupContext) -> _Outcome:
 
 
 async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
-    """Contacts from the security.txt of the target's host names and their parent domains."""
+    """Contacts and channels from the security.txt of the target's names and parent domains."""
     report = SourceReport(source=SOURCE)
     hosts = _hosts(query, report.notes)
     if not hosts:
         return report
     outcomes = await asyncio.gather(*(_look_at(host, ctx) for host in hosts))
     found: dict[str, Contact] = {}
+    channels: dict[str, Channel] = {}
     failures: list[str] = []
-    for outcome in outcomes:
+    for host, outcome in zip(hosts, outcomes, strict=True):
         report.notes.extend(outcome.notes)
         report.evidence.extend(outcome.evidence)
         failures.extend(outcome.failures)
+        if outcome.answered:
+            report.answered.append(host.name)
         for contact in outcome.contacts:
             known = found.get(contact.address)
             found[contact.address] = contact if known is None else known.merged(contact)
+        for channel in outcome.channels:
+            channels.setdefault(channel.uri, channel)
     report.contacts = sorted(found.values(), key=lambda c: -c.confidence)
+    report.channels = list(channels.values())
     if not report.contacts and failures:
         report.error = "; ".join(failures[:3])
     return report

@@ -1,0 +1,359 @@
+"""Where RDAP queries go: IANA's bootstrap registries (RFC 9224), live, cached, with a fallback.
+
+``[rdap] bootstrap`` chooses the files:
+
+- ``""`` (the default): IANA's own, ``https://data.iana.org/rdap/{ipv4,ipv6,asn,dns}.json``;
+- a base URL (``https://…/``): the four files under it;
+- ``"shipped"``: the snapshot shipped in ``notifier/data/bootstrap``, never fetching anything;
+- a folder: the four files in it.
+
+A fetched file is kept under ``<state dir>/rdap-bootstrap/`` with the HTTP caching headers of
+its answer (RFC 9111): it is used without asking while fresh (``Cache-Control: max-age``, else
+``Expires``, else a tenth of its age since ``Last-Modified``, at most a day), then revalidated
+with ``If-None-Match`` / ``If-Modified-Since`` (a 304 keeps it). When the fetch fails, the stale
+copy is used, else the shipped snapshot: a registry that cannot be reached never stops a lookup.
+In a process each file is parsed once (RFC 9224 §8: do not fetch on every query).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..addresses import header_text
+from ..config import shipped_path
+from ..errors import ConfigError, SourceError, SourceProtocolError, SourceUnavailable
+from ..models import IPAddress
+from . import LookupContext
+
+__all__ = [
+    "Bootstrap",
+    "parse_bootstrap",
+    "decode_json",
+    "load_bootstrap",
+    "clear_bootstrap_cache",
+    "freshness",
+    "IANA_BOOTSTRAP",
+]
+
+SOURCE = "rdap"
+IANA_BOOTSTRAP = "https://data.iana.org/rdap/"
+SHIPPED = "shipped"
+_MAX_BYTES = 4_000_000  # IANA's dns.json is some 50 kB; far more is not a bootstrap file
+_MAX_HEURISTIC = timedelta(days=1)
+_DEFAULT_FRESH = timedelta(hours=1)
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?", re.IGNORECASE)
+_NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\b", re.IGNORECASE)
+
+
+class Bootstrap:
+    """One IANA bootstrap registry (RFC 9224): ``ipv4``, ``ipv6``, ``asn`` or ``dns``."""
+
+    def __init__(
+        self,
+        kind: str,
+        services: Iterable[tuple[tuple[str, ...], tuple[str, ...]]],
+        publication: str = "",
+    ) -> None:
+        self.kind = kind
+        self.publication = publication
+        self.services: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = tuple(services)
+        self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
+        self._ranges: list[tuple[int, int, int]] = []
+        self._labels: dict[str, int] = {}
+        for index, (entries, _urls) in enumerate(self.services):
+            for entry in entries:
+                self._index(entry, index)
+
+    def _index(self, entry: str, index: int) -> None:
+        if self.kind in ("ipv4", "ipv6"):
+            try:
+                self._networks.append((ipaddress.ip_network(entry, strict=False), index))
+            except ValueError:
+                return
+        elif self.kind == "asn":
+            low, _, high = entry.partition("-")
+            if low.isdigit() and (high or low).isdigit():
+                self._ranges.append((int(low), int(high or low), index))
+        elif self.kind == "dns":
+            self._labels.setdefault(entry.lower().strip("."), index)
+
+    def _urls(self, index: int) -> tuple[str, ...]:
+        return self.services[index][1]
+
+    def match_ip(self, addr: IPAddress) -> tuple[str, tuple[str, ...]] | None:
+        """The longest prefix holding ``addr`` and its base URLs (HTTPS first), or None."""
+        best: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int] | None = None
+        for network, index in self._networks:
+            if network.version == addr.version and addr in network:
+                if best is None or network.prefixlen > best[0].prefixlen:
+                    best = (network, index)
+        return None if best is None else (str(best[0]), self._urls(best[1]))
+
+    def match_asn(self, asn: int) -> tuple[str, tuple[str, ...]] | None:
+        """The narrowest range holding ``asn`` and its base URLs, or None."""
+        found = [(high - low, low, high, i) for low, high, i in self._ranges if low <= asn <= high]
+        if not found:
+            return None
+        _, low, high, index = min(found)
+        return f"{low}-{high}", self._urls(index)
+
+    def match_domain(self, name: str) -> tuple[str, tuple[str, ...]] | None:
+        """The longest label-wise suffix of ``name`` with a service, and its base URLs."""
+        labels = name.lower().strip(".").split(".")
+        for start in range(len(labels)):
+            suffix = ".".join(labels[start:])
+            index = self._labels.get(suffix)
+            if index is not None:
+                return suffix, self._urls(index)
+        return None
+
+
+def _base_urls(urls: object) -> tuple[str, ...]:
+    """HTTP(S) base URLs ending in ``/``, HTTPS first (RFC 9224 §3)."""
+    if not isinstance(urls, list):
+        return ()
+    found: list[str] = []
+    for url in urls:
+        if isinstance(url, str) and url.startswith(("https://", "http://")) and len(url) < 2048:
+            found.append(url if url.endswith("/") else url + "/")
+    return tuple(sorted(dict.fromkeys(found), key=lambda u: not u.startswith("https://")))
+
+
+def parse_bootstrap(kind: str, data: object) -> Bootstrap:
+    """Parse an IANA bootstrap document; malformed services are skipped, not fatal."""
+    if not isinstance(data, dict) or not isinstance(data.get("services"), list):
+        raise SourceProtocolError(f"RDAP bootstrap {kind}: no services array", source=SOURCE)
+    services: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+    for service in data["services"]:
+        if not isinstance(service, list) or len(service) < 2:
+            continue
+        entries, urls = service[0], _base_urls(service[1])
+        if not isinstance(entries, list) or not urls:
+            continue
+        services.append((tuple(e for e in entries if isinstance(e, str)), urls))
+    publication = data.get("publication")
+    return Bootstrap(kind, services, publication if isinstance(publication, str) else "")
+
+
+def decode_json(body: bytes, where: str) -> dict[str, Any]:
+    """A JSON object from ``body``, or ``SourceProtocolError`` (never a third-party error)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise SourceProtocolError(f"{where}: answer is not valid JSON", source=SOURCE) from None
+    if not isinstance(data, dict):
+        raise SourceProtocolError(f"{where}: answer is not a JSON object", source=SOURCE)
+    return data
+
+
+_PARSED: dict[str, tuple[Bootstrap, datetime | None]] = {}  # key -> (parsed, fresh until)
+
+
+def clear_bootstrap_cache() -> None:
+    """Forget every bootstrap file read or fetched so far in this process."""
+    _PARSED.clear()
+
+
+def freshness(headers: httpx.Headers | dict[str, str], now: datetime) -> datetime:
+    """Until when an answer with ``headers`` may be used without asking again (RFC 9111 §4.2)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    control = lower.get("cache-control", "")
+    if _NO_CACHE.search(control):
+        return now
+    age = lower.get("age", "0")
+    already = int(age) if age.isdigit() else 0
+    match = _MAX_AGE.search(control)
+    if match:
+        return now + timedelta(seconds=max(0, int(match.group(1)) - already))
+    expires = _http_date(lower.get("expires", ""))
+    if "expires" in lower:
+        date = _http_date(lower.get("date", "")) or now
+        return now + (expires - date) if expires is not None else now
+    modified = _http_date(lower.get("last-modified", ""))
+    if modified is not None and modified < now:
+        return now + min((now - modified) / 10, _MAX_HEURISTIC)
+    return now + _DEFAULT_FRESH
+
+
+def _http_date(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        stamp = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return stamp if stamp.tzinfo is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    body: bytes
+    fresh_until: datetime
+    etag: str
+    last_modified: str
+
+
+def _paths(ctx: LookupContext, url: str) -> tuple[Path, Path]:
+    folder = ctx.settings.state_dir / "rdap-bootstrap"
+    name = hashlib.sha256(url.encode()).hexdigest()[:24]
+    return folder / f"{name}.json", folder / f"{name}.meta.json"
+
+
+def _load_stored(ctx: LookupContext, url: str) -> _Stored | None:
+    body_path, meta_path = _paths(ctx, url)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        body = body_path.read_bytes()
+        if meta.get("url") != url or hashlib.sha256(body).hexdigest() != meta.get("sha256"):
+            return None
+        return _Stored(
+            body,
+            datetime.fromisoformat(meta["fresh_until"]),
+            str(meta.get("etag", "")),
+            str(meta.get("last_modified", "")),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no copy, or a damaged one: fetched again
+
+
+def _store(ctx: LookupContext, url: str, stored: _Stored) -> None:
+    body_path, meta_path = _paths(ctx, url)
+    body_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    meta = {
+        "url": url,
+        "sha256": hashlib.sha256(stored.body).hexdigest(),
+        "fresh_until": stored.fresh_until.isoformat(),
+        "etag": stored.etag,
+        "last_modified": stored.last_modified,
+    }
+    for path, data in ((body_path, stored.body), (meta_path, json.dumps(meta).encode())):
+        scratch = path.with_suffix(f".{os.getpid()}.tmp")
+        scratch.write_bytes(data)
+        os.replace(scratch, path)
+
+
+async def _get(
+    ctx: LookupContext, url: str, stored: _Stored | None
+) -> tuple[int, httpx.Headers, bytes]:
+    """A bounded GET, conditional on the stored copy's validators."""
+    headers = {"Accept": "application/json"}
+    if stored is not None and stored.etag:
+        headers["If-None-Match"] = stored.etag
+    if stored is not None and stored.last_modified:
+        headers["If-Modified-Since"] = stored.last_modified
+    deadline = ctx.settings.rdap.timeout
+    try:
+        async with asyncio.timeout(deadline):
+            async with ctx.http.stream("GET", url, headers=headers) as response:
+                body = bytearray()
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) > _MAX_BYTES:
+                        raise SourceProtocolError(f"{url}: over {_MAX_BYTES} bytes")
+                return response.status_code, response.headers, bytes(body)
+    except TimeoutError:
+        raise SourceUnavailable(f"{url}: no complete answer in {deadline:g} s") from None
+    except httpx.HTTPError as exc:
+        raise SourceUnavailable(f"{url}: {header_text(exc) or type(exc).__name__}") from None
+
+
+async def _fetch(kind: str, url: str, ctx: LookupContext) -> tuple[Bootstrap, datetime | None]:
+    """The parsed file and until when it is fresh, from the stored copy, IANA, or the snapshot."""
+    now = ctx.clock()
+
+    stored = await asyncio.to_thread(_load_stored, ctx, url)
+    if stored is not None and stored.fresh_until > now:
+        ctx.trace("rdap.bootstrap", {"url": url, "from": "stored, fresh"})
+        return parse_bootstrap(kind, decode_json(stored.body, url)), stored.fresh_until
+    try:
+        status, headers, body = await _get(ctx, url, stored)
+        if status == 304 and stored is not None:
+            # ETag and Last-Modified stay those of the 200 the copy came from
+            kept = _Stored(stored.body, freshness(headers, now), stored.etag, stored.last_modified)
+            await asyncio.to_thread(_store, ctx, url, kept)
+            ctx.trace("rdap.bootstrap", {"url": url, "from": "stored, revalidated"})
+            return parse_bootstrap(kind, decode_json(stored.body, url)), kept.fresh_until
+        if status != 200:
+            raise SourceUnavailable(f"{url}: HTTP {status}")
+        parsed = parse_bootstrap(kind, decode_json(body, url))
+        fresh = _Stored(
+            body,
+            freshness(headers, now),
+            headers.get("etag", "")[:200],
+            headers.get("last-modified", "")[:100] or format_datetime(now, usegmt=True),
+        )
+        with contextlib.suppress(OSError):  # an unwritable state dir costs a fetch next time
+            await asyncio.to_thread(_store, ctx, url, fresh)
+        ctx.trace("rdap.bootstrap", {"url": url, "from": "fetched", "status": status})
+        return parsed, fresh.fresh_until
+    except SourceError as exc:
+        if stored is not None:
+            ctx.trace("rdap.bootstrap", {"url": url, "from": "stored, stale", "why": str(exc)})
+            # asked again after a short while, not on every query
+            return parse_bootstrap(kind, decode_json(stored.body, url)), now + timedelta(minutes=5)
+        ctx.trace("rdap.bootstrap", {"url": url, "from": "shipped snapshot", "why": str(exc)})
+        return await _read_folder(kind, shipped_path("bootstrap")), now + timedelta(minutes=5)
+
+
+async def _read_folder(kind: str, folder: Path) -> Bootstrap:
+    path = folder / f"{kind}.json"
+    try:
+        stat = await asyncio.to_thread(path.stat)
+        key = f"{path}@{stat.st_mtime_ns}"
+        if key in _PARSED:
+            return _PARSED[key][0]
+        body = await asyncio.to_thread(path.read_bytes)
+    except OSError as exc:
+        raise SourceUnavailable(
+            f"RDAP bootstrap file {path} unreadable: {exc.strerror or exc}"
+        ) from None
+    parsed = parse_bootstrap(kind, decode_json(body, str(path)))
+    _PARSED[key] = (parsed, None)
+    return parsed
+
+
+async def load_bootstrap(kind: str, ctx: LookupContext, *, source: str = SOURCE) -> Bootstrap:
+    """The ``kind`` bootstrap (ipv4, ipv6, asn or dns) as ``rdap.bootstrap`` says."""
+    setting = ctx.settings.rdap.bootstrap.strip()
+    try:
+        if setting == SHIPPED:
+            return await _read_folder(kind, shipped_path("bootstrap"))
+        if setting and not setting.startswith(("http://", "https://")):
+            return await _read_folder(kind, Path(setting))
+    except ConfigError as exc:
+        raise SourceUnavailable(f"RDAP bootstrap: {exc}", source=source) from None
+    except SourceError as exc:
+        exc.source = exc.source or source
+        raise
+    url = (setting or IANA_BOOTSTRAP).rstrip("/") + f"/{kind}.json"
+    known = _PARSED.get(url)
+    if known is not None and known[1] is not None and known[1] > ctx.clock():
+        return known[0]
+    pending = ctx.inflight.get(f"rdap-bootstrap:{url}")
+    if pending is None:
+        pending = asyncio.ensure_future(_fetch(kind, url, ctx))
+        ctx.inflight[f"rdap-bootstrap:{url}"] = pending
+    try:
+        found: tuple[Bootstrap, datetime | None] = await asyncio.shield(pending)
+    except SourceError as exc:
+        exc.source = exc.source or source
+        raise
+    finally:
+        if pending.done():
+            ctx.inflight.pop(f"rdap-bootstrap:{url}", None)
+    _PARSED[url] = found
+    return found[0]
