@@ -60,8 +60,14 @@ async def _child_batch(config: str, input_path: str) -> dict[str, Any]:
     settings = load_settings(config)
     statuses: dict[str, int] = {}
 
+    samples: dict[str, list[str]] = {}
+
     def on_outcome(outcome: FindingOutcome) -> None:
         statuses[outcome.status] = statuses.get(outcome.status, 0) + 1
+        if outcome.status not in ("sent", "dry-run"):
+            kept = samples.setdefault(outcome.status, [])
+            if len(kept) < 5:
+                kept.append(f"{outcome.ip} {outcome.reason}".strip())
 
     baseline = benchlib.current_rss_kb()
     started = time.perf_counter()
@@ -74,9 +80,17 @@ async def _child_batch(config: str, input_path: str) -> dict[str, Any]:
             phases["lookups_done"] = time.perf_counter() - started
             phases["lookups_done_cpu"] = time.process_time() - cpu_started
 
+    errors: dict[str, list[str]] = {}
+
+    def trace(event: str, fields: dict[str, Any]) -> None:
+        # sources that failed, with a few of their reasons
+        if event == "source-done" and fields.get("error"):
+            kept = errors.setdefault(str(fields.get("source")), [])
+            kept.append(str(fields["error"])[:160]) if len(kept) < 3 else kept.append("")
+
     cache = LookupCache.from_settings(settings)
     try:
-        async with Notifier(settings, cache=cache) as notifier:
+        async with Notifier(settings, cache=cache, trace=trace) as notifier:
             batch = Batch(notifier, on_outcome=on_outcome, on_progress=on_progress)
             with open(input_path, "rb") as stream:
                 for item in read_findings(stream):
@@ -100,6 +114,10 @@ async def _child_batch(config: str, input_path: str) -> dict[str, Any]:
         "cpu_per_1000_addresses": round(1000 * lookups_cpu / max(1, counts.addresses), 3),
         "cpu_per_100_messages": round(100 * delivery_cpu / max(1, counts.queued), 3),
         "statuses": statuses,
+        "status_samples": samples,
+        "source_errors": {
+            k: {"count": len(v), "samples": [e for e in v if e]} for k, v in errors.items()
+        },
         "findings": counts.read,
         "addresses": counts.addresses,
         "recipients": counts.recipients,

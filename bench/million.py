@@ -5,9 +5,10 @@
 
 The input (CSV: ip,port,finding) is streamed to a temporary file: ``--addresses`` addresses in
 ``--networks`` networks of the loopback world, each address with ports 1, 2, 3... so that every
-line is a distinct finding. The parent process runs the sandbox (RIRs with ``--latency`` per
-answer and ``--rate`` queries a second enforced, SMTP recording what it accepts); the child is a
-genuine ``python -m notifier batch FILE --json`` process whose peak RSS is read with ``wait4``.
+line is a distinct finding. The parent process runs the sandbox (DNS and RIRs with
+``--latency`` per answer, the nameserver in a process of its own, ``--rate`` queries a second
+enforced, SMTP recording what it accepts); the child is a genuine ``python -m notifier batch
+FILE --json`` process whose peak RSS is read with ``wait4``.
 The run must stay under ``--max-rss-mb`` (400 MB).
 
 Prints a markdown table and one JSON line; exits 1 when over the memory limit.
@@ -73,7 +74,10 @@ async def main(args: argparse.Namespace) -> int:
         write_input(input_path, addresses, args.lines)
         generated = time.perf_counter() - started
         input_mb = input_path.stat().st_size / 1e6
-        async with Sandbox(bw.world, directory=work / "sandbox", latency=args.latency) as box:
+        box = Sandbox(bw.world, directory=work / "sandbox", latency=args.latency)
+        box.dns.latency = args.latency  # every DNS answer too, from its own process
+        box.dns.own_process = True
+        async with box:
             benchlib.configure_sandbox(box, args.rate, args.burst)
             config = box.write_config(None, **benchlib.bench_sections(args.rate, args.concurrency))
             argv = ["-m", "notifier", "batch", str(input_path), "--config", str(config), "--json"]

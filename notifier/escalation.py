@@ -42,7 +42,7 @@ from .compose import ComposedMessage
 from .config import Settings
 from .errors import ConfigError
 from .ladder import SendOptions
-from .ledger import AuditLog
+from .ledger import Ledger, open_ledger
 from .models import (
     Contact,
     Delivery,
@@ -334,7 +334,7 @@ class CaseBook:
         return book
 
     @classmethod
-    def from_log(cls, log: AuditLog) -> CaseBook:
+    def from_log(cls, log: Ledger) -> CaseBook:
         return cls.from_records(log.records())
 
     # ---------------------------------------------------------------- reading records
@@ -535,16 +535,16 @@ class CaseBook:
 # --------------------------------------------------------------------------- acknowledging
 
 
-def _log_for(target: Notifier | AuditLog | Settings, clock: Clock) -> AuditLog:
+def _log_for(target: Notifier | Ledger | Settings, clock: Clock) -> Ledger:
     if isinstance(target, Notifier):
         return target.audit
-    if isinstance(target, AuditLog):
+    if isinstance(target, Ledger):
         return target
-    return AuditLog.from_settings(target, clock=clock)
+    return open_ledger(target, clock=clock)
 
 
 def ack(
-    target: Notifier | AuditLog | Settings,
+    target: Notifier | Ledger | Settings,
     case_ref: str,
     *,
     note: str = "",

@@ -344,6 +344,9 @@ async def complete(
     query = Query(target, hostnames=hostnames, network=network)
 
     http_deadline = settings.http.timeout * 4 + 1
+    # a generic hosting name's domain is the provider's: its registrar and registrant say
+    # nothing of the host's owner (and a batch would ask the domain registry once per pool)
+    named = tuple(h for h in hostnames if not rdns.is_generic_hosting_name(h, target.ip))
     names = ",".join(sorted(hostnames))
     reports += await asyncio.gather(
         _cached(
@@ -351,10 +354,10 @@ async def complete(
         ),
         _cached(
             "domain-rdap",
-            ",".join(domain_rdap.registrable_domains(hostnames)),
+            ",".join(domain_rdap.registrable_domains(named)),
             "domain-rdap",
             domain_rdap.lookup,
-            query,
+            replace(query, hostnames=named),
             ctx,
             settings.rdap.timeout * 3 + settings.whois.timeout,
         ),

@@ -203,3 +203,28 @@ class TestStagedBatch:
             assert all(q.outcome == "dropped" for q in asked)
             # once the resolver counted as silent, the rest were not asked (but for probes)
             assert len({q.name for q in asked}) < 60
+
+
+class TestTurns:
+    async def test_bulk_work_takes_turns_per_loop_iteration(self) -> None:
+        """At most ``per_tick`` bulk steps run in one iteration of the event loop; the others
+        go on in the next ones, so a fetch waiting for an iteration is never held long."""
+        from notifier.batch.stages import _Turns
+
+        turns = _Turns(2)
+        ticks = 0
+        taken: list[int] = []
+
+        async def step(number: int) -> None:
+            await turns.take()
+            taken.append(ticks)
+
+        async def clock() -> None:
+            nonlocal ticks
+            while len(taken) < 6:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        await asyncio.gather(clock(), *(step(n) for n in range(6)))
+        per_tick = [taken.count(t) for t in set(taken)]
+        assert max(per_tick) <= 2 and len(taken) == 6

@@ -36,11 +36,49 @@ from ..sources.ares import BulkResolver
 __all__ = ["Lookups"]
 
 _BLOCK = {4: 24, 6: 48}  # addresses of one block wait for one registry answer
+_QUEUE_SECONDS = 10  # registry fetches started at once: this many seconds of their rate
+_BLOCK_FAILURES = 2  # failed registry lookups in one block before its addresses share the failure
 _SILENT_RUN = 32  # unanswered queries in a row after which the resolver counts as silent
 _PROBE_EVERY = 1.0  # seconds between queries to a silent resolver
 
+_BULK_PER_TICK = 16  # addresses the DNS and finishing stages take up per event-loop iteration
+
 Finish = Callable[[int, Resolution], Awaitable[None]]
 Fail = Callable[[int, str], None]
+
+
+class _Turns:
+    """At most ``per_tick`` turns each iteration of the event loop.
+
+    The DNS and finishing stages are wide and mostly CPU: hundreds of them ready at once would
+    make one iteration of the loop last a second, and every step of a registry fetch (connect,
+    TLS, request, answer) waits for an iteration, so the rate-limited critical path would crawl
+    and its deadlines expire. Taking turns keeps each iteration short; the bulk work is the same.
+    """
+
+    def __init__(self, per_tick: int) -> None:
+        self._per_tick = per_tick
+        self._spent = 0
+        self._reset_due = False
+        self._tick: asyncio.Future[None] | None = None  # resolved when the next iteration starts
+
+    def _reset(self) -> None:
+        self._spent = 0
+        self._reset_due = False
+        tick, self._tick = self._tick, None
+        if tick is not None and not tick.done():
+            tick.set_result(None)
+
+    async def take(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._spent >= self._per_tick:
+            if self._tick is None:
+                self._tick = loop.create_future()
+            await self._tick
+        self._spent += 1
+        if not self._reset_due:
+            self._reset_due = True
+            loop.call_soon(self._reset)
 
 
 class _Answered:
@@ -90,6 +128,10 @@ class Lookups:
         self._dns_queue: deque[int] = deque()
         self._dns_workers = 0
         self._blocks: dict[tuple[int, int], deque[int]] = {}
+        # a fetch's deadline runs while it waits its turn at the registry's rate: no more start
+        # at once than the registries answer in a few seconds
+        rate = ctx.settings.rdap.rate_per_second
+        self._fetching = asyncio.Semaphore(max(10, int(rate * _QUEUE_SECONDS)))
         self._answered = _Answered()
         self._rdns: dict[int, SourceReport] = {}  # DNS done, registry not yet
         self._registry: dict[int, list[SourceReport]] = {}  # registry done, DNS not yet
@@ -101,6 +143,7 @@ class Lookups:
         self._idle.set()
         self._failure: BaseException | None = None
         self._bulk: BulkResolver | None = None  # ours to close
+        self._turns = _Turns(_BULK_PER_TICK)
         self._silent = 0  # DNS queries in a row that ran out of time
         self._next_probe = 0.0
 
@@ -169,6 +212,7 @@ class Lookups:
         try:
             while self._dns_queue:
                 ip_id = self._dns_queue.popleft()
+                await self._turns.take()
                 report = await self._reverse_dns(ip_id)
                 reports = self._registry.pop(ip_id, None)
                 if reports is None:
@@ -198,6 +242,7 @@ class Lookups:
 
     async def _registry_worker(self, block: tuple[int, int]) -> None:
         waiting = self._blocks[block]
+        failures = 0
         try:
             while waiting:
                 ip_id = waiting[0]
@@ -205,10 +250,16 @@ class Lookups:
                 reports = self._answered.get(target.ip)
                 if reports is None:
                     try:
-                        reports = await registry(target, self._ctx)
+                        async with self._fetching:
+                            reports = await registry(target, self._ctx)
                     except NotifierError as exc:
                         reports = [SourceReport("rdap", error=str(exc))]
-                    self._learn(target, reports, waiting)
+                    if not self._learn(target, reports) and all(r.error for r in reports):
+                        failures += 1
+                        if failures >= _BLOCK_FAILURES:
+                            # the registry keeps failing for this block: its other addresses
+                            # share the failure rather than each asking a registry in trouble
+                            self._answered.add(f"{target.ip}/{_BLOCK[target.ip.version]}", reports)
                 waiting.popleft()
                 report = self._rdns.pop(ip_id, None)
                 if report is None:
@@ -218,11 +269,11 @@ class Lookups:
         finally:
             del self._blocks[block]
 
-    def _learn(self, target: Target, reports: list[SourceReport], waiting: deque[int]) -> None:
-        """Keep the registry's answer for the ranges it named (those holding the address)."""
-        ranges = [c for r in reports if r.network for c in r.network.cidrs]
+    def _learn(self, target: Target, reports: list[SourceReport]) -> bool:
+        """Keep the registry's answer for the ranges it named that hold the address (not wider
+        than /8, v6 /16: a hostile answer cannot speak for everyone); whether any was kept."""
         kept = False
-        for cidr in ranges:
+        for cidr in (c for r in reports if r.network for c in r.network.cidrs):
             try:
                 net = ipaddress.ip_network(cidr, strict=False)
             except ValueError:
@@ -230,11 +281,7 @@ class Lookups:
             if target.ip in net and net.prefixlen >= (8 if net.version == 4 else 16):
                 self._answered.add(cidr, reports)
                 kept = True
-        if not kept and reports and all(r.error for r in reports):
-            # the registry failed for this block: its other addresses share the failure rather
-            # than each asking a registry in trouble again
-            prefix = _BLOCK[target.ip.version]
-            self._answered.add(f"{target.ip}/{prefix}", reports)
+        return kept
 
     def _ready_to_finish(
         self, ip_id: int, report: SourceReport, reports: list[SourceReport]
@@ -248,6 +295,7 @@ class Lookups:
         try:
             while self._ready:
                 ip_id, report, reports = self._ready.popleft()
+                await self._turns.take()
                 target = self._target(ip_id)
                 try:
                     resolution = await complete(target, report, reports, self._ctx)

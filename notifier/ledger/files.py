@@ -40,6 +40,7 @@ from .chain import (
     record_hash,
     utc_iso,
 )
+from .evidence import FileArtifacts, format_head_mark
 from .fileio import (
     Tail,
     TornTail,
@@ -83,6 +84,8 @@ class AuditLog(Ledger):
         self.messages_dir = self.state_dir / "messages"
         self.timestamps_dir = self.state_dir / "timestamps"
         self._lock_path = self.path.with_name(self.path.name + ".lock")
+        # the head after the last append: a log cut shorter than it no longer verifies
+        self.head_path = self.path.with_name(self.path.name + ".head")
         self.torn_tail: TornTail | None = self._detect_torn()
         self._orphans_checked = False
         # (inode, offset, complete lines before it): where ``head`` stopped counting last time
@@ -195,9 +198,8 @@ class AuditLog(Ledger):
             self.path,
             head=head,
             public_key=public_key,
-            messages_dir=self.messages_dir,
-            timestamps_dir=self.timestamps_dir,
             tsa_trust=tsa_trust,
+            artifacts=FileArtifacts(self.messages_dir, self.timestamps_dir, self.head_path),
         )
 
     def records_from(self, offset: int = 0, line: int = 0) -> Iterator[tuple[Record, int]]:
@@ -359,7 +361,20 @@ class AuditLog(Ledger):
             os.fsync(fd)
         except OSError as exc:
             raise AuditError(f"cannot flush the audit log to disk: {exc.strerror}") from None
+        self._mark(records[-1]["seq"], records[-1]["hash"])
         return records
+
+    def _mark(self, count: int, digest: str) -> None:
+        # one fixed-size write at offset 0: never torn into a shorter, still-parsable head; not
+        # synced (a stale mark is an older head, which the log still holds)
+        try:
+            fd = os.open(self.head_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.pwrite(fd, format_head_mark(count, digest), 0)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise AuditError(f"cannot record the log head: {exc.strerror}") from None
 
     @staticmethod
     def _roll_back(fd: int, size: int) -> None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import IO
 
@@ -18,10 +15,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..errors import AuditError
-from .chain import GENESIS, HEX64, MAX_RECORD_BYTES, LineError, Record, format_head, parse_line
-from .fileio import file_sha256, iter_lines
+from .chain import GENESIS, HEX64, MAX_RECORD_BYTES, LineError, Record, parse_line
+from .evidence import Artifacts, FileArtifacts, collect_claims, cross_check
+from .fileio import iter_lines
 from .keys import key_id
-from .timestamps import OID_SHA256, parse_timestamp_reply, token_claims
+from .report import Problem, VerifyReport
 
 __all__ = ["Problem", "VerifyReport", "verify"]
 
@@ -29,106 +27,62 @@ _LOOKAHEAD = 256
 _HASH_WINDOW = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with the log: the (1-based) line, a kind and a plain sentence.
-
-    Kinds: ``torn``, ``not-json``, ``malformed``, ``edited``, ``deleted``, ``inserted``,
-    ``reordered``, ``truncated``, ``head-mismatch``, ``signature``, ``message``, ``timestamp``.
-    """
-
-    line: int
-    kind: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.kind}: {self.detail}"
-
-
-@dataclass(slots=True)
-class VerifyReport:
-    """What :func:`verify` found. ``ok`` when there is no problem at all."""
-
-    lines: int = 0  # complete lines in the file
-    verified: int = 0  # lines whose chain verified, from the top
-    head: tuple[int, str] = (0, GENESIS)  # the last verified line's (number, hash)
-    problems: list[Problem] = field(default_factory=list)
-    signatures: int = 0  # signatures checked and valid
-    messages: int = 0  # stored messages checked and intact
-    timestamps: list[tuple[int, datetime]] = field(default_factory=list)  # (line, genTime)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def first_bad(self) -> int | None:
-        """The number of the first bad line, or None when the log is intact."""
-        return min((p.line for p in self.problems), default=None)
-
-    @property
-    def first_problem(self) -> Problem | None:
-        if not self.problems:
-            return None
-        return min(self.problems, key=lambda p: p.line)
-
-    def summary(self) -> str:
-        """One sentence for people."""
-        if self.ok:
-            return f"intact: {self.lines} lines, head {format_head(*self.head)}"
-        first = self.first_problem
-        assert first is not None
-        more = len(self.problems) - 1
-        tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        return f"first bad line {first.line}: {first.kind}: {first.detail}{tail}"
-
-
 def verify(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | IO[bytes] | None,
     *,
     head: tuple[int, str] | None = None,
     public_key: ed25519.Ed25519PublicKey | None = None,
     messages_dir: str | os.PathLike[str] | None = None,
     timestamps_dir: str | os.PathLike[str] | None = None,
     tsa_trust: Iterable[x509.Certificate] | None = None,
+    artifacts: Artifacts | None = None,
 ) -> VerifyReport:
     """Check the log end to end without writing anything.
 
     Recomputes every line's hash, ``prev`` link and ``seq``, and names the first bad line and
     why. ``head=(N, HASH)`` (committed earlier) proves the log still holds that prefix. With
-    ``public_key`` every signature must verify; with ``messages_dir`` every recorded digest must
-    match its stored message; with ``timestamps_dir`` every ``<N>-<hash16>.tsr`` token must be a
-    validly signed timestamp over line N's head (and, with ``tsa_trust``, signed by one of those
-    certificates or a certificate they issued).
+    ``public_key`` every signature must verify. With the store's artifacts (``messages_dir``
+    and ``timestamps_dir`` of a file store, or ``artifacts``), the log must account for
+    everything the tool stored or published: every message handed over is stored intact, every
+    stored message has its intent line, the log holds every head a stored message quoted in
+    ``X-Notifier-Log-Head`` or the store last recorded, every anchor's token is kept, and every
+    ``<N>-<hash16>.tsr`` token is a validly signed timestamp over line N's head (with
+    ``tsa_trust``, signed by one of those certificates or a certificate they issued).
 
-    Raises only ``AuditError`` (the file could not be read); everything wrong inside the log is
-    a :class:`Problem` in the report.
+    ``path`` may be an open binary file (an export read from a database or a pipe). Raises only
+    ``AuditError`` (the file could not be read); everything wrong is a :class:`Problem`.
     """
+    if artifacts is None and (messages_dir is not None or timestamps_dir is not None):
+        mark = Path(f"{os.fspath(path)}.head") if isinstance(path, str | os.PathLike) else None
+        artifacts = FileArtifacts(
+            Path(messages_dir) if messages_dir is not None else None,
+            Path(timestamps_dir) if timestamps_dir is not None else None,
+            mark,
+        )
     report = VerifyReport()
-    tokens = token_claims(Path(timestamps_dir)) if timestamps_dir is not None else []
-    wanted = {n for n, _, _ in tokens} | ({head[0]} if head is not None else set())
+    claims = collect_claims(artifacts, head)
+    wanted = {claim.count for claim in claims.heads} | {n for n, _, _ in claims.tokens}
     captured: dict[int, str] = {}
-    checker = _RecordChecker(
-        report, public_key, Path(messages_dir) if messages_dir is not None else None
-    )
-    try:
-        handle = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        handle = None
-    except OSError as exc:
-        raise AuditError(f"cannot read {path}: {exc.strerror}") from None
+    checker = _RecordChecker(report, public_key)
     broken_at: int | None = None
+    handle: IO[bytes] | None
+    if path is None or hasattr(path, "read"):
+        handle = path  # type: ignore[assignment]
+    else:
+        try:
+            handle = open(path, "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            handle = None
+        except OSError as exc:
+            raise AuditError(f"cannot read {path}: {exc.strerror}") from None
     if handle is not None:
         try:
             with handle:
                 broken_at = _verify_chain(handle, report, checker, wanted, captured)
         except OSError as exc:
             raise AuditError(f"cannot read {path}: {exc.strerror}") from None
-    if head is not None:
-        _check_head(report, head, captured, broken_at)
     trust = list(tsa_trust) if tsa_trust is not None else None
-    for count, prefix, token_path in tokens:
-        _check_token(report, count, prefix, token_path, captured, broken_at, trust)
+    cross_check(report, claims, captured, broken_at, checker, artifacts, trust)
     return report
 
 
@@ -263,26 +217,29 @@ def _classify(
 
 
 class _RecordChecker:
-    """Per-record checks beyond the chain: signatures and stored messages."""
+    """Per-record checks beyond the chain: signatures; notes the digests records name."""
 
-    def __init__(
-        self,
-        report: VerifyReport,
-        public_key: ed25519.Ed25519PublicKey | None,
-        messages_dir: Path | None,
-    ) -> None:
+    def __init__(self, report: VerifyReport, public_key: ed25519.Ed25519PublicKey | None) -> None:
         self.report = report
         self.public_key = public_key
         self.key_id = key_id(public_key) if public_key is not None else None
-        self.messages_dir = messages_dir
-        self._seen: dict[str, str | None] = {}
+        # digest -> (first line naming it, whether an outcome says it was handed over)
+        self.digests: dict[str, tuple[int, bool]] = {}
+        self.anchors: list[tuple[int, str]] = []  # (line, token file)
 
     def check(self, line: int, record: Record) -> None:
         self._signature(line, record)
-        if self.messages_dir is not None and record["event"] in ("outcome", "intent"):
+        event = record["event"]
+        if event in ("outcome", "intent"):
             digest = record.get("digest")
             if digest:
-                self._message(line, digest)
+                if not isinstance(digest, str) or not HEX64.fullmatch(digest):
+                    self._add(line, "message", "the recorded digest is not a SHA-256")
+                    return
+                first, sent = self.digests.get(digest, (line, False))
+                self.digests[digest] = (first, sent or event == "outcome")
+        elif event == "anchor" and isinstance(record.get("token_file"), str):
+            self.anchors.append((line, record["token_file"]))
 
     def _signature(self, line: int, record: Record) -> None:
         if "key_id" in record and "sig" not in record:
@@ -301,120 +258,5 @@ class _RecordChecker:
             return
         self.report.signatures += 1
 
-    def _message(self, line: int, digest: object) -> None:
-        if not isinstance(digest, str) or not HEX64.fullmatch(digest):
-            self._add(line, "message", "the recorded digest is not a SHA-256")
-            return
-        if digest not in self._seen:
-            assert self.messages_dir is not None
-            target = self.messages_dir / f"{digest}.eml"
-            try:
-                actual = file_sha256(target)
-            except FileNotFoundError:
-                self._seen[digest] = f"stored message {digest[:16]}... is missing"
-            except OSError as exc:
-                self._seen[digest] = f"stored message {digest[:16]}... unreadable: {exc.strerror}"
-            else:
-                self._seen[digest] = (
-                    None
-                    if actual == digest
-                    else f"stored message {digest[:16]}... was altered (its bytes hash differently)"
-                )
-            if self._seen[digest] is None:
-                self.report.messages += 1
-        problem = self._seen[digest]
-        if problem is not None:
-            self._add(line, "message", problem)
-
     def _add(self, line: int, kind: str, detail: str) -> None:
         self.report.problems.append(Problem(line, kind, detail))
-
-
-def _check_head(
-    report: VerifyReport, head: tuple[int, str], captured: dict[int, str], broken_at: int | None
-) -> None:
-    count, digest = head
-    if count == 0:
-        return
-    if broken_at is not None and broken_at <= count:
-        return  # the break is already the first problem
-    if count > report.lines:
-        report.problems.append(
-            Problem(
-                report.lines + 1,
-                "truncated",
-                f"the log has {report.lines} lines but head {format_head(count, digest)} "
-                "was committed: lines were cut off the end",
-            )
-        )
-    elif captured.get(count) != digest.lower():
-        report.problems.append(
-            Problem(
-                count,
-                "head-mismatch",
-                f"line {count}'s hash differs from the committed head "
-                f"{count}:{digest[:16]}...: the log was rewritten",
-            )
-        )
-
-
-def _check_token(
-    report: VerifyReport,
-    count: int,
-    prefix: str,
-    path: Path,
-    captured: dict[int, str],
-    broken_at: int | None,
-    trust: list[x509.Certificate] | None,
-) -> None:
-    if broken_at is not None and broken_at <= count:
-        return
-    if count > report.lines:
-        report.problems.append(
-            Problem(
-                report.lines + 1,
-                "truncated",
-                f"timestamp {path.name} covers line {count} but the log has {report.lines} lines",
-            )
-        )
-        return
-    full = captured.get(count, "")
-    if not full.startswith(prefix):
-        report.problems.append(
-            Problem(count, "timestamp", f"{path.name} was issued for another version of it")
-        )
-        return
-    try:
-        token = parse_timestamp_reply(path.read_bytes())
-    except OSError as exc:
-        report.problems.append(Problem(count, "timestamp", f"{path.name}: {exc.strerror}"))
-        return
-    except AuditError as exc:
-        report.problems.append(Problem(count, "timestamp", f"{path.name}: {exc}"))
-        return
-    expected = hashlib.sha256(format_head(count, full).encode("utf-8")).digest()
-    if token.hash_algorithm != str(OID_SHA256) or token.imprint != expected:
-        report.problems.append(
-            Problem(count, "timestamp", f"{path.name} does not timestamp the head of line {count}")
-        )
-        return
-    if trust is not None and not _trusted(token.signer, trust, token.gen_time):
-        report.problems.append(
-            Problem(count, "timestamp", f"{path.name} is signed by an untrusted TSA certificate")
-        )
-        return
-    report.timestamps.append((count, token.gen_time))
-
-
-def _trusted(cert: x509.Certificate, trust: list[x509.Certificate], when: datetime) -> bool:
-    if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
-        return False
-    for anchor in trust:
-        if cert == anchor:
-            return True
-        try:
-            cert.verify_directly_issued_by(anchor)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return True
-    return False
