@@ -120,6 +120,8 @@ class TestManualSteps:
         assert f"Case reference: {case}" in web_report
         steps = [r for r in records(sandbox) if r["event"] == "manual-step"]
         assert {s["channel"] for s in steps} == {
+            # the demo owner's security.txt lists a web form: the send itself prepared it
+            "https://health-dept.test/report-a-vulnerability",
             "https://health-dept.test/report",
             "tel:+1-555-0100",
         }
