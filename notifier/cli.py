@@ -420,16 +420,23 @@ def batch(
                         else:
                             await runner.submit(item)
                     await runner.flush()
+                manual.extend(runner.result.manual)
                 return runner.counts
         finally:
             cache.close()
 
+    manual: list[tuple[str, str]] = []
     try:
         counts = run(go())
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
     (err if json_output else out).print(_summary_table(counts, outcomes))
+    if manual:
+        (err if json_output else out).print(
+            f"{len(manual)} reports prepared for web forms and phone lines: notify manual list",
+            markup=False,
+        )
     if counts.held_back:
         reasons = [r for r, n in counts.held_reasons.items() for _ in range(n)]
         err.print(f"notify: {held_summary(reasons)}", markup=False)
@@ -648,7 +655,7 @@ def ack(
     config: ConfigOption = None,
 ) -> None:
     """Record that the owner answered or fixed it: no further follow-ups for REF."""
-    from .escalation import ack as record_ack
+    from .cases.followup import ack as record_ack
 
     settings = settings_from(config)
     try:
@@ -667,8 +674,8 @@ def followup(
     config: ConfigOption = None,
 ) -> None:
     """Escalate unacknowledged cases older than [followup] after_days to the next rung (cron)."""
-    from .escalation import FollowupAction
-    from .escalation import followup as run_followup
+    from .cases.followup import FollowupAction
+    from .cases.followup import followup as run_followup
 
     settings = settings_from(config)
 
@@ -718,7 +725,7 @@ def bounces(
     config: ConfigOption = None,
 ) -> None:
     """Read delivery status notifications, log each bounce, and fall back as a 5xx would."""
-    from .bounces import BounceAction, process_bounces
+    from .cases.bounces import BounceAction, process_bounces
 
     settings = settings_from(config)
 
