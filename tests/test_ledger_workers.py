@@ -1,4 +1,4 @@
-"""Several workers on one database, some killed with SIGKILL mid-run: nothing twice, nothing lost."""
+"""Several workers on one database, some killed by SIGKILL mid-run: nothing twice, none lost."""
 
 from __future__ import annotations
 
