@@ -418,16 +418,23 @@ def batch(
                         else:
                             await runner.submit(item)
                     await runner.flush()
+                manual.extend(runner.result.manual)
                 return runner.counts
         finally:
             cache.close()
 
+    manual: list[tuple[str, str]] = []
     try:
         counts = run(go())
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
     (err if json_output else out).print(_summary_table(counts, outcomes))
+    if manual:
+        (err if json_output else out).print(
+            f"{len(manual)} reports prepared for web forms and phone lines: notify manual list",
+            markup=False,
+        )
     if counts.held_back:
         reasons = [r for r, n in counts.held_reasons.items() for _ in range(n)]
         err.print(f"notify: {held_summary(reasons)}", markup=False)
