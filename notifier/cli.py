@@ -613,7 +613,7 @@ def ack(
     config: ConfigOption = None,
 ) -> None:
     """Record that the owner answered or fixed it: no further follow-ups for REF."""
-    from .escalation import ack as record_ack
+    from .cases.followup import ack as record_ack
 
     settings = settings_from(config)
     try:
@@ -632,8 +632,8 @@ def followup(
     config: ConfigOption = None,
 ) -> None:
     """Escalate unacknowledged cases older than [followup] after_days to the next rung (cron)."""
-    from .escalation import FollowupAction
-    from .escalation import followup as run_followup
+    from .cases.followup import FollowupAction
+    from .cases.followup import followup as run_followup
 
     settings = settings_from(config)
 
@@ -683,7 +683,7 @@ def bounces(
     config: ConfigOption = None,
 ) -> None:
     """Read delivery status notifications, log each bounce, and fall back as a 5xx would."""
-    from .bounces import BounceAction, process_bounces
+    from .cases.bounces import BounceAction, process_bounces
 
     settings = settings_from(config)
 
