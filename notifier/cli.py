@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, NoReturn, TypeVar
+from typing import Annotated, Any, BinaryIO, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ from .batch import BatchCounts
 from .config import Settings, load_settings
 from .errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK, ConfigError, NotifierError, exit_code
 from .inputs import FORMATS
-from .ledger import AuditLog
+from .ledger import Ledger, open_ledger
 from .models import ChannelKind, DeliveryStatus, Finding, Resolution
 from .pipeline import Notifier, SendResult, channel_record, contact_record
 from .sources import utcnow
@@ -43,6 +43,8 @@ app = typer.Typer(
 log_app = typer.Typer(help="Review and check the audit log.", no_args_is_help=True)
 contacts_app = typer.Typer(help="Check a contacts.yaml file.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
+db_app = typer.Typer(help="Create and upgrade the PostgreSQL schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 app.add_typer(contacts_app, name="contacts")
 
 out = Console(highlight=False, soft_wrap=True)
@@ -485,13 +487,13 @@ def log_show(
     """Review the audit log (a table, or JSON lines with --json)."""
     settings = settings_from(config)
     path = settings.state_dir / "audit.jsonl"
-    if not path.exists():
+    if not settings.state.url and not path.exists():
         if json_output:
             return
         out.print(f"no audit log yet at {path}", markup=False)
         return
-    log = AuditLog(path, clock=utcnow)
     try:
+        log = open_ledger(settings, clock=utcnow)
         if message:
             sys.stdout.buffer.write(_message_bytes(log, message))
             return
@@ -534,7 +536,7 @@ def _load_certificates(path: str) -> list[Any]:
         raise ConfigError(f"cannot load TSA certificates from {path}: {exc}") from None
 
 
-def _message_bytes(log: AuditLog, message_id: str) -> bytes:
+def _message_bytes(log: Ledger, message_id: str) -> bytes:
     digests = [r["digest"] for r in log.find(message_id) if isinstance(r.get("digest"), str)]
     if not digests:
         raise ConfigError(f"no message with Message-ID {message_id} in the audit log")
@@ -549,28 +551,31 @@ def log_verify(
     public_key: Annotated[
         Path | None, typer.Option(help="Ed25519 public key (PEM) to check signatures.")
     ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Check this exported JSON Lines file instead, offline."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Check the audit log's hash chain end to end (exit 0 intact, 1 with the first bad line)."""
+    """Check the audit log's hash chain end to end, and that it accounts for every message,
+    head and time-stamp the tool stored or published (exit 0 intact, 1 naming what is wrong)."""
     from .ledger import load_verify_key, parse_head, verify
 
     settings = settings_from(config)
-    path = settings.state_dir / "audit.jsonl"
     try:
         expected = parse_head(head_option) if head_option else None
         key = load_verify_key(public_key) if public_key else None
+        if file is not None and not file.is_file():
+            raise ConfigError(f"no such file: {file}")
     except ConfigError as exc:
         fail(str(exc))
     try:
         trust = _load_certificates(settings.audit.tsa_ca) if settings.audit.tsa_ca else None
-        report = verify(
-            path,
-            head=expected,
-            public_key=key,
-            messages_dir=settings.state_dir / "messages",
-            timestamps_dir=settings.state_dir / "timestamps",
-            tsa_trust=trust,
-        )
+        if file is not None:
+            report = verify(file, head=expected, public_key=key, tsa_trust=trust)
+        else:
+            log = open_ledger(settings, clock=utcnow)
+            report = log.verify(head=expected, public_key=key, tsa_trust=trust)
     except NotifierError as exc:
         fail(str(exc), exit_code(exc))
     if report.ok:
@@ -582,25 +587,62 @@ def log_verify(
 @log_app.command("head")
 def log_head(config: ConfigOption = None) -> None:
     """Print the chain head (line count and hash) to publish or mail to yourself."""
-    from .ledger import format_head, head
+    from .ledger import format_head
 
     settings = settings_from(config)
-    print(format_head(*head(settings.state_dir / "audit.jsonl")))
+    try:
+        print(format_head(*open_ledger(settings, clock=utcnow).head()))
+    except NotifierError as exc:
+        fail(str(exc), exit_code(exc))
 
 
 @log_app.command("export")
 def log_export(
-    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "json",
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv, json, or jsonl (the chain itself, verifiable).")
+    ] = "json",
     ip: Annotated[str | None, typer.Option(help="Only records about this address.")] = None,
     recipient: Annotated[str | None, typer.Option(help="Only records for this recipient.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Export the log for a report to a CERT or a court."""
-    if fmt not in ("csv", "json"):
-        fail(f"--format must be csv or json, not {fmt!r}")
+    if fmt not in ("csv", "json", "jsonl"):
+        fail(f"--format must be csv, json or jsonl, not {fmt!r}")
+    if fmt == "jsonl" and (ip or recipient):
+        fail("--format jsonl exports the whole chain: it takes no --ip or --recipient")
     settings = settings_from(config)
-    log = AuditLog(settings.state_dir / "audit.jsonl", clock=utcnow)
-    log.export("csv" if fmt == "csv" else "json", sys.stdout, ip=ip, recipient=recipient)
+    chosen: Literal["csv", "json", "jsonl"] = (
+        "csv" if fmt == "csv" else ("jsonl" if fmt == "jsonl" else "json")
+    )
+    try:
+        log = open_ledger(settings, clock=utcnow)
+        log.export(chosen, sys.stdout, ip=ip, recipient=recipient)
+    except NotifierError as exc:
+        fail(str(exc), exit_code(exc))
+
+
+@db_app.command("init")
+def db_init(config: ConfigOption = None) -> None:
+    """Create the schema in the database named by ``[state] url``."""
+    _db(config, initial=True)
+
+
+@db_app.command("migrate")
+def db_migrate(config: ConfigOption = None) -> None:
+    """Upgrade the database's schema to this version of notify."""
+    _db(config, initial=False)
+
+
+def _db(config: Path | None, *, initial: bool) -> None:
+    from .ledger.pg import setup
+
+    settings = settings_from(config)
+    if not settings.state.url:
+        fail('no database configured: set [state] url = "postgresql://..."')
+    try:
+        out.print(setup(settings.state.url, initial=initial), markup=False)
+    except NotifierError as exc:
+        fail(str(exc), exit_code(exc))
 
 
 # -- contacts ---------------------------------------------------------------------------------
