@@ -282,6 +282,21 @@ class _RangeIndex:
 _FAILED = object()  # a database read that failed, as opposed to one that found nothing
 
 
+def _holder_alive(holder: str) -> bool:
+    """Whether the process that made an in-flight mark still runs (same machine: one cache file
+    is shared only by processes on one machine)."""
+    pid = holder.partition(":")[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by another user
+    return True
+
+
 class _Unavailable(Exception):
     """The database could not be opened; the cache runs as a pass-through."""
 
@@ -357,7 +372,8 @@ class LookupCache:
         self._conn: sqlite3.Connection | None = None
         self._unavailable = False
         self._local_ids = 0  # ids of values kept only in memory count down from -1
-        self._holder = uuid.uuid4().hex  # names this process's in-flight marks
+        # names this process's in-flight marks; the pid lets others see a killed holder's go
+        self._holder = f"{os.getpid()}:{uuid.uuid4().hex}"
         self._reset_memory()
 
     @classmethod
@@ -486,7 +502,8 @@ class LookupCache:
     def claim(self, key: str, lease: float) -> bool:
         """Mark ``key`` as being fetched by this process for up to ``lease`` seconds; False when
         another live process holds it (wait for its answer in the cache instead of asking the
-        same server again). A holder that died leaves its mark only until the lease ends. With
+        same server again). A holder that died (even by SIGKILL) loses its mark at once; one
+        that hangs, when the lease ends. With
         no database every claim succeeds: the process then works alone."""
         now = self._clock()
 
@@ -494,10 +511,11 @@ class LookupCache:
             conn = self._connection()
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
-                conn.execute(
-                    "DELETE FROM in_flight WHERE key = ? AND lease_until <= ?",
-                    (_key_bytes(key), now),
-                )
+                held = conn.execute(
+                    "SELECT holder, lease_until FROM in_flight WHERE key = ?", (_key_bytes(key),)
+                ).fetchone()
+                if held is not None and (held[1] <= now or not _holder_alive(held[0])):
+                    conn.execute("DELETE FROM in_flight WHERE key = ?", (_key_bytes(key),))
                 conn.execute(
                     "INSERT OR IGNORE INTO in_flight (key, holder, lease_until) VALUES (?, ?, ?)",
                     (_key_bytes(key), self._holder, now + lease),
