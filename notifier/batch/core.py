@@ -155,6 +155,8 @@ class Batch:
         self._hints: dict[int, list[HostHint]] = {}
         self._refused: dict[IPAddress, str] = {}
         self._errors: dict[int, str] = {}
+        # addresses whose owner published web forms or phone lines (few: kept sparse)
+        self._channels: dict[int, Resolution] = {}
         self._routes = Interned(None)
         self._lookups = Lookups(notifier.ctx, self._target, self._resolved, self._unresolved)
         self._outcomes: list[FindingOutcome] | None = None
@@ -229,6 +231,8 @@ class Batch:
         if not self.options.dry_run:
             # on disk before anything is sent on its strength; concurrent lookups share the write
             await self.notifier.log("resolution", **resolution_record(resolution))
+        if resolution.channels and not self.options.dry_run:
+            self._channels[ip_id] = resolution
         route = _Route(resolution.recipients, resolution.fallbacks, resolution.network)
         self._ip_route[ip_id] = self._routes.id(route)
         self.counts.resolved += 1
@@ -291,9 +295,22 @@ class Batch:
             await self._deliver_round(plans, state)
             rung += 1
 
+        await self._prepare_manual(rows)
         for index in range(rows):
             self._on_outcome(self._outcome(index, state[index], rounds))
         return self.result
+
+    async def _prepare_manual(self, rows: int) -> None:
+        """A ready-to-submit report for each web form or phone line an owner published."""
+        if not self._channels:
+            return
+        by_ip: dict[int, list[Finding]] = {ip_id: [] for ip_id in self._channels}
+        for index in range(rows):
+            found = by_ip.get(self._rows.row_ip[index])
+            if found is not None:
+                found.append(self._rows.finding(index))
+        for ip_id, resolution in self._channels.items():
+            self.result.manual += await self.notifier.prepare_manual(resolution, by_ip[ip_id])
 
     def _outcome(self, index: int, state: int, rounds: list[dict[str, _Plan]]) -> FindingOutcome:
         limit = self.notifier.settings.batch.max_findings_per_message
