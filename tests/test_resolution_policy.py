@@ -20,6 +20,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from notifier.batch import Batch, FindingOutcome
 from notifier.cli import app
 from notifier.models import ChannelKind, Finding, HostHint, Resolution, Role
 from notifier.pipeline import Notifier
@@ -301,6 +302,33 @@ class TestScannerHints:
         assert len(res.hints) == 10
         assert "9991 more host name hints not checked" in notes(res)
         assert "sec@hinted.test" in told(res)
+
+    async def test_batch_carries_the_scanner_hints(self, box: Sandbox) -> None:
+        """In a batch too, a finding's confirmed scanner name reaches the owner; an
+        unconfirmed one does not."""
+        seen = datetime(2026, 11, 1, tzinfo=UTC)
+        findings = [
+            Finding(
+                ip_address("127.20.9.1"),
+                "open database",
+                observed_at=seen,
+                hints=(HostHint("shop.hinted.test", "tls certificate"),),
+            ),
+            Finding(
+                ip_address("127.20.9.2"),
+                "open database",
+                observed_at=seen,
+                hints=(HostHint("shop.hinted.test", "tls certificate"),),  # not this address
+            ),
+        ]
+        outcomes: list[FindingOutcome] = []
+        async with Notifier(box.settings(http={"timeout": 1})) as notifier:
+            batch = Batch(notifier, dry_run=True, on_outcome=outcomes.append)
+            for item in findings:
+                await batch.submit(item)
+            await batch.flush()
+        told_for = {o.ip: sorted(o.recipients) for o in outcomes}
+        assert told_for == {"127.20.9.1": [ABUSE, "sec@hinted.test"], "127.20.9.2": [ABUSE]}
 
 
 class TestShown:

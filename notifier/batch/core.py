@@ -11,8 +11,18 @@ from typing import Any, TypeVar
 
 from ..errors import ConfigError
 from ..ladder import SendOptions
-from ..models import Contact, DeliveryStatus, Finding, IPAddress, Network, Resolution, Target
+from ..models import (
+    Contact,
+    DeliveryStatus,
+    Finding,
+    HostHint,
+    IPAddress,
+    Network,
+    Resolution,
+    Target,
+)
 from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
+from ..sources.hints import MAX_HINTS
 from .columns import Columns, Interned
 from .stages import Lookups
 
@@ -142,6 +152,8 @@ class Batch:
         self._on_outcome = on_outcome or (lambda outcome: None)
         self._rows = Columns()
         self._ip_route = array("i")  # per address: its route, or pending / unresolved
+        # host name hints scanners gave per address (most addresses have none: kept sparse)
+        self._hints: dict[int, list[HostHint]] = {}
         self._refused: dict[IPAddress, str] = {}
         self._errors: dict[int, str] = {}
         self._routes = Interned(None)
@@ -201,13 +213,18 @@ class Batch:
         if not rows.add(ip_id, finding):
             self.counts.duplicates += 1
             return
+        if finding.hints:
+            kept = self._hints.setdefault(ip_id, [])
+            # resolve checks at most MAX_HINTS names; a few more leave room for refused ones
+            kept.extend(finding.hints[: max(0, 2 * MAX_HINTS - len(kept))])
         self._on_progress(self.counts)
 
     # -- lookups ----------------------------------------------------------------------------
 
     def _target(self, ip_id: int) -> Target:
         host = self._rows.hostname(ip_id)
-        return Target(self._rows.ips[ip_id], (host,) if host else ())
+        hints = tuple(self._hints.get(ip_id, ()))
+        return Target(self._rows.ips[ip_id], (host,) if host else (), hints)
 
     async def _resolved(self, ip_id: int, resolution: Resolution) -> None:
         if not self.options.dry_run:
