@@ -54,7 +54,7 @@ from .config import Settings
 from .errors import ConfigError
 from .escalation import CaseBook, SentMessage
 from .ladder import SendOptions, settles
-from .models import Delivery, DeliveryStatus, case_reference
+from .models import Delivery, DeliveryStatus
 from .pipeline import Notifier, SendResult
 
 __all__ = [
@@ -605,8 +605,6 @@ async def _process(
         return action
     result = SendResult(book.resolution(case))
     network = book.network(case)
-    sent_case = case_reference(findings)
-    alias = {"sent_case": sent_case} if sent_case != case.ref else {}
     action.outcome = BounceOutcome.FALLBACK_FAILED
     action.reason = "every contact and every fallback failed"
     for contact in ladder:
@@ -620,10 +618,14 @@ async def _process(
                 role=str(contact.role),
                 reason="every contact bounced",
                 dsn_id=bounce.dsn_id,
-                **alias,
             )
+        # each fallback (a national CERT, say) is told only about the addresses it answers for
         delivery = await notifier.deliver(
-            contact, findings, network, result, SendOptions(dry_run=dry_run)
+            contact,
+            book.findings_for(case, contact),
+            network,
+            result,
+            SendOptions(dry_run=dry_run, case_ref=case.ref),
         )
         book.note_delivery(case, contact, delivery)
         if delivery.status == DeliveryStatus.HELD_BACK:

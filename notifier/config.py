@@ -35,6 +35,7 @@ __all__ = [
     "BatchSettings",
     "PGPSettings",
     "DKIMSettings",
+    "TemplateSettings",
     "load_settings",
     "shipped_path",
 ]
@@ -220,6 +221,10 @@ class PGPSettings(_Section):
         return value.rstrip("/")
 
 
+class TemplateSettings(_Section):
+    dir: str = ""  # a folder of the user's frames, lang/ and guides/, searched before ours
+
+
 class DKIMSettings(_Section):
     domain: str = ""  # d=
     selector: str = ""  # s=
@@ -249,6 +254,7 @@ class Settings(_Section):
     pgp: PGPSettings = Field(default_factory=PGPSettings)
     dkim: DKIMSettings = Field(default_factory=DKIMSettings)
     resolve: ResolveSettings = Field(default_factory=ResolveSettings)
+    templates: TemplateSettings = Field(default_factory=TemplateSettings)
 
     @property
     def state_dir(self) -> Path:

@@ -42,10 +42,15 @@ from .errors import (
 )
 from .models import Delivery, DeliveryStatus
 
-__all__ = ["Mailer", "AttemptHook", "classify", "envelope_sender", "SMTP_ERROR_RULES"]
+__all__ = ["Mailer", "AttemptHook", "DataHook", "classify", "envelope_sender", "SMTP_ERROR_RULES"]
 
 AttemptHook = Callable[[int, DeliveryError | None, str], Awaitable[None] | None]
 """Called after every attempt: (attempt number from 1, the error or None, the server's reply)."""
+
+DataHook = Callable[[], Awaitable[None]]
+"""Awaited right before DATA, once the server has taken the envelope (MAIL FROM and RCPT TO): the
+last moment before the message may leave, where the caller writes its intent. Whatever it raises
+ends the transaction (RSET) and leaves ``send`` unchanged."""
 
 _Rule = Callable[[BaseException], type[DeliveryError]]
 _REPLY_LIMIT = 1000
@@ -273,12 +278,21 @@ class Mailer:
                 await client.helo()
         return client
 
-    async def _transaction(self, sender: str, recipient: str, raw: bytes) -> SMTPResponse:
+    async def _transaction(
+        self, sender: str, recipient: str, raw: bytes, before_data: DataHook | None
+    ) -> SMTPResponse:
         client = await self._connection()
         options = [f"SIZE={len(raw)}"] if client.supports_extension("size") else []
         try:
             await client.mail(sender, options=options)
             await client.rcpt(recipient)
+            if before_data is not None:
+                try:
+                    await before_data()
+                except BaseException as exc:
+                    await self._reset(client)
+                    # carried past the SMTP error handling untouched: it is no delivery error
+                    raise _CalledOff(exc) from exc
             return await client.data(raw)
         except aiosmtplib.SMTPResponseException:
             try:
@@ -287,9 +301,18 @@ class Mailer:
                 self._drop()
             raise
 
-    async def _attempt(self, composed: ComposedMessage, sender: str) -> SMTPResponse:
+    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+        """End a transaction the caller called off before DATA; the connection stays usable."""
         try:
-            return await self._transaction(sender, composed.recipient, composed.raw)
+            await client.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            self._drop()
+
+    async def _attempt(
+        self, composed: ComposedMessage, sender: str, before_data: DataHook | None
+    ) -> SMTPResponse:
+        try:
+            return await self._transaction(sender, composed.recipient, composed.raw, before_data)
         except (aiosmtplib.SMTPException, OSError, ValueError) as exc:
             if not isinstance(exc, aiosmtplib.SMTPResponseException):
                 # after a timeout or a broken pipe the session state is unknown: start afresh
@@ -302,13 +325,17 @@ class Mailer:
             raise kind(text, smtp_code=code, target=composed.recipient, source="smtp") from exc
 
     async def send(
-        self, composed: ComposedMessage, *, on_attempt: AttemptHook | None = None
+        self,
+        composed: ComposedMessage,
+        *,
+        on_attempt: AttemptHook | None = None,
+        before_data: DataHook | None = None,
     ) -> Delivery:
         """Deliver ``composed`` to its recipient, retrying transient failures.
 
         Returns ``Delivery`` with status DELIVERED (the server's reply to end of DATA, queue id
         included) or FAILED (a permanent refusal, or the last transient one once retries ran
-        out). ``on_attempt`` is called after every attempt.
+        out). ``on_attempt`` is called after every attempt; ``before_data`` before each DATA.
         """
         smtp = self.settings.smtp
         sender = envelope_sender(self.settings, composed)
@@ -328,11 +355,13 @@ class Mailer:
                     with attempt:
                         attempts += 1
                         try:
-                            response = await self._attempt(composed, sender)
+                            response = await self._attempt(composed, sender, before_data)
                         except DeliveryError as exc:
                             await _call(on_attempt, attempts, exc, self._last_reply)
                             raise
                         await _call(on_attempt, attempts, None, _reply(response))
+            except _CalledOff as off:
+                raise off.cause from None
             except DeliveryError as exc:
                 return Delivery(
                     recipient=composed.recipient,
@@ -353,6 +382,14 @@ class Mailer:
             smtp_reply=_reply(response),
             digest=composed.digest,
         )
+
+
+class _CalledOff(Exception):
+    """What ``before_data`` raised, on its way out of ``send``."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def _reply(response: SMTPResponse) -> str:

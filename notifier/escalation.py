@@ -42,7 +42,7 @@ from .compose import ComposedMessage
 from .config import Settings
 from .errors import ConfigError
 from .ladder import SendOptions
-from .ledger import AuditLog
+from .ledger import Ledger, open_ledger
 from .models import (
     Contact,
     Delivery,
@@ -52,7 +52,6 @@ from .models import (
     Resolution,
     Role,
     Target,
-    case_reference,
 )
 from .pipeline import Notifier, SendResult
 from .sources import utcnow
@@ -334,7 +333,7 @@ class CaseBook:
         return book
 
     @classmethod
-    def from_log(cls, log: AuditLog) -> CaseBook:
+    def from_log(cls, log: Ledger) -> CaseBook:
         return cls.from_records(log.records())
 
     # ---------------------------------------------------------------- reading records
@@ -481,6 +480,27 @@ class CaseBook:
         """Every contact the resolutions of the case's addresses offered, recipients first."""
         return self._offered(case, ("recipients", "fallbacks"))
 
+    def findings_for(self, case: Case, contact: Contact) -> list[Finding]:
+        """The case's findings about addresses whose resolution named ``contact``.
+
+        A case can span networks in several countries (a batch message to one abuse desk): each
+        national CERT, or each desk, is told only about the addresses it is responsible for.
+        When no resolution named it (a damaged or early log), it gets the whole case.
+        """
+        address = contact.address.lower()
+        mine: set[str] = set()
+        for ip in case.ips:
+            record = self.resolutions.get(ip)
+            if record is None:
+                continue
+            for group in ("recipients", "fallbacks"):
+                items = record.get(group)
+                for item in items if isinstance(items, list) else []:
+                    if isinstance(item, dict) and str(item.get("address", "")).lower() == address:
+                        mine.add(ip)
+        findings = list(case.findings.values())
+        return [f for f in findings if str(f.ip) in mine] or findings
+
     def fallbacks(self, case: Case) -> list[Contact]:
         """The resolutions' fallback ladder (registrar, national CERT) for the case, in order."""
         return self._offered(case, ("fallbacks",))
@@ -537,16 +557,16 @@ class CaseBook:
 # --------------------------------------------------------------------------- acknowledging
 
 
-def _log_for(target: Notifier | AuditLog | Settings, clock: Clock) -> AuditLog:
+def _log_for(target: Notifier | Ledger | Settings, clock: Clock) -> Ledger:
     if isinstance(target, Notifier):
         return target.audit
-    if isinstance(target, AuditLog):
+    if isinstance(target, Ledger):
         return target
-    return AuditLog.from_settings(target, clock=clock)
+    return open_ledger(target, clock=clock)
 
 
 def ack(
-    target: Notifier | AuditLog | Settings,
+    target: Notifier | Ledger | Settings,
     case_ref: str,
     *,
     note: str = "",
@@ -696,7 +716,6 @@ async def _escalate(
             last,
             reason="the audit log does not hold this case's findings or messages",
         )
-    sent_case = case_reference(findings)
     network = book.network(case)
     result = SendResult(book.resolution(case))
     action = FollowupAction(case.ref, ips, FollowupStatus.FAILED, last)
@@ -705,7 +724,6 @@ async def _escalate(
         action.recipients = tuple(c.address for c in contacts)
         action.reason = reason
         if not dry_run:
-            extra = {"sent_case": sent_case} if sent_case != case.ref else {}
             # written before any SMTP: a crash now still counts this level as told
             notifier.audit.append(
                 "followup",
@@ -715,16 +733,17 @@ async def _escalate(
                 to=list(action.recipients),
                 reason=reason,
                 in_reply_to=f"<{thread[0]}>",
-                **extra,
             )
         statuses = []
         options = SendOptions(
             dry_run=dry_run,
             in_reply_to=f"<{thread[0]}>",
             references=tuple(f"<{m}>" for m in thread),
+            case_ref=case.ref,  # the follow-up carries the case's own reference
         )
         for contact in contacts:
-            delivery = await notifier.deliver(contact, findings, network, result, options)
+            mine = book.findings_for(case, contact)
+            delivery = await notifier.deliver(contact, mine, network, result, options)
             book.note_delivery(case, contact, delivery)
             statuses.append(delivery.status)
         if any(status in _REACHED for status in statuses):

@@ -129,6 +129,9 @@ class Contact:
     name: str = ""
     # OpenPGP keys the contact announced: https URLs or openpgp4fpr: fingerprints
     encryption: tuple[str, ...] = ()
+    # languages the contact reads, most preferred first (security.txt Preferred-Languages,
+    # contacts.yaml ``languages``): RFC 5646 tags
+    languages: tuple[str, ...] = ()
 
     def merged(self, other: Contact) -> Contact:
         """The same mailbox found twice: keep the better-evidenced role and all provenance."""
@@ -143,6 +146,7 @@ class Contact:
             provenance=tuple(dict.fromkeys(self.provenance + other.provenance)),
             name=self.name or other.name,
             encryption=tuple(dict.fromkeys(self.encryption + other.encryption)),
+            languages=self.languages or other.languages,
         )
 
 

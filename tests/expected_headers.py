@@ -8,6 +8,7 @@ TOP_LEVEL_HEADERS = frozenset(
         "date",
         "message-id",
         "auto-submitted",
+        "content-language",
         "x-notifier-case",
         "x-notifier-log-head",
         "mime-version",

@@ -350,7 +350,7 @@ class TestBody:
             "escalating to you, as the national CERT, because we could not\nreach the operator"
             in text
         )
-        assert "constituency (NL)" in text
+        assert "constituency" in text and "country NL" in text
         assert "inform the national CERT" not in text
 
     def test_sources_shown_without_provenance(self, settings: Settings) -> None:

@@ -463,8 +463,9 @@ class TestSigkill:
         assert figures.kills == KILLS
         assert figures.evidence is not None and not figures.evidence.duplicates
         assert figures.evidence.torn_tails >= 1  # moved aside and recorded, not dropped
-        # the kills did land inside transactions, not only before or after them
-        assert figures.kills_leaving_doubt >= KILLS // 10, figures
+        # the kills did land inside transactions, not only before or after them (the intent is
+        # written right before DATA, so that window is short: a few kills in fifty land in it)
+        assert figures.kills_leaving_doubt >= KILLS // 25, figures
 
 
 class TestConcurrentRuns:

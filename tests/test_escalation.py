@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from notifier.batch import Batch
 from notifier.errors import ConfigError
 from notifier.escalation import (
     CaseBook,
@@ -260,6 +261,38 @@ class TestLadder:
             assert [(a.case, a.status) for a in actions] == [(case, FollowupStatus.EXHAUSTED)]
             assert actions[0].ips == ("127.6.0.6",)
             assert len(box.smtp.messages) == 1
+
+    async def test_each_national_cert_gets_only_its_own_countrys_findings(
+        self, tmp_path: Path
+    ) -> None:
+        """One desk for networks in two countries: the CERT follow-ups split by country."""
+        desk = "abuse@multi.test"
+        world = World(
+            networks=(
+                WorldNetwork("127.10.0.0/16", "ripe", "NET-NL", "NL-NET", "NL", "Multi BV", desk),
+                WorldNetwork("127.11.0.0/16", "arin", "NET-US", "US-NET", "US", "Multi Inc", desk),
+            ),
+            hosts=(WorldHost("127.10.0.1"), WorldHost("127.11.0.1")),
+        )
+        clock = Clock(T0)
+        async with Sandbox(world, directory=tmp_path, clock=clock) as box:
+            async with Notifier(box.settings(), clock=clock) as notifier:
+                batch = Batch(notifier)
+                for ip in ("127.10.0.1", "127.11.0.1"):
+                    await batch.submit(finding(ip))
+                await batch.flush()
+            assert [m.rcpt_tos for m in box.smtp.messages] == [(desk,)]
+            actions = await run_followup(box, clock, 14)
+            assert [(a.status, a.level) for a in actions] == [(FollowupStatus.SENT, "cert")]
+            told = {m.rcpt_tos[0]: m.raw for m in box.smtp.messages[1:]}
+            assert set(told) == {"cert@ncsc.nl", "report@cisa.gov"}
+            assert b"127.10.0.1" in told["cert@ncsc.nl"]
+            assert b"127.11.0.1" not in told["cert@ncsc.nl"]
+            assert b"127.11.0.1" in told["report@cisa.gov"]
+            assert b"127.10.0.1" not in told["report@cisa.gov"]
+            # both follow-ups belong to the one case, threaded to its first message
+            cases = {r["case"] for r in records(box) if r["event"] == "intent"}
+            assert len(cases) == 1
 
 
 class TestLimits:

@@ -118,11 +118,16 @@ class TestManualSteps:
         assert FINDING in web_report
         case = result.messages[0].case_ref
         assert f"Case reference: {case}" in web_report
+        # the form the sandbox owner's security.txt publishes was prepared by send itself
+        form = "https://health-dept.test/report-a-vulnerability"
+        assert [channel for channel, _ in result.manual] == [form]
         steps = [r for r in records(sandbox) if r["event"] == "manual-step"]
         assert {s["channel"] for s in steps} == {
+            form,
             "https://health-dept.test/report",
             "tel:+1-555-0100",
         }
+        steps = [s for s in steps if s["channel"] != form]
         digest = hashlib.sha256(Path(made[0][1]).read_bytes()).hexdigest()
         assert steps[0]["digest"] == digest
 
@@ -141,7 +146,7 @@ class TestManualSteps:
         assert code == 0, stdout
         code, stdout, _ = await invoke("manual", "list", "--json", "--config", str(config))
         pending = json.loads(stdout)
-        assert [p["channel"] for p in pending] == ["https://health-dept.test/report"]
+        assert [p["channel"] for p in pending] == [form, "https://health-dept.test/report"]
         code, _, stderr = await invoke(
             "manual", "done", case, "https://nowhere.test/", "--config", str(config)
         )

@@ -1,0 +1,128 @@
+"""Headers and MIME structure: safe header values, the message tree, and the bytes SMTP gets.
+
+Every value that reaches a header passes ``addresses.header_text`` (no CR, LF or control
+character survives); the body is quoted-printable and the headers RFC 2047-encoded, so the bytes
+handed to SMTP are 7-bit ASCII with CRLF line ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.policy import EmailPolicy
+
+from ..addresses import header_text
+from ..errors import ConfigError, TemplateError
+
+__all__ = [
+    "POLICY",
+    "ComposedMessage",
+    "check_header_block",
+    "display_name",
+    "message_id_list",
+    "no_encoded_words",
+    "seal",
+]
+
+_MESSAGE_ID = re.compile(r"^<[^<>\s@]+@[^<>\s@]+>$")
+_PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+# machine-read headers whose single long word folding would push onto a continuation line
+_UNFOLDED = frozenset({"x-notifier-log-head", "x-notifier-case", "message-id", "in-reply-to"})
+
+
+class _Policy(EmailPolicy):
+    """SMTP line ends; the headers tools parse back are never folded (they stay under 998)."""
+
+    def fold_binary(self, name: str, value: str) -> bytes:
+        text = str(value)
+        if name.lower() in _UNFOLDED and text.isascii() and len(name) + len(text) < 990:
+            return f"{name}: {text}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+POLICY = _Policy(linesep="\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class ComposedMessage:
+    """A rendered message and the exact bytes that will be handed to the mail server."""
+
+    message: EmailMessage
+    message_id: str
+    raw: bytes  # CRLF line ends, 7-bit: what SMTP DATA carries
+    digest: str  # sha256 hex of ``raw``
+    case_ref: str
+    recipient: str
+    template: str = ""
+    language: str = "en"  # Content-Language of the body
+    language_reason: str = ""  # why that language, one line for the log
+    guides: tuple[str, ...] = ()  # exposure guides used (service names)
+
+
+def no_encoded_words(text: str) -> str:
+    """``text`` with anything shaped like an RFC 2047 encoded word broken up.
+
+    The email package decodes ``=?charset?q?...?=`` in a header value it is given and, before
+    Python 3.11.10 / 3.12.5 (CVE-2024-6923), writes a CR LF decoded from one out raw: a finding
+    text could then add a ``Bcc:`` line to the message.
+    """
+    return text.replace("=?", "= ?")
+
+
+def _no_format_marks(text: str) -> str:
+    # bidi overrides and other format characters (Cf) can make a name read as something else
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def display_name(name: str) -> str:
+    """The recipient's name from a registry, as plain words that need no quoting in ``To``.
+
+    Python's folding of a long quoted display name drops the quotes, so a name such as
+    ``x Bcc: victim@example.org, ...`` would reach the recipient as a ``To`` header naming
+    other addresses. RFC 5322 specials are dropped, leaving only atoms, which fold safely;
+    right-to-left and other invisible format marks are dropped too.
+    """
+    words = _PHRASE_SPECIALS.sub(" ", _no_format_marks(header_text(name)))
+    return no_encoded_words(" ".join(words.split()))
+
+
+def message_id_list(values: Sequence[str]) -> list[str]:
+    ids = []
+    for value in values:
+        cleaned = header_text(value, 998)
+        if not _MESSAGE_ID.match(cleaned):
+            raise ConfigError(f"not a Message-ID: {cleaned!r}")
+        ids.append(cleaned)
+    return list(dict.fromkeys(ids))
+
+
+def check_header_block(raw: bytes, msg: EmailMessage) -> None:
+    """Refuse bytes whose header block holds a header other than those written (last defence)."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    found = sorted(
+        line.split(b":", 1)[0].decode("ascii", "replace").lower()
+        for line in head.split(b"\r\n")
+        if line[:1] not in (b" ", b"\t")
+    )
+    if found != sorted(name.lower() for name in msg.keys()):
+        raise TemplateError("refusing to send a message whose headers are not the ones written")
+
+
+def seal(msg: EmailMessage, **fields: object) -> ComposedMessage:
+    """The finished message as the bytes SMTP carries, checked, with their digest.
+
+    This is the seam for anything that wraps the finished message (OpenPGP, DKIM): build a
+    new ``EmailMessage`` around ``msg`` and call ``seal`` again with the same ``fields``.
+    """
+    raw = msg.as_bytes(policy=POLICY)
+    check_header_block(raw, msg)
+    return ComposedMessage(
+        message=msg,
+        raw=raw,
+        digest=hashlib.sha256(raw).hexdigest(),
+        **fields,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,208 @@
+"""The deliver stage: one composed message handed to the mail server, with its evidence.
+
+A small pool of SMTP connections (deliveries to different recipients go in parallel), a sending
+rate per recipient domain, and the write-ahead rule of the audit log: the stored copy of the
+message and its ``intent`` record are written at the last moment before the message may leave —
+after the pool slot, the rate wait, the connection and the envelope (MAIL FROM, RCPT TO), right
+before SMTP DATA — and the ``outcome`` after. So a process killed while it waits, connects or is
+refused at RCPT leaves nothing in doubt; only a message that may really have gone out is.
+
+The intent is written only if the gate agrees under the log's lock (``Gate.claim``): no other
+run claimed these findings for this recipient meanwhile, and the daily cap still has room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .compose import ComposedMessage
+from .config import Settings
+from .deliver import Mailer
+from .errors import DeliveryError, TransientDeliveryError
+from .gate import Gate, Refusal
+from .ledger import GroupCommit, Ledger
+from .models import Contact, Delivery, Finding
+from .net import RateLimiter
+from .sources import Tracer
+
+__all__ = ["Dispatcher", "MAX_SMTP_CONNECTIONS", "Handover"]
+
+# SMTP connections a run keeps open at most: deliveries to different recipients go in parallel
+# (a batch has hundreds), few enough that no mail server takes the run for a flood
+MAX_SMTP_CONNECTIONS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """One message to hand over, and what its intent record says about it."""
+
+    composed: ComposedMessage
+    contact: Contact  # who it goes to (the tester, for a rehearsal)
+    findings: list[Finding]
+    intended: str | None = None  # a rehearsal: who would have received it
+    exclusive: bool = True  # claim the findings (not for --force or a rehearsal)
+    protection: dict[str, Any] | None = None  # how the message was signed or encrypted
+
+
+class _NotOurs(Exception):
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal[1])
+        self.refusal = refusal
+
+
+class Dispatcher:
+    """Hands messages to the mail server over a small pool, writing the evidence around each."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: Ledger,
+        journal: GroupCommit,
+        gate: Gate,
+        stack: AsyncExitStack,
+        trace: Tracer,
+    ) -> None:
+        self.settings = settings
+        self._ledger = ledger
+        self._journal = journal
+        self._gate = gate
+        self._stack = stack
+        self._trace = trace
+        self._mailers: list[Mailer] = []  # idle connections, reused
+        self._slots = asyncio.Semaphore(
+            max(1, min(settings.limits.concurrency, MAX_SMTP_CONNECTIONS))
+        )
+        self._domains = RateLimiter(settings.limits.per_domain_per_minute / 60)
+
+    @asynccontextmanager
+    async def _mailer(self) -> AsyncIterator[Mailer]:
+        """An SMTP connection of the run's small pool, for one message."""
+        async with self._slots:
+            if self._mailers:
+                mailer = self._mailers.pop()
+            else:
+                mailer = await self._stack.enter_async_context(Mailer(self.settings))
+            try:
+                yield mailer
+            finally:
+                self._mailers.append(mailer)
+
+    async def hand_over(self, item: Handover) -> Delivery | Refusal:
+        """Send one message; its Delivery, or the gate's refusal when the claim failed.
+
+        A refusal means nothing was sent and no intent written: IN_DOUBT (another run claimed
+        these findings meanwhile: decide again) or HELD_BACK (the daily cap filled up).
+        """
+        composed, contact, findings = item.composed, item.contact, item.findings
+        attempt_id = uuid.uuid4().hex[:16]
+        keys = [f.key for f in findings]
+        recipient = contact.address
+        rehearsal = item.intended is not None
+        refused: list[Refusal] = []
+        written = False
+
+        def guard() -> bool:
+            refusal = self._gate.claim(
+                keys, recipient, exclusive=item.exclusive, rehearsal=rehearsal
+            )
+            if refusal is not None:
+                refused.append(refusal)
+            return refusal is None
+
+        async def before_data() -> None:
+            nonlocal written
+            if written:
+                return  # a retry of the same message: its intent stands
+            record = await self._journal.append_if(
+                guard, "intent", **_intent(item, attempt_id, keys)
+            )
+            if record is None:
+                raise _NotOurs(refused[-1])
+            written = True
+            # stored after its intent, so that every stored message has an intent line (verify
+            # checks it); in a worker thread: deliveries in parallel sync their files together
+            await asyncio.to_thread(self._ledger.store_message, composed.raw)
+
+        async def on_attempt(number: int, error: DeliveryError | None, reply: str) -> None:
+            if error is not None:
+                await self._journal.append(
+                    "attempt",
+                    attempt_id=attempt_id,
+                    recipient=recipient,
+                    number=number,
+                    smtp_code=error.smtp_code,
+                    error=str(error),
+                    transient=isinstance(error, TransientDeliveryError),
+                )
+
+        await self._domains.wait(recipient.rpartition("@")[2])
+        try:
+            async with self._mailer() as mailer:
+                delivery = await mailer.send(
+                    composed, on_attempt=on_attempt, before_data=before_data
+                )
+        except _NotOurs as exc:
+            return exc.refusal
+        delivery = replace(delivery, role=contact.role)
+        if not written:
+            # refused at MAIL or RCPT (or never connected): the message did not leave, and the
+            # case still has to show whom it was meant for, so intent and outcome follow now
+            await self._journal.append("intent", **_intent(item, attempt_id, keys))
+            await asyncio.to_thread(self._ledger.store_message, composed.raw)
+        await self._journal.append(
+            "outcome",
+            attempt_id=attempt_id,
+            ip=str(findings[0].ip),
+            recipient=recipient,
+            message_id=composed.message_id,
+            digest=composed.digest,
+            status=str(delivery.status),
+            smtp_code=delivery.smtp_code,
+            smtp_reply=delivery.smtp_reply,
+            attempts=delivery.attempts,
+            finding_keys=keys,
+            test=rehearsal,
+        )
+        if written:
+            self._gate.settled(keys, recipient)
+        else:
+            self._gate.refresh()
+        self._trace(
+            "delivery",
+            {"to": recipient, "status": str(delivery.status), "code": delivery.smtp_code},
+        )
+        return delivery
+
+
+def _intent(item: Handover, attempt_id: str, keys: list[str]) -> dict[str, object]:
+    findings = item.findings
+    return {
+        "attempt_id": attempt_id,
+        "ip": str(findings[0].ip),
+        "recipient": item.contact.address,
+        "intended_recipient": item.intended,
+        "role": str(item.contact.role),
+        "message_id": item.composed.message_id,
+        "digest": item.composed.digest,
+        "case": item.composed.case_ref,
+        "protection": item.protection,
+        "finding_keys": keys,
+        "finding_texts": [f"{f.ip}:{f.port or ''} {f.text}" for f in findings],
+        # structured, so that a follow-up or a bounce fallback can rebuild the findings
+        "findings": [
+            {
+                "ip": f.ip,
+                "port": f.port,
+                "text": f.text,
+                "hostname": f.hostname,
+                "observed_at": f.observed_at,
+                "extra": [list(pair) for pair in f.extra],
+            }
+            for f in findings
+        ],
+    }

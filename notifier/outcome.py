@@ -1,0 +1,93 @@
+"""What a send produced, and how domain objects are written into the audit log's records."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .compose import ComposedMessage
+from .errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK
+from .ladder import held_back, settles
+from .models import Channel, Contact, Delivery, DeliveryStatus, Resolution, Role
+
+__all__ = ["SendResult", "channel_record", "contact_record", "resolution_record"]
+
+
+def contact_record(contact: Contact) -> dict[str, Any]:
+    """A contact as the audit log and ``resolve --json`` show it."""
+    return {
+        "address": contact.address,
+        "sources": list(contact.sources),
+        "role": str(contact.role),
+        "confidence": round(contact.confidence, 2),
+        "provenance": list(contact.provenance),
+        "name": contact.name,
+    }
+
+
+def channel_record(channel: Channel) -> dict[str, Any]:
+    """A non-mail channel as the audit log and ``resolve --json`` show it."""
+    return {
+        "kind": str(channel.kind),
+        "uri": channel.uri,
+        "role": str(channel.role),
+        "source": channel.source,
+        "provenance": list(channel.provenance),
+        "languages": list(channel.languages),
+    }
+
+
+def resolution_record(resolution: Resolution) -> dict[str, Any]:
+    """The fields of the audit log's ``resolution`` record for ``resolution``."""
+    return {
+        "ip": str(resolution.target.ip),
+        "hostnames": list(resolution.hostnames),
+        "network": asdict(resolution.network) if resolution.network else None,
+        "recipients": [contact_record(c) for c in resolution.recipients],
+        "fallbacks": [contact_record(c) for c in resolution.fallbacks],
+        "errors": [{"source": s, "error": e} for s, e in resolution.errors],
+        "channels": [channel_record(c) for c in resolution.channels],
+        "hints": [asdict(h) for h in resolution.hints],
+        "evidence": [
+            {"source": e.source, "locator": e.locator, "sha256": e.sha256}
+            for e in resolution.evidence
+        ],
+    }
+
+
+@dataclass(slots=True)
+class SendResult:
+    """What happened to one target's findings."""
+
+    resolution: Resolution | None = None  # None for a batch, which has one per address
+    deliveries: list[Delivery] = field(default_factory=list)
+    messages: list[ComposedMessage] = field(default_factory=list)
+    # reports prepared for channels that are not e-mail (web forms, phone): (channel, path)
+    manual: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Nobody could be told: no contact at all, or a delivery failed and nothing later on the
+        ladder took the report in its place (reached it, or holds it for a later run)."""
+        statuses = [d.status for d in self.deliveries]
+        if not statuses and self.resolution is not None:
+            return True  # nobody at all could be found to tell
+        if DeliveryStatus.FAILED not in statuses:
+            return False
+        last_failure = max(i for i, s in enumerate(statuses) if s == DeliveryStatus.FAILED)
+        return not any(
+            d.role in (Role.REGISTRAR, Role.NATIONAL_CERT) and settles(d.status)
+            for d in self.deliveries[last_failure + 1 :]
+        )
+
+    @property
+    def held_back(self) -> list[Delivery]:
+        """Messages a sending limit held back: a later run sends them."""
+        return held_back(self.deliveries)
+
+    @property
+    def exit_code(self) -> int:
+        """1 a delivery failed for good, 3 a limit held a message back, else 0."""
+        if self.failed:
+            return EXIT_FAILED
+        return EXIT_HELD_BACK if self.held_back else EXIT_OK
