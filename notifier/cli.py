@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, NoReturn, TypeVar
+from typing import Annotated, Any, BinaryIO, Literal, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ from .batch import BatchCounts
 from .config import Settings, load_settings
 from .errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK, ConfigError, NotifierError, exit_code
 from .inputs import FORMATS
-from .ledger import AuditLog
+from .ledger import Ledger, open_ledger
 from .models import ChannelKind, DeliveryStatus, Finding, Resolution
 from .pipeline import Notifier, SendResult, channel_record, contact_record
 from .sources import utcnow
@@ -43,6 +43,8 @@ app = typer.Typer(
 log_app = typer.Typer(help="Review and check the audit log.", no_args_is_help=True)
 contacts_app = typer.Typer(help="Check a contacts.yaml file.", no_args_is_help=True)
 app.add_typer(log_app, name="log")
+db_app = typer.Typer(help="Create and upgrade the PostgreSQL schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 app.add_typer(contacts_app, name="contacts")
 
 out = Console(highlight=False, soft_wrap=True)
@@ -418,16 +420,23 @@ def batch(
                         else:
                             await runner.submit(item)
                     await runner.flush()
+                manual.extend(runner.result.manual)
                 return runner.counts
         finally:
             cache.close()
 
+    manual: list[tuple[str, str]] = []
     try:
         counts = run(go())
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
     (err if json_output else out).print(_summary_table(counts, outcomes))
+    if manual:
+        (err if json_output else out).print(
+            f"{len(manual)} reports prepared for web forms and phone lines: notify manual list",
+            markup=False,
+        )
     if counts.held_back:
         reasons = [r for r, n in counts.held_reasons.items() for _ in range(n)]
         err.print(f"notify: {held_summary(reasons)}", markup=False)
@@ -478,13 +487,13 @@ def log_show(
     """Review the audit log (a table, or JSON lines with --json)."""
     settings = settings_from(config)
     path = settings.state_dir / "audit.jsonl"
-    if not path.exists():
+    if not settings.state.url and not path.exists():
         if json_output:
             return
         out.print(f"no audit log yet at {path}", markup=False)
         return
-    log = AuditLog(path, clock=utcnow)
     try:
+        log = open_ledger(settings, clock=utcnow)
         if message:
             sys.stdout.buffer.write(_message_bytes(log, message))
             return
@@ -527,7 +536,7 @@ def _load_certificates(path: str) -> list[Any]:
         raise ConfigError(f"cannot load TSA certificates from {path}: {exc}") from None
 
 
-def _message_bytes(log: AuditLog, message_id: str) -> bytes:
+def _message_bytes(log: Ledger, message_id: str) -> bytes:
     digests = [r["digest"] for r in log.find(message_id) if isinstance(r.get("digest"), str)]
     if not digests:
         raise ConfigError(f"no message with Message-ID {message_id} in the audit log")
@@ -542,28 +551,31 @@ def log_verify(
     public_key: Annotated[
         Path | None, typer.Option(help="Ed25519 public key (PEM) to check signatures.")
     ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Check this exported JSON Lines file instead, offline."),
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Check the audit log's hash chain end to end (exit 0 intact, 1 with the first bad line)."""
+    """Check the audit log's hash chain end to end, and that it accounts for every message,
+    head and time-stamp the tool stored or published (exit 0 intact, 1 naming what is wrong)."""
     from .ledger import load_verify_key, parse_head, verify
 
     settings = settings_from(config)
-    path = settings.state_dir / "audit.jsonl"
     try:
         expected = parse_head(head_option) if head_option else None
         key = load_verify_key(public_key) if public_key else None
+        if file is not None and not file.is_file():
+            raise ConfigError(f"no such file: {file}")
     except ConfigError as exc:
         fail(str(exc))
     try:
         trust = _load_certificates(settings.audit.tsa_ca) if settings.audit.tsa_ca else None
-        report = verify(
-            path,
-            head=expected,
-            public_key=key,
-            messages_dir=settings.state_dir / "messages",
-            timestamps_dir=settings.state_dir / "timestamps",
-            tsa_trust=trust,
-        )
+        if file is not None:
+            report = verify(file, head=expected, public_key=key, tsa_trust=trust)
+        else:
+            log = open_ledger(settings, clock=utcnow)
+            report = log.verify(head=expected, public_key=key, tsa_trust=trust)
     except NotifierError as exc:
         fail(str(exc), exit_code(exc))
     if report.ok:
@@ -575,160 +587,62 @@ def log_verify(
 @log_app.command("head")
 def log_head(config: ConfigOption = None) -> None:
     """Print the chain head (line count and hash) to publish or mail to yourself."""
-    from .ledger import format_head, head
+    from .ledger import format_head
 
     settings = settings_from(config)
-    print(format_head(*head(settings.state_dir / "audit.jsonl")))
+    try:
+        print(format_head(*open_ledger(settings, clock=utcnow).head()))
+    except NotifierError as exc:
+        fail(str(exc), exit_code(exc))
 
 
 @log_app.command("export")
 def log_export(
-    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "json",
+    fmt: Annotated[
+        str, typer.Option("--format", help="csv, json, or jsonl (the chain itself, verifiable).")
+    ] = "json",
     ip: Annotated[str | None, typer.Option(help="Only records about this address.")] = None,
     recipient: Annotated[str | None, typer.Option(help="Only records for this recipient.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Export the log for a report to a CERT or a court."""
-    if fmt not in ("csv", "json"):
-        fail(f"--format must be csv or json, not {fmt!r}")
+    if fmt not in ("csv", "json", "jsonl"):
+        fail(f"--format must be csv, json or jsonl, not {fmt!r}")
+    if fmt == "jsonl" and (ip or recipient):
+        fail("--format jsonl exports the whole chain: it takes no --ip or --recipient")
     settings = settings_from(config)
-    log = AuditLog(settings.state_dir / "audit.jsonl", clock=utcnow)
-    log.export("csv" if fmt == "csv" else "json", sys.stdout, ip=ip, recipient=recipient)
-
-
-# -- escalation over time ---------------------------------------------------------------------
-
-
-@app.command()
-def ack(
-    ref: Annotated[str, typer.Argument(help="The case reference, e.g. NTF-LVHKVXFEU7.")],
-    note: Annotated[str, typer.Option(help="What the owner said or did.")] = "",
-    config: ConfigOption = None,
-) -> None:
-    """Record that the owner answered or fixed it: no further follow-ups for REF."""
-    from .escalation import ack as record_ack
-
-    settings = settings_from(config)
+    chosen: Literal["csv", "json", "jsonl"] = (
+        "csv" if fmt == "csv" else ("jsonl" if fmt == "jsonl" else "json")
+    )
     try:
-        record = record_ack(settings, ref, note=note)
+        log = open_ledger(settings, clock=utcnow)
+        log.export(chosen, sys.stdout, ip=ip, recipient=recipient)
     except NotifierError as exc:
         fail(str(exc), exit_code(exc))
-    out.print(f"{record.get('case', ref)} acknowledged; no further follow-ups", markup=False)
 
 
-@app.command()
-def followup(
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what is due; send nothing.")
-    ] = False,
-    json_output: JsonOption = False,
-    config: ConfigOption = None,
-) -> None:
-    """Escalate unacknowledged cases older than [followup] after_days to the next rung (cron)."""
-    from .escalation import FollowupAction
-    from .escalation import followup as run_followup
-
-    settings = settings_from(config)
-
-    async def go() -> list[FollowupAction]:
-        async with Notifier(settings) as notifier:
-            return await run_followup(notifier, now=utcnow(), dry_run=dry_run)
-
-    actions = run(go())
-    if json_output:
-        print(json.dumps([_followup_json(a) for a in actions], indent=2))
-    elif not actions:
-        out.print("nothing due", markup=False)
-    for a in [] if json_output else actions:
-        to = ", ".join(a.recipients) or "-"
-        out.print(f"{a.case}  {a.status:<9} {a.level or '-':<8} {to}  {a.reason}", markup=False)
-    raise typer.Exit(EXIT_FAILED if any(a.failed for a in actions) else EXIT_OK)
+@db_app.command("init")
+def db_init(config: ConfigOption = None) -> None:
+    """Create the schema in the database named by ``[state] url``."""
+    _db(config, initial=True)
 
 
-def _followup_json(action: Any) -> dict[str, Any]:
-    return {
-        "case": action.case,
-        "ips": list(action.ips),
-        "status": str(action.status),
-        "level": action.level,
-        "recipients": list(action.recipients),
-        "reason": action.reason,
-        "last_notice": action.last_notice.isoformat(),
-        "deliveries": [
-            {
-                "recipient": d.recipient,
-                "status": str(d.status),
-                "message_id": d.message_id,
-                "smtp_code": d.smtp_code,
-            }
-            for d in action.deliveries
-        ],
-    }
+@db_app.command("migrate")
+def db_migrate(config: ConfigOption = None) -> None:
+    """Upgrade the database's schema to this version of notify."""
+    _db(config, initial=False)
 
 
-@app.command()
-def bounces(
-    path: Annotated[Path, typer.Argument(help="A Maildir folder or an mbox file of bounces.")],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Match and report; record nothing.")
-    ] = False,
-    json_output: JsonOption = False,
-    config: ConfigOption = None,
-) -> None:
-    """Read delivery status notifications, log each bounce, and fall back as a 5xx would."""
-    from .bounces import BounceAction, process_bounces
+def _db(config: Path | None, *, initial: bool) -> None:
+    from .ledger.pg import setup
 
     settings = settings_from(config)
-
-    async def go() -> list[BounceAction]:
-        async with Notifier(settings) as notifier:
-            return await process_bounces(notifier, path, dry_run=dry_run)
-
-    actions = run(go())
-    counts: dict[str, int] = {}
-    for a in actions:
-        counts[str(a.outcome)] = counts.get(str(a.outcome), 0) + 1
-        if json_output:
-            print(
-                json.dumps(
-                    {
-                        "outcome": str(a.outcome),
-                        "recipient": a.recipient,
-                        "status": a.status,
-                        "case": a.case,
-                        "message_id": a.message_id,
-                        "matched_by": a.matched_by,
-                        "reason": a.reason,
-                    }
-                )
-            )
-        else:
-            out.print(
-                f"{a.outcome:<15} {a.recipient}  {a.status}  {a.case}  {a.reason}", markup=False
-            )
-    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())) or "no reports"
-    (err if json_output else out).print(summary, markup=False)
-    raise typer.Exit(EXIT_FAILED if any(a.failed for a in actions) else EXIT_OK)
-
-
-# -- suppression ------------------------------------------------------------------------------
-
-
-@app.command()
-def suppress(
-    address: Annotated[str, typer.Argument(help="Address (or @domain) never to write to again.")],
-    reason: Annotated[str, typer.Option(help="Why, for the record.")] = "",
-    config: ConfigOption = None,
-) -> None:
-    """Never write to ADDRESS again: recorded in the audit log, honoured by every command."""
-    settings = settings_from(config)
-
-    async def go() -> None:
-        async with Notifier(settings) as notifier:
-            notifier.suppress(address, reason)
-
-    run(go())
-    out.print(f"suppressed {address}", markup=False)
+    if not settings.state.url:
+        fail('no database configured: set [state] url = "postgresql://..."')
+    try:
+        out.print(setup(settings.state.url, initial=initial), markup=False)
+    except NotifierError as exc:
+        fail(str(exc), exit_code(exc))
 
 
 # -- contacts ---------------------------------------------------------------------------------
@@ -785,9 +699,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from .commands import cases, outreach
+    from .commands import cases, followups, outreach
 
     cases.register(app)
+    followups.register(app)
     outreach.register(app)
 
 

@@ -165,6 +165,16 @@ class TargetSettings(_Section):
 
 class StateSettings(_Section):
     dir: str = "notify-state"
+    # "postgresql://user@host:port/db": ledger, messages, cache and cases live there instead
+    url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (or empty for files under dir)")
+        return value
 
 
 class ContactsSettings(_Section):

@@ -24,3 +24,7 @@ def corpus_dir() -> Path:
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test picks up the developer's own configuration."""
     monkeypatch.delenv("NOTIFY_CONFIG", raising=False)
+
+
+# the throwaway PostgreSQL server (tests/pgserver.py), for the tests of the database store
+from pgserver import pg_server, pg_url  # noqa: E402, F401

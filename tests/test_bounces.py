@@ -17,13 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from notifier.bounces import (
-    BounceKind,
-    BounceOutcome,
-    parse_dsn,
-    process_bounces,
-    read_mailbox,
-)
+from notifier.cases.bounces import BounceOutcome, process_bounces
+from notifier.cases.dsn import BounceKind, parse_dsn, read_mailbox
 from notifier.errors import ConfigError
 from notifier.models import Finding
 from notifier.pipeline import Notifier

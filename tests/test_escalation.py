@@ -15,14 +15,10 @@ from typing import Any
 import pytest
 
 from notifier.batch import Batch
+from notifier.cases.book import CaseBook
+from notifier.cases.followup import FollowupStatus, ack, followup
+from notifier.cases.records import findings_of
 from notifier.errors import ConfigError
-from notifier.escalation import (
-    CaseBook,
-    FollowupStatus,
-    ack,
-    findings_of,
-    followup,
-)
 from notifier.models import Finding, Role
 from notifier.pipeline import Notifier, SendResult
 from notifier.sandbox.world import World, WorldHost, WorldNetwork

@@ -218,3 +218,57 @@ class TestOnTheWire:
         path = sandbox.settings().state_dir / "audit.jsonl"
         refusals = [json.loads(x) for x in path.read_text().splitlines() if '"refusal"' in x]
         assert any("require_encryption" in r["reason"] for r in refusals)
+
+
+class TestSigningKeyConfig:
+    def test_passphrase_from_the_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from pgp_helpers import gpg
+
+        from notifier.config import Settings
+        from notifier.errors import ConfigError
+        from notifier.trust import MessageGuard
+
+        home = tmp_path / "g"
+        home.mkdir(mode=0o700)
+        try:
+            done = gpg(
+                home,
+                "--passphrase",
+                "s3cret",
+                "--quick-gen-key",
+                "R <r@research.test>",
+                "ed25519",
+                "sign",
+                "1y",
+            )
+            del done
+            key = tmp_path / "secret.asc"
+            key.write_bytes(
+                gpg(
+                    home,
+                    "--passphrase",
+                    "s3cret",
+                    "--armor",
+                    "--export-secret-keys",
+                    "r@research.test",
+                )
+            )
+            settings = Settings.from_mapping(
+                {"pgp": {"signing_key": str(key), "passphrase_env": "TEST_PGP_PASS"}}
+            )
+            with pytest.raises(ConfigError, match="TEST_PGP_PASS is not set"):
+                MessageGuard(settings)
+            monkeypatch.setenv("TEST_PGP_PASS", "wrong")
+            with pytest.raises(ConfigError, match="cannot sign: signing failed: Bad passphrase"):
+                MessageGuard(settings).close()
+            monkeypatch.setenv("TEST_PGP_PASS", "s3cret")
+            guard = MessageGuard(settings)
+            assert guard._keyring is not None and guard._keyring.signer
+            guard.close()
+            missing = Settings.from_mapping({"pgp": {"signing_key": str(tmp_path / "none.asc")}})
+            with pytest.raises(ConfigError, match="cannot read"):
+                MessageGuard(missing)
+        finally:
+            stop_agent(home)

@@ -213,3 +213,21 @@ class TestLetter:
         )
         assert code == 0, stderr
         assert "Ação Saúde" in stdout
+
+
+async def test_batch_prepares_the_published_form(sandbox: Sandbox, tmp_path: Path) -> None:
+    """A batch writes one report per published channel and case, and says so."""
+    config = sandbox.write_config()
+    source = tmp_path / "findings.jsonl"
+    source.write_text(
+        json.dumps({"ip": "127.1.0.10", "port": 9200, "finding": FINDING})
+        + "\n"
+        + json.dumps({"ip": "127.1.0.10", "port": 6379, "finding": "Redis without auth"})
+        + "\n"
+    )
+    code, stdout, stderr = await invoke("batch", str(source), "--config", str(config))
+    assert code == 0, stderr
+    assert "1 reports prepared for web forms and phone lines" in stdout
+    [step] = [r for r in records(sandbox) if r["event"] == "manual-step"]
+    report = Path(step["report"]).read_text()
+    assert FINDING in report and "Redis without auth" in report

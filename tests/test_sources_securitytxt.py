@@ -555,6 +555,7 @@ class TestLookup:
         assert report.error is not None and "no complete answer" in report.error
         paths = [r.path for r in sandbox.web.requests if r.host == "db.acme.example"]
         assert paths == [WELL_KNOWN], "a timed-out host is not asked again"
+        assert "db.acme.example" in report.answered, "a slow file may exist: no guessing"
 
     async def test_crlf_in_mailto_is_dropped(self, sandbox: Sandbox) -> None:
         """A mailto: contact smuggling CR/LF (percent-encoded) is refused; the others are kept."""
@@ -583,11 +584,47 @@ class TestLookup:
         assert any("generic hosting name" in n for n in report.notes)
 
     async def test_nothing_listening(self, sandbox: Sandbox) -> None:
-        """A host without an HTTPS server is a note, not an error."""
+        """A host without an HTTPS server is a note, not an error, and has not answered."""
         sandbox.dns.add_host("quiet.example", "127.0.0.9")
         report = await lookup(db_query("quiet.example"), sandbox.ctx)
         assert report.contacts == [] and report.error is None
         assert any("no security.txt from quiet.example" in n for n in report.notes)
+        assert report.answered == []
+
+    async def test_what_counts_as_answered(self, sandbox: Sandbox) -> None:
+        """An expired file has answered (the owner spoke); an HTML soft 404 has not."""
+        sandbox.serve("db.acme.example", VALID.replace("2026-12-31", "2026-01-31"))
+        sandbox.web.route(
+            WELL_KNOWN,
+            Reply(200, b"<html><body>Not here</body></html>", {"Content-Type": "text/plain"}),
+            host="acme.example",
+        )
+        report = await lookup(db_query(), sandbox.ctx)
+        assert report.answered == ["db.acme.example"]
+        assert report.contacts == [] and report.channels == []
+
+    async def test_untrusted_certificate_answers_without_contacts(self, sandbox: Sandbox) -> None:
+        """A name the server's certificate does not cover: not read, but counted as answered."""
+        sandbox.dns.add_host("uncovered.example", "127.0.0.2")
+        sandbox.serve("uncovered.example", VALID)
+        report = await lookup(db_query("uncovered.example"), sandbox.ctx)
+        assert report.contacts == [] and report.answered == ["uncovered.example"]
+        assert any("certificate not trusted" in n for n in report.notes)
+
+    async def test_over_the_line_limit_is_answered_and_refused(self, sandbox: Sandbox) -> None:
+        """Thousands of Contact lines: over RFC 9116's limit, refused with the reason."""
+        body = "".join(f"Contact: mailto:s{n}@acme.example\n" for n in range(1500))
+        sandbox.serve("db.acme.example", body + "Expires: 2026-12-31T23:59:59Z\n")
+        sandbox.ctx.settings = sandbox.ctx.settings.model_copy(
+            update={
+                "http": sandbox.ctx.settings.http.model_copy(
+                    update={"security_txt_max_bytes": 100_000}
+                )
+            }
+        )
+        report = await lookup(db_query(), sandbox.ctx)
+        assert report.contacts == [] and "db.acme.example" in report.answered
+        assert any("over 1000 lines" in n for n in report.notes)
 
     async def test_not_found_everywhere(self, sandbox: Sandbox) -> None:
         """404 on every URL is an empty report without an error."""

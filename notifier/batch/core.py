@@ -156,6 +156,8 @@ class Batch:
         self._hints: dict[int, list[HostHint]] = {}
         self._refused: dict[IPAddress, str] = {}
         self._errors: dict[int, str] = {}
+        # addresses whose owner published web forms or phone lines (few: kept sparse)
+        self._channels: dict[int, Resolution] = {}
         self._routes = Interned(None)
         self._lookups = Lookups(notifier.ctx, self._target, self._resolved, self._unresolved)
         self._alike: dict[tuple[Any, ...], tuple[Resolution, list[str]]] = {}
@@ -229,6 +231,8 @@ class Batch:
     async def _resolved(self, ip_id: int, resolution: Resolution) -> None:
         if not self.options.dry_run:
             self._group(resolution)
+        if resolution.channels and not self.options.dry_run:
+            self._channels[ip_id] = resolution
         route = _Route(resolution.recipients, resolution.fallbacks, resolution.network)
         self._ip_route[ip_id] = self._routes.id(route)
         self.counts.resolved += 1
@@ -243,6 +247,8 @@ class Batch:
             resolution.network,
             resolution.errors,
             resolution.evidence,
+            resolution.channels,
+            resolution.hints,
         )
         try:
             group = self._alike.get(key)
@@ -328,9 +334,22 @@ class Batch:
             await self._deliver_round(plans, state)
             rung += 1
 
+        await self._prepare_manual(rows)
         for index in range(rows):
             self._on_outcome(self._outcome(index, state[index], rounds))
         return self.result
+
+    async def _prepare_manual(self, rows: int) -> None:
+        """A ready-to-submit report for each web form or phone line an owner published."""
+        if not self._channels:
+            return
+        by_ip: dict[int, list[Finding]] = {ip_id: [] for ip_id in self._channels}
+        for index in range(rows):
+            found = by_ip.get(self._rows.row_ip[index])
+            if found is not None:
+                found.append(self._rows.finding(index))
+        for ip_id, resolution in self._channels.items():
+            self.result.manual += await self.notifier.prepare_manual(resolution, by_ip[ip_id])
 
     def _outcome(self, index: int, state: int, rounds: list[dict[str, _Plan]]) -> FindingOutcome:
         limit = self.notifier.settings.batch.max_findings_per_message

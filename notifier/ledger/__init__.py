@@ -100,4 +100,8 @@ def open_ledger(settings: Settings, *, clock: Clock) -> Ledger:
     """The ledger the settings name; outcomes are signed when ``audit.signing_key`` is set."""
     key_file = settings.audit.signing_key
     signer = load_signing_key(key_file) if key_file else None
+    if settings.state.url:
+        from .pg import PgLedger  # psycopg is loaded only by those who use the database
+
+        return PgLedger(settings.state.url, clock=clock, signer=signer)
     return AuditLog(settings.state_dir / LOG_NAME, clock=clock, signer=signer)

@@ -73,6 +73,10 @@ class Ledger(abc.ABC):
         """Keep an RFC 3161 reply under ``name``; return where it went."""
 
     @abc.abstractmethod
+    def alive(self, worker: str) -> bool:
+        """Whether the process that wrote intents as ``worker`` is still running."""
+
+    @abc.abstractmethod
     def verify(
         self,
         *,
@@ -218,6 +222,17 @@ class LiveView:
         self.ledger = ledger
         self.model = ReadModel()
         self._cursor = 0
+
+    def prior(self, finding_key: str, recipient: str) -> str | None:
+        """As ``ReadModel.prior``, but "in-flight" for a finding a live process is delivering
+        right now (its intent has no outcome yet): that is not in doubt, only unfinished."""
+        said = self.model.prior(finding_key, recipient)
+        if said != "in-doubt":
+            return said
+        intents = self.model.open_for(finding_key, recipient)
+        if any(i.worker and self.ledger.alive(i.worker) for i in intents):
+            return "in-flight"
+        return said
 
     def refresh(self) -> ReadModel:
         for record, cursor in self.ledger.follow(self._cursor):

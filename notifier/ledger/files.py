@@ -55,6 +55,7 @@ from .fileio import (
 from .keys import load_signing_key
 from .torn import move_torn, record_orphans
 from .verify import VerifyReport, verify
+from .workers import FileWorkers
 
 __all__ = ["AuditLog"]
 
@@ -86,6 +87,8 @@ class AuditLog(Ledger):
         self._lock_path = self.path.with_name(self.path.name + ".lock")
         # the head after the last append: a log cut shorter than it no longer verifies
         self.head_path = self.path.with_name(self.path.name + ".head")
+        self.workers = FileWorkers(self.state_dir / "workers")
+        self.worker = self.workers.worker
         self.torn_tail: TornTail | None = self._detect_torn()
         self._orphans_checked = False
         # (inode, offset, complete lines before it): where ``head`` stopped counting last time
@@ -237,6 +240,9 @@ class AuditLog(Ledger):
                 offset += len(raw)
                 yield value, offset
 
+    def alive(self, worker: str) -> bool:
+        return self.workers.alive(worker)
+
     def follow(self, cursor: int = 0) -> Iterator[tuple[Record, int]]:
         """Each record after byte offset ``cursor``, with the offset just past it."""
         return self.records_from(cursor)
@@ -329,6 +335,8 @@ class AuditLog(Ledger):
         records: list[Record] = []
         lines: list[bytes] = []
         for event, fields in items:
+            if event == "intent" and fields.get("worker") is None:
+                fields = {**fields, "worker": self.workers.register()}
             record: Record = {
                 **fields,
                 "seq": seq,

@@ -125,7 +125,7 @@ class ReadModel:
         self.records = 0
         self.delivered: set[tuple[str, str]] = set()  # (finding key, recipient)
         self.open_intents: dict[str, Intent] = {}  # attempt_id -> intent with no outcome yet
-        self._doubt: dict[tuple[str, str], int] = {}  # pair -> open intents naming it
+        self._doubt: dict[tuple[str, str], list[str]] = {}  # pair -> open intents' attempt ids
         self.suppressed: set[str] = set()  # addresses and @domains
         self.deliveries: dict[str, list[datetime]] = {}  # recipient -> delivered-at times
         self.cases: dict[str, CaseState] = {}
@@ -160,6 +160,11 @@ class ReadModel:
 
     def in_doubt_pairs(self) -> set[tuple[str, str]]:
         return set(self._doubt)
+
+    def open_for(self, finding_key: str, recipient: str) -> list[Intent]:
+        """The intents without outcome that name this finding for this recipient."""
+        ids = self._doubt.get((finding_key, recipient.lower()), [])
+        return [self.open_intents[a] for a in ids if a in self.open_intents]
 
     def is_suppressed(self, address: str) -> bool:
         """The address, or its whole domain, asked not to be written to."""
@@ -220,7 +225,7 @@ class ReadModel:
         if intent.attempt_id not in self.open_intents:
             self.open_intents[intent.attempt_id] = intent
             for key in intent.finding_keys:
-                self._doubt[(key, recipient)] = self._doubt.get((key, recipient), 0) + 1
+                self._doubt.setdefault((key, recipient), []).append(intent.attempt_id)
         message_id = strip_id(intent.message_id)
         ref = normalise_case(intent.case)
         if not message_id or not ref:
@@ -259,8 +264,8 @@ class ReadModel:
         if intent is not None:
             for key in intent.finding_keys:
                 pair = (key, intent.recipient.lower())
-                left = self._doubt.get(pair, 0) - 1
-                if left > 0:
+                left = [a for a in self._doubt.get(pair, []) if a != intent.attempt_id]
+                if left:
                     self._doubt[pair] = left
                 else:
                     self._doubt.pop(pair, None)

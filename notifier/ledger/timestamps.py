@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 MAX_TSA_REPLY = 256 * 1024
-_TOKEN_NAME = re.compile(r"(\d{1,12})-([0-9a-f]{16})\.tsr")
+TOKEN_NAME = re.compile(r"(\d{1,12})-([0-9a-f]{16})\.tsr")
 
 
 OID_SHA256 = univ.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
@@ -328,7 +328,7 @@ def token_claims(directory: Path) -> list[tuple[int, str, Path]]:
         raise AuditError(f"cannot read {directory}: {exc.strerror}") from None
     claims = []
     for entry in entries:
-        match = _TOKEN_NAME.fullmatch(entry.name)
+        match = TOKEN_NAME.fullmatch(entry.name)
         if match and int(match.group(1)) > 0:
             claims.append((int(match.group(1)), match.group(2), entry))
     return claims

@@ -71,8 +71,13 @@ class MessageGuard:
             assert self._keyring is not None
             passphrase = os.environ.get(pgp.passphrase_env) if pgp.passphrase_env else None
             if pgp.passphrase_env and passphrase is None:
+                self.close()
                 raise ConfigError(f"[pgp] passphrase_env: variable {pgp.passphrase_env} is not set")
-            self._keyring.load_signer(pgp.signing_key, passphrase)
+            try:
+                self._keyring.load_signer(pgp.signing_key, passphrase)
+            except ConfigError:
+                self.close()
+                raise
 
     @property
     def active(self) -> bool:

@@ -101,29 +101,42 @@ def _uid_address(uid: str) -> str | None:
 
 
 class Keyring:
-    """A throwaway GnuPG home for one run; close() deletes it and stops its agent."""
+    """A throwaway GnuPG home for one run, made on first use; close() deletes it and stops its
+    agent."""
 
     def __init__(self) -> None:
         gpg_binary = shutil.which("gpg")
         if gpg_binary is None:
             raise ConfigError("OpenPGP needs GnuPG: no 'gpg' program found on PATH")
-        # short path: gpg-agent's socket path must fit in a sockaddr_un
-        self.home = Path(tempfile.mkdtemp(prefix="ntf-gpg-"))
-        self._gpg = gnupg.GPG(gpgbinary=gpg_binary, gnupghome=str(self.home))
-        self._gpg.encoding = "utf-8"
+        self._binary = gpg_binary
+        self._home: Path | None = None
+        self._handle: gnupg.GPG | None = None
         self._lock = threading.Lock()
         self._signer: tuple[str, str | None] | None = None
 
+    @property
+    def _gpg(self) -> gnupg.GPG:
+        if self._handle is None:
+            # short path: gpg-agent's socket path must fit in a sockaddr_un
+            self._home = Path(tempfile.mkdtemp(prefix="ntf-gpg-"))
+            self._handle = gnupg.GPG(gpgbinary=self._binary, gnupghome=str(self._home))
+            self._handle.encoding = "utf-8"
+        return self._handle
+
     def close(self) -> None:
+        if self._home is None:
+            return
         gpgconf = shutil.which("gpgconf")
         if gpgconf is not None:
             subprocess.run(  # noqa: S603 - fixed arguments, our own temporary home
-                [gpgconf, "--homedir", str(self.home), "--kill", "all"],
+                [gpgconf, "--homedir", str(self._home), "--kill", "all"],
                 capture_output=True,
                 timeout=10,
                 check=False,
             )
-        shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self._home, ignore_errors=True)
+        self._home = None
+        self._handle = None
 
     def __enter__(self) -> Keyring:
         return self
@@ -235,9 +248,11 @@ class Keyring:
         if fingerprint not in (imported.fingerprints or []):
             raise ConfigError(f"[pgp] signing_key: {path} did not import")
         self._signer = (fingerprint, passphrase)
-        probe = self.sign_detached(b"probe\r\n")[0]
-        if not probe:
-            raise ConfigError(f"[pgp] signing_key: {path} cannot sign (wrong passphrase?)")
+        try:
+            self.sign_detached(b"probe\r\n")
+        except ConfigError as exc:
+            self._signer = None
+            raise ConfigError(f"[pgp] signing_key: {path} cannot sign: {exc}") from None
         return fingerprint
 
     @property
@@ -259,7 +274,8 @@ class Keyring:
                 extra_args=["--digest-algo", "SHA512"],
             )
         if not result.data:
-            raise ConfigError(f"[pgp] signing failed: {result.status or result.stderr[-200:]}")
+            said = [line for line in str(result.stderr).splitlines() if line.startswith("gpg: ")]
+            raise ConfigError(said[-1].removeprefix("gpg: ") if said else "gpg did not sign")
         micalg = "pgp-" + _HASHES.get(str(result.hash_algo), "sha512")
         return bytes(result.data), micalg
 

@@ -1,0 +1,195 @@
+"""Cases rebuilt from the audit log: the findings, contacts and networks its records hold.
+
+Records written by every version of the tool are read back here, bounded and cleaned (a
+hand-edited or damaged log must not make one case rebuild into millions of findings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any
+
+from ..addresses import clean_address, header_text
+from ..models import (
+    Contact,
+    Finding,
+    Network,
+    Role,
+)
+
+__all__ = [
+    "LEVELS",
+    "Clock",
+    "Record",
+    "contact_of",
+    "findings_of",
+    "level_of",
+    "normalise_case",
+    "verp_id",
+]
+
+LEVELS: tuple[str, ...] = ("owner", "network", "cert")
+"""The rungs of the escalation ladder, lowest first."""
+
+_LEVEL_OF_ROLE = {
+    Role.OVERRIDE: "owner",
+    Role.OWNER: "owner",
+    Role.NETWORK: "network",
+    Role.REGISTRAR: "network",
+    Role.NATIONAL_CERT: "cert",
+}
+# a hand-edited or damaged log must not make one case rebuild into millions of findings
+_MAX_FINDINGS_PER_INTENT = 10_000
+
+Record = dict[str, Any]
+Clock = Callable[[], datetime]
+
+
+def level_of(role: object) -> str | None:
+    """The ladder level of a contact role (``"owner"``, ``"network"``, ``"cert"``), or None."""
+    try:
+        return _LEVEL_OF_ROLE[Role(str(role))]
+    except ValueError:
+        return None
+
+
+def verp_id(message_id: str, recipient: str) -> str:
+    """The VERP id ``deliver.envelope_sender`` puts in the return path of this message.
+
+    ``message_id`` with or without its angle brackets; the id is made over the bracketed form.
+    """
+    seed = f"<{_strip_id(message_id)}>|{clean_address(recipient) or recipient}".encode()
+    return hashlib.sha256(seed).hexdigest()[:12]
+
+
+def normalise_case(text: str) -> str:
+    """A case reference as the log stores it (``ntf-abc`` → ``NTF-ABC``)."""
+    return header_text(text, 64).strip().upper()
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _strip_id(value: object) -> str:
+    return value.strip().strip("<>") if isinstance(value, str) else ""
+
+
+def _string(value: object, limit: int = 500) -> str:
+    return header_text(value, limit) if isinstance(value, str) else ""
+
+
+# --------------------------------------------------------------------------- rebuilding
+
+
+def _finding(item: object) -> Finding | None:
+    if not isinstance(item, dict):
+        return None
+    text = item.get("text")
+    port = item.get("port")
+    hostname = item.get("hostname")
+    extra = item.get("extra")
+    try:
+        ip = ipaddress.ip_address(str(item.get("ip", "")))
+    except ValueError:
+        return None
+    if not isinstance(text, str) or not text:
+        return None
+    pairs: list[tuple[str, str]] = []
+    if isinstance(extra, list):
+        for pair in extra:
+            if isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair):
+                pairs.append((pair[0], pair[1]))
+    return Finding(
+        ip,
+        text,
+        port=port if isinstance(port, int) and not isinstance(port, bool) else None,
+        hostname=hostname if isinstance(hostname, str) and hostname else None,
+        observed_at=_time(item.get("observed_at")),
+        extra=tuple(pairs),
+    )
+
+
+def _finding_from_text(line: object) -> Finding | None:
+    """A finding from an older intent's ``"ip:port text"`` line (port may be empty)."""
+    if not isinstance(line, str):
+        return None
+    where, _, text = line.partition(" ")
+    # rpartition: an IPv6 address holds colons of its own, the port is after the last one
+    address, _, port = where.rpartition(":")
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    if not text or (port and not port.isdigit()):
+        return None
+    return Finding(ip, text, port=int(port) if port else None)
+
+
+def findings_of(record: Record) -> list[Finding]:
+    """The findings an intent record was about (structured ``findings``, else ``finding_texts``)."""
+    structured = record.get("findings")
+    if isinstance(structured, list):
+        items = [_finding(item) for item in structured[:_MAX_FINDINGS_PER_INTENT]]
+    else:
+        texts = record.get("finding_texts")
+        lines = texts[:_MAX_FINDINGS_PER_INTENT] if isinstance(texts, list) else []
+        items = [_finding_from_text(line) for line in lines]
+    return [f for f in items if f is not None]
+
+
+def contact_of(item: object) -> Contact | None:
+    """A contact as ``pipeline.contact_record`` wrote it, or None if it is not one."""
+    if not isinstance(item, dict):
+        return None
+    address = clean_address(str(item.get("address", "")))
+    try:
+        role = Role(str(item.get("role", "")))
+    except ValueError:
+        return None
+    if address is None:
+        return None
+    confidence = item.get("confidence")
+    sources = item.get("sources")
+    provenance = item.get("provenance")
+    return Contact(
+        address=address,
+        role=role,
+        sources=tuple(_string(s, 100) for s in sources if isinstance(s, str))
+        if isinstance(sources, list)
+        else (),
+        confidence=float(confidence) if isinstance(confidence, int | float) else 0.0,
+        provenance=tuple(_string(p) for p in provenance if isinstance(p, str))
+        if isinstance(provenance, list)
+        else (),
+        name=_string(item.get("name"), 200),
+    )
+
+
+def _network_of(value: object) -> Network | None:
+    if not isinstance(value, dict):
+        return None
+    known = {f.name for f in fields(Network)}
+    values: dict[str, Any] = {}
+    for name, item in value.items():
+        if name not in known:
+            continue
+        if name == "cidrs":
+            values[name] = tuple(str(c) for c in item) if isinstance(item, list) else ()
+        elif name == "asn":
+            values[name] = item if isinstance(item, int) and not isinstance(item, bool) else None
+        else:
+            values[name] = _string(item)
+    if "registry" not in values:
+        return None
+    return Network(**values)
