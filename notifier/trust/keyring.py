@@ -119,6 +119,10 @@ class Keyring:
         if self._handle is None:
             # short path: gpg-agent's socket path must fit in a sockaddr_un
             self._home = Path(tempfile.mkdtemp(prefix="ntf-gpg-"))
+            # a fixed S2K count spares the agent its start-up calibration (seconds on a busy
+            # machine); the keys in this home live only as long as the run, whose passphrase
+            # is in its environment anyway
+            (self._home / "gpg-agent.conf").write_text("s2k-count 65536\n")
             self._handle = gnupg.GPG(gpgbinary=self._binary, gnupghome=str(self._home))
             self._handle.encoding = "utf-8"
         return self._handle
