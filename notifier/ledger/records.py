@@ -77,6 +77,9 @@ class Resolution(Entry):
 
     event = "resolution"
     ip: str = ""
+    # more addresses this same resolution holds for: a batch writes one record for the
+    # addresses of a network range that resolved alike, not one each
+    ips: list[str] = []
     hostnames: list[str] = []
     network: dict[str, Any] | None = None
     recipients: list[dict[str, Any]] = []
