@@ -123,7 +123,7 @@ def resolution_json(resolution: Resolution) -> dict[str, Any]:
     return {
         "ip": str(resolution.target.ip),
         "contacts": [
-            {**contact_record(c), "use": use}
+            {**contact_record(c), "use": use, "guessed": "guessed" in c.provenance}
             for use, group in (
                 ("notify", resolution.recipients),
                 ("fallback", resolution.fallbacks),

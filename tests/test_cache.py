@@ -65,6 +65,7 @@ def full_report(tag: str = "rdap") -> SourceReport:
                 provenance=("rdap:entity ABUSE1-EX", "whois:OrgAbuseEmail"),
                 name="Example Abuse Desk",
                 encryption=("openpgp4fpr:" + "AB" * 20,),
+                languages=("en", "de"),
             ),
             Contact(
                 address="cert@example.cz",

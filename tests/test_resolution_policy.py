@@ -360,6 +360,9 @@ class TestShown:
                 "reason": "not forward-confirmed: the name does not exist; not used",
             }
         ]
+        guess = json.loads(await cli("resolve", "127.20.7.1", "--json"))
+        flags = {c["address"]: c["guessed"] for c in guess["contacts"] if c["use"] == "notify"}
+        assert flags == {"security@mxonly.test": True, "abuse@hoster.test": False}
         form = json.loads(await cli("resolve", "127.20.1.1", "--json"))
         assert form["channels"][0]["uri"] == "https://formonly.test/report"
         assert form["channels"][0]["kind"] == "web"
