@@ -234,3 +234,24 @@ class TestTemplatesCommand:
     def test_send_service_option_is_checked(self) -> None:
         result = self.runner.invoke(app, ["send", "127.0.0.1", "--service", "bad name;"])
         assert result.exit_code == 2 and "--service" in result.output
+
+
+class TestLoggedChoice:
+    @pytest.mark.corpus
+    async def test_security_txt_languages_reach_the_log(self, tmp_path: Path) -> None:
+        """The owner's Preferred-Languages choose the language; the intent record says which
+        and why, and which guide the message carried."""
+        from notifier.pipeline import Notifier
+        from notifier.testing import Sandbox
+
+        async with Sandbox(directory=tmp_path) as box:
+            async with Notifier(box.settings()) as notifier:
+                found = Finding(ip_address("127.1.0.10"), "Elasticsearch open", port=9200)
+                result = await notifier.send([found])
+            log = box.settings().state_dir / "audit.jsonl"
+            records = [json.loads(line) for line in log.read_text().splitlines()]
+        [intent] = [r for r in records if r["event"] == "intent"][:1]
+        assert intent["language"] == "en"
+        assert intent["language_reason"] == "the recipient prefers en, hi"
+        assert intent["guides"] == ["elasticsearch"]
+        assert result.messages[0].message["Content-Language"] == "en"
