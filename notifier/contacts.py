@@ -565,6 +565,7 @@ class ContactRegistry:
                 provenance=tuple(provenance),
                 name=entry.name,
                 encryption=(entry.encryption,) if entry.encryption else (),
+                languages=entry.languages,
             )
             for address in entry.addresses
         ]
@@ -640,6 +641,7 @@ class ContactRegistry:
                     provenance=tuple(provenance),
                     name=entry.name,
                     encryption=(entry.encryption,) if entry.encryption else (),
+                    languages=entry.languages,
                 )
                 contacts[address] = (
                     contacts[address].merged(contact) if address in contacts else contact

@@ -38,6 +38,11 @@ def gpg(home: Path, *args: str, data: bytes | None = None, check: bool = True) -
     return done.stdout
 
 
+def fast_agent(home: Path) -> None:
+    """No S2K calibration at the agent's start: it takes seconds on a loaded machine."""
+    (home / "gpg-agent.conf").write_text("s2k-count 65536\n")
+
+
 def fingerprint(home: Path, uid: str) -> str:
     listing = gpg(home, "--with-colons", "--list-keys", uid).decode()
     return re.findall(r"^fpr:+([0-9A-F]+):", listing, re.M)[0]
@@ -57,10 +62,12 @@ class Keys:
     signer_fpr: str
 
 
-def make_keys(root: Path) -> Keys:
+def make_keys(root: Path, *, refused: bool = True) -> Keys:
+    """The keys; ``refused=False`` leaves out the unusable ones (slow to make: DSA, RSA)."""
     home = root / "gpg"
     root.mkdir(parents=True, exist_ok=True)
     home.mkdir(mode=0o700)
+    fast_agent(home)
 
     def new(uid: str, algo: str, *, when: str = "", subkey: str = "cv25519") -> bytes:
         faked = ["--faked-system-time", when] if when else []
@@ -71,6 +78,11 @@ def make_keys(root: Path) -> Keys:
         return gpg(home, "--export", fpr)
 
     owner = new(f"Health Dept <{OWNER}>", "ed25519")
+    if not refused:
+        signer_fpr, signer_file = signer(home, root)
+        return Keys(
+            home, owner, fingerprint(home, OWNER), b"", b"", b"", b"", b"", signer_file, signer_fpr
+        )
     expired = new(f"Old <{OWNER.replace('security', 'old')}>", "ed25519", when="20200101T000000")
     revoked_uid = f"Gone <{OWNER.replace('security', 'gone')}>"
     new(revoked_uid, "ed25519")
@@ -81,10 +93,7 @@ def make_keys(root: Path) -> Keys:
     weak = new(f"Weak <{OWNER.replace('security', 'weak')}>", "rsa1024", subkey="rsa1024")
     dsa = new(f"Dsa <{OWNER.replace('security', 'dsa')}>", "dsa2048", subkey="elg2048")
     wrong = new("Someone <someone@elsewhere.test>", "ed25519")
-    gpg(home, "--quick-gen-key", f"Research <{SENDER}>", "ed25519", "sign", "1y")
-    signer_fpr = fingerprint(home, SENDER)
-    signer_file = root / "signing-key.asc"
-    signer_file.write_bytes(gpg(home, "--armor", "--export-secret-keys", signer_fpr))
+    signer_fpr, signer_file = signer(home, root)
     return Keys(
         home,
         owner,
@@ -97,6 +106,14 @@ def make_keys(root: Path) -> Keys:
         signer_file,
         signer_fpr,
     )
+
+
+def signer(home: Path, root: Path) -> tuple[str, Path]:
+    gpg(home, "--quick-gen-key", f"Research <{SENDER}>", "ed25519", "sign", "1y")
+    signer_fpr = fingerprint(home, SENDER)
+    signer_file = root / "signing-key.asc"
+    signer_file.write_bytes(gpg(home, "--armor", "--export-secret-keys", signer_fpr))
+    return signer_fpr, signer_file
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -152,6 +169,7 @@ def one_key(root: Path, uid: str) -> tuple[Path, str, bytes]:
     """A gpg home holding one fresh ed25519 key for ``uid``: (home, fingerprint, public key)."""
     home = root / f"gpg-{len(list(root.glob('gpg-*')))}"
     home.mkdir(mode=0o700, parents=True)
+    fast_agent(home)
     gpg(home, "--quick-gen-key", uid, "ed25519", "sign", "1y")
     fpr = fingerprint(home, uid)
     return home, fpr, gpg(home, "--export", fpr)

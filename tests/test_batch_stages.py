@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -228,3 +229,26 @@ class TestTurns:
         await asyncio.gather(clock(), *(step(n) for n in range(6)))
         per_tick = [taken.count(t) for t in set(taken)]
         assert max(per_tick) <= 2 and len(taken) == 6
+
+
+class TestResolutionRecords:
+    async def test_one_record_per_network_range_resolved_alike(self, tmp_path: Path) -> None:
+        """40 addresses of one network: one resolution record naming them all, and the read
+        model finds each address's resolution."""
+        from notifier.ledger import open_ledger
+
+        async with Sandbox(NETS, directory=tmp_path) as box:
+            settings = box.settings()
+            async with Notifier(settings) as notifier:
+                batch = Batch(notifier)
+                for host in range(1, 41):
+                    ip = ip_address(f"127.21.0.{host}")
+                    await batch.submit(Finding(ip, "open ES", port=9200))
+                await batch.flush()
+            ledger = open_ledger(settings, clock=lambda: datetime.now(UTC))
+            records = [r for r in ledger.records() if r["event"] == "resolution"]
+            assert len(records) == 1
+            assert len(records[0]["ips"]) == 39
+            model = ledger.view().refresh()
+            assert all(f"127.21.0.{h}" in model.resolutions for h in range(1, 41))
+            assert len(box.smtp.messages) == 1

@@ -93,7 +93,7 @@ async def test_every_message_verifies(sandbox: Sandbox, tmp_path: Path, kind: st
 async def test_dkim_covers_the_encrypted_bytes(sandbox: Sandbox, tmp_path: Path) -> None:
     from pgp_helpers import OWNER, make_keys, stop_agent
 
-    keys = make_keys(tmp_path / "pgp")
+    keys = make_keys(tmp_path / "pgp", refused=False)
     try:
         publish_wkd(sandbox.web, OWNER, keys.owner)
         key_file = write_key(tmp_path / "dkim.pem", "ed25519")

@@ -369,9 +369,11 @@ def assert_clean(received: ReceivedMessage) -> Message:
     # MIME: exactly the parts we build, parsed without a defect
     kinds = [part.get_content_type() for part in parsed.walk()]
     assert kinds in (
-        ["multipart/mixed", "text/plain", "application/json"],
-        ["multipart/mixed", "text/plain", "text/csv"],
+        ["multipart/mixed", "multipart/alternative", "text/plain", "text/html", "application/json"],
+        ["multipart/mixed", "multipart/alternative", "text/plain", "text/html", "text/csv"],
     ), kinds
+    html = parsed.get_body(("html",))
+    assert html is not None and "<script" not in html.get_content().lower()  # type: ignore[attr-defined]
     for part in parsed.walk():
         assert not part.defects, part.defects
         if part is not parsed:

@@ -55,6 +55,7 @@ _CLIMBS = (_NONE, _FAILED)
 
 _PENDING = -1  # an address's route before its resolution is known
 _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
+_IPS_PER_RECORD = 1000  # addresses named by one resolution record at most
 _YIELD_EVERY = 256  # submits between two chances for the lookups to run
 _MAX_DELIVERY_WORKERS = 2 * MAX_SMTP_CONNECTIONS  # compose the next messages while others send
 
@@ -159,7 +160,7 @@ class Batch:
         self._channels: dict[int, Resolution] = {}
         self._routes = Interned(None)
         self._lookups = Lookups(notifier.ctx, self._target, self._resolved, self._unresolved)
-        self._outcomes: list[FindingOutcome] | None = None
+        self._alike: dict[tuple[Any, ...], tuple[Resolution, list[str]]] = {}
         self.result = SendResult()
 
     def on_outcome(self, callback: Callable[[FindingOutcome], None]) -> None:
@@ -229,14 +230,51 @@ class Batch:
 
     async def _resolved(self, ip_id: int, resolution: Resolution) -> None:
         if not self.options.dry_run:
-            # on disk before anything is sent on its strength; concurrent lookups share the write
-            await self.notifier.log("resolution", **resolution_record(resolution))
+            self._group(resolution)
         if resolution.channels and not self.options.dry_run:
             self._channels[ip_id] = resolution
         route = _Route(resolution.recipients, resolution.fallbacks, resolution.network)
         self._ip_route[ip_id] = self._routes.id(route)
         self.counts.resolved += 1
         self._on_progress(self.counts)
+
+    def _group(self, resolution: Resolution) -> None:
+        """Keep ``resolution`` for the log, with the others that say the same of their address."""
+        key = (
+            resolution.hostnames,
+            resolution.recipients,
+            resolution.fallbacks,
+            resolution.network,
+            resolution.errors,
+            resolution.evidence,
+            resolution.channels,
+            resolution.hints,
+        )
+        try:
+            group = self._alike.get(key)
+        except TypeError:  # something unhashable in it: a record of its own
+            self._alike[(id(resolution),)] = (resolution, [])
+            return
+        if group is None:
+            self._alike[key] = (resolution, [])
+        else:
+            group[1].append(str(resolution.target.ip))
+
+    async def _log_resolutions(self) -> None:
+        """The resolutions on disk before anything is sent on their strength: one record per
+        group of addresses that resolved alike (a network range's, mostly), not one each."""
+        writes = []
+        for first, more in self._alike.values():
+            record = resolution_record(first)
+            for start in range(0, max(1, len(more)), _IPS_PER_RECORD):
+                chunk = more[start : start + _IPS_PER_RECORD]
+                if start:
+                    record = {**record, "ip": chunk[0]}
+                    chunk = chunk[1:]
+                writes.append(self.notifier.log("resolution", **record, ips=chunk))
+        self._alike = {}
+        # concurrent appends share one write and one fsync
+        await asyncio.gather(*writes)
 
     def _unresolved(self, ip_id: int, reason: str) -> None:
         self._errors[ip_id] = reason
@@ -257,6 +295,7 @@ class Batch:
         """
         self._rows.sealed()
         await self._lookups.wait()
+        await self._log_resolutions()
         rows = len(self._rows)
         state = bytearray(rows)
         plans: dict[str, _Plan] = {}

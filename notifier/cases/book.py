@@ -147,9 +147,11 @@ class CaseBook:
         """Take one audit record into account (records must come in log order)."""
         event = record.get("event")
         if event == "resolution":
-            ip = _string(record.get("ip"), 64)
-            if ip:
-                self.resolutions[ip] = record
+            more = record.get("ips")
+            for value in [record.get("ip"), *(more if isinstance(more, list) else [])]:
+                ip = _string(value, 64)
+                if ip:
+                    self.resolutions[ip] = record
         elif event == "intent":
             self._add_intent(record)
         elif event == "outcome":

@@ -204,7 +204,8 @@ class ReadModel:
         elif isinstance(entry, Suppress):
             self.suppressed.add(entry.recipient.strip().lower())
         elif isinstance(entry, Resolution):
-            self.resolutions[entry.ip] = entry
+            for ip in (entry.ip, *entry.ips):
+                self.resolutions[ip] = entry
         elif isinstance(entry, Refusal):
             self.refusals.append(entry)
         elif isinstance(entry, Ack):

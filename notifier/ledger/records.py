@@ -77,6 +77,9 @@ class Resolution(Entry):
 
     event = "resolution"
     ip: str = ""
+    # more addresses this same resolution holds for: a batch writes one record for the
+    # addresses of a network range that resolved alike, not one each
+    ips: list[str] = []
     hostnames: list[str] = []
     network: dict[str, Any] | None = None
     recipients: list[dict[str, Any]] = []
@@ -101,6 +104,9 @@ class Intent(Entry):
     finding_texts: list[str] = []
     findings: list[dict[str, Any]] = []
     worker: str | None = None  # the process (claim holder) that wrote it
+    language: str = ""  # Content-Language of the message
+    language_reason: str = ""  # why that language (the recipient's preference, or none)
+    guides: list[str] = []  # exposure guides the message carries
 
 
 class Attempt(Entry):

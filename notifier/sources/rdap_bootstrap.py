@@ -72,6 +72,7 @@ class Bootstrap:
         self.publication = publication
         self.services: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = tuple(services)
         self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int]] = []
+        self._by_length: list[tuple[tuple[int, int], dict[int, int]]] | None = None
         self._ranges: list[tuple[int, int, int]] = []
         self._labels: dict[str, int] = {}
         for index, (entries, _urls) in enumerate(self.services):
@@ -96,12 +97,26 @@ class Bootstrap:
 
     def match_ip(self, addr: IPAddress) -> tuple[str, tuple[str, ...]] | None:
         """The longest prefix holding ``addr`` and its base URLs (HTTPS first), or None."""
-        best: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int] | None = None
-        for network, index in self._networks:
-            if network.version == addr.version and addr in network:
-                if best is None or network.prefixlen > best[0].prefixlen:
-                    best = (network, index)
-        return None if best is None else (str(best[0]), self._urls(best[1]))
+        if self._by_length is None:
+            # per (version, prefix length): network start -> entry; the first entry listed for
+            # a prefix wins, as in a scan (a batch asks thousands of times: no scan each time)
+            table: dict[tuple[int, int], dict[int, int]] = {}
+            for network, index in self._networks:
+                starts = table.setdefault((network.version, network.prefixlen), {})
+                starts.setdefault(int(network.network_address), index)
+            self._by_length = sorted(table.items(), key=lambda item: -item[0][1])
+        value = int(addr)
+        for (version, length), starts in self._by_length:
+            if version != addr.version:
+                continue
+            shift = addr.max_prefixlen - length
+            start = value >> shift << shift
+            found = starts.get(start)
+            if found is not None:
+                if version == 4:
+                    return str(ipaddress.IPv4Network((start, length))), self._urls(found)
+                return str(ipaddress.IPv6Network((start, length))), self._urls(found)
+        return None
 
     def match_asn(self, asn: int) -> tuple[str, tuple[str, ...]] | None:
         """The narrowest range holding ``asn`` and its base URLs, or None."""

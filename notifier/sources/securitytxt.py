@@ -223,6 +223,7 @@ def _read_file(file: SecurityTxt, host: _Host, final_url: str, outcome: _Outcome
                     confidence=confidence,
                     provenance=(f"{where}, Contact #{position} of {total}", *provenance_extra),
                     encryption=file.encryption[:5],
+                    languages=file.preferred_languages[:8],
                 )
             )
             continue

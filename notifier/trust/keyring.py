@@ -113,12 +113,17 @@ class Keyring:
         self._handle: gnupg.GPG | None = None
         self._lock = threading.Lock()
         self._signer: tuple[str, str | None] | None = None
+        self._imported: set[str] = set()  # recipients' fingerprints already in this home
 
     @property
     def _gpg(self) -> gnupg.GPG:
         if self._handle is None:
             # short path: gpg-agent's socket path must fit in a sockaddr_un
             self._home = Path(tempfile.mkdtemp(prefix="ntf-gpg-"))
+            # a fixed S2K count spares the agent its start-up calibration (seconds on a busy
+            # machine); the keys in this home live only as long as the run, whose passphrase
+            # is in its environment anyway
+            (self._home / "gpg-agent.conf").write_text("s2k-count 65536\n")
             self._handle = gnupg.GPG(gpgbinary=self._binary, gnupghome=str(self._home))
             self._handle.encoding = "utf-8"
         return self._handle
@@ -137,6 +142,7 @@ class Keyring:
         shutil.rmtree(self._home, ignore_errors=True)
         self._home = None
         self._handle = None
+        self._imported.clear()
 
     def __enter__(self) -> Keyring:
         return self
@@ -217,9 +223,11 @@ class Keyring:
     def encrypt(self, data: bytes, key: CheckedKey, *, sign: bool = False) -> bytes:
         """``data`` encrypted (ASCII-armoured) to exactly ``key``'s fingerprint."""
         with self._lock:
-            imported = self._gpg.import_keys(key.data)
-            if key.fingerprint not in (imported.fingerprints or []):
-                raise KeyRejected(f"{key.fingerprint} did not import")
+            if key.fingerprint not in self._imported:
+                imported = self._gpg.import_keys(key.data)
+                if key.fingerprint not in (imported.fingerprints or []):
+                    raise KeyRejected(f"{key.fingerprint} did not import")
+                self._imported.add(key.fingerprint)
             result = self._gpg.encrypt(
                 data,
                 [key.fingerprint],
