@@ -255,3 +255,12 @@ class TestLoggedChoice:
         assert intent["language_reason"] == "the recipient prefers en, hi"
         assert intent["guides"] == ["elasticsearch"]
         assert result.messages[0].message["Content-Language"] == "en"
+
+
+def test_broken_folder_stops_send_before_any_lookup(tmp_path: Path) -> None:
+    (tmp_path / "owner.txt.j2").write_text("a\n{% for %}\n", encoding="utf-8")
+    config = tmp_path / "notify.toml"
+    config.write_text(f'[templates]\ndir = "{tmp_path}"\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["send", "193.0.6.139", "--dry-run", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "owner.txt.j2 line 2" in result.output and "Traceback" not in result.output
