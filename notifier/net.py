@@ -27,6 +27,7 @@ import httpx
 from .config import DNSSettings, HTTPSettings
 from .errors import SourceProtocolError, SourceTimeout, SourceUnavailable
 from .models import IPAddress
+from .public import is_public_address
 
 __all__ = [
     "is_public_address",
@@ -41,20 +42,6 @@ __all__ = [
     "tcp_exchange",
     "RateLimiter",
 ]
-
-
-def is_public_address(addr: IPAddress) -> bool:
-    """Globally routable unicast: not private, loopback, link-local, documentation, multicast..."""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return is_public_address(addr.ipv4_mapped)
-    return bool(
-        addr.is_global
-        and not addr.is_multicast
-        and not addr.is_reserved
-        and not addr.is_unspecified
-        and not addr.is_loopback
-        and not addr.is_link_local
-    )
 
 
 @dataclass(frozen=True, slots=True)
