@@ -33,6 +33,7 @@ import sqlite3
 import time
 import types
 import typing
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ __all__ = [
 CACHE_FILE = "cache.sqlite"
 EventHook = Callable[[str, dict[str, Any]], None]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _REPORTS_FORMAT = 1
 _HEX_WIDTH = 32  # 128 bits: IPv6 ints overflow SQLite's INTEGER; fixed-width hex sorts like ints
 _SQLITE_CORRUPT = 11
@@ -281,6 +282,21 @@ class _RangeIndex:
 _FAILED = object()  # a database read that failed, as opposed to one that found nothing
 
 
+def _holder_alive(holder: str) -> bool:
+    """Whether the process that made an in-flight mark still runs (same machine: one cache file
+    is shared only by processes on one machine)."""
+    pid = holder.partition(":")[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by another user
+    return True
+
+
 class _Unavailable(Exception):
     """The database could not be opened; the cache runs as a pass-through."""
 
@@ -309,6 +325,11 @@ CREATE TABLE ranges (
     PRIMARY KEY (kind, version, start, prefixlen)
 ) WITHOUT ROWID;
 CREATE INDEX ranges_value ON ranges (value_id);
+CREATE TABLE in_flight (
+    key BLOB PRIMARY KEY,
+    holder TEXT NOT NULL,
+    lease_until REAL NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -351,6 +372,8 @@ class LookupCache:
         self._conn: sqlite3.Connection | None = None
         self._unavailable = False
         self._local_ids = 0  # ids of values kept only in memory count down from -1
+        # names this process's in-flight marks; the pid lets others see a killed holder's go
+        self._holder = f"{os.getpid()}:{uuid.uuid4().hex}"
         self._reset_memory()
 
     @classmethod
@@ -473,6 +496,47 @@ class LookupCache:
         for (version, prefixlen, start), end in networks.items():
             self._range_index(kind, version).add(prefixlen, start, _Range(end, expires, value_id))
         self._remember_value(value_id, expires, text)
+
+    # -- what is being fetched right now, across processes -------------------------------------
+
+    def claim(self, key: str, lease: float) -> bool:
+        """Mark ``key`` as being fetched by this process for up to ``lease`` seconds; False when
+        another live process holds it (wait for its answer in the cache instead of asking the
+        same server again). A holder that died (even by SIGKILL) loses its mark at once; one
+        that hangs, when the lease ends. With
+        no database every claim succeeds: the process then works alone."""
+        now = self._clock()
+
+        def take() -> bool:
+            conn = self._connection()
+            with conn:
+                conn.execute("BEGIN IMMEDIATE")
+                held = conn.execute(
+                    "SELECT holder, lease_until FROM in_flight WHERE key = ?", (_key_bytes(key),)
+                ).fetchone()
+                if held is not None and (held[1] <= now or not _holder_alive(held[0])):
+                    conn.execute("DELETE FROM in_flight WHERE key = ?", (_key_bytes(key),))
+                conn.execute(
+                    "INSERT OR IGNORE INTO in_flight (key, holder, lease_until) VALUES (?, ?, ?)",
+                    (_key_bytes(key), self._holder, now + lease),
+                )
+                row = conn.execute(
+                    "SELECT holder FROM in_flight WHERE key = ?", (_key_bytes(key),)
+                ).fetchone()
+            return row is None or row[0] == self._holder
+
+        return bool(self._guarded("claim", take, True))
+
+    def release(self, key: str) -> None:
+        """Drop this process's mark on ``key`` (its answer is in the cache, or it gave up)."""
+
+        def drop() -> None:
+            self._connection().execute(
+                "DELETE FROM in_flight WHERE key = ? AND holder = ?",
+                (_key_bytes(key), self._holder),
+            )
+
+        self._guarded("release", drop, None)
 
     # -- internals: entries ------------------------------------------------------------------
 
@@ -806,7 +870,7 @@ class LookupCache:
             if version == _SCHEMA_VERSION:  # another process got here first
                 return
             # an older layout, or a file we do not know: a cache can always start over
-            for table in ("entries", "ranges", "range_values"):
+            for table in ("entries", "ranges", "range_values", "in_flight"):
                 conn.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in _SCHEMA.split(";"):
                 if statement.strip():

@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -122,7 +123,7 @@ def resolution_json(resolution: Resolution) -> dict[str, Any]:
     return {
         "ip": str(resolution.target.ip),
         "contacts": [
-            {**contact_record(c), "use": use}
+            {**contact_record(c), "use": use, "guessed": "guessed" in c.provenance}
             for use, group in (
                 ("notify", resolution.recipients),
                 ("fallback", resolution.fallbacks),
@@ -275,6 +276,9 @@ def send(
     ] = "A service reachable from the internet without access control",
     port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port of the service.")] = None,
     hostname: Annotated[str | None, typer.Option(help="Host name seen on the service.")] = None,
+    service: Annotated[
+        str | None, typer.Option(help="The exposed product (redis, mongodb...): picks the guide.")
+    ] = None,
     template: Annotated[str | None, typer.Option(help="Template name in templates/.")] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Render and print; send nothing.")
@@ -300,6 +304,7 @@ def send(
                 port=port,
                 hostname=hostname,
                 observed_at=datetime.now().astimezone(),
+                service=service.strip().lower() if service else None,
             )
             return await notifier.send(
                 [item],
@@ -311,6 +316,10 @@ def send(
 
     if not finding.strip():
         fail("--finding must describe the exposure")
+    if service is not None and not re.fullmatch(
+        r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}", service.strip()
+    ):
+        fail(f"--service is not a service name (e.g. redis): {service!r}")
     if hostname is not None and clean_hostname(hostname) is None:
         # it is looked up and printed back: only a real host name goes on
         fail(f"--hostname is not a host name: {hostname!r}")
@@ -699,11 +708,12 @@ def main() -> None:
 
 
 def _register() -> None:
-    from .commands import cases, followups, outreach
+    from .commands import cases, followups, outreach, templates
 
     cases.register(app)
     followups.register(app)
     outreach.register(app)
+    templates.register(app)
 
 
 _register()

@@ -191,6 +191,10 @@ def _intent(item: Handover, attempt_id: str, keys: list[str]) -> dict[str, objec
         "digest": item.composed.digest,
         "case": item.composed.case_ref,
         "protection": item.protection,
+        # which language the owner reads it in, and why; which exposure guides it carries
+        "language": item.composed.language,
+        "language_reason": item.composed.language_reason,
+        "guides": list(item.composed.guides),
         "finding_keys": keys,
         "finding_texts": [f"{f.ip}:{f.port or ''} {f.text}" for f in findings],
         # structured, so that a follow-up or a bounce fallback can rebuild the findings
@@ -202,6 +206,7 @@ def _intent(item: Handover, attempt_id: str, keys: list[str]) -> dict[str, objec
                 "hostname": f.hostname,
                 "observed_at": f.observed_at,
                 "extra": [list(pair) for pair in f.extra],
+                "service": f.service,
             }
             for f in findings
         ],

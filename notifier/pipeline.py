@@ -21,7 +21,7 @@ from datetime import datetime
 
 from . import __version__
 from .addresses import clean_address
-from .compose import compose
+from .compose import compose, library_for
 from .config import Settings
 from .contacts import ContactRegistry
 from .dispatch import MAX_SMTP_CONNECTIONS, Dispatcher, Handover
@@ -95,6 +95,8 @@ class Notifier:
 
     async def __aenter__(self) -> Notifier:
         settings = self.settings
+        # a broken template folder fails here, with its file and line, before any lookup
+        library_for(settings)
         resolver = make_resolver(settings.dns)
         agent = settings.http.user_agent or (
             f"notifier/{__version__} (responsible disclosure; contact {settings.sender.address})"

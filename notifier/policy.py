@@ -55,12 +55,15 @@ def guess_allowed(
 
     Guessing is the last resort: only when guessing is on, no real source gave an owner-level
     contact, and nobody spoke for the host's names: no security.txt answered for them (an
-    unusable file is still the owner's word) and no operator override covers their domain. The
-    MX rule is the role-mailbox source's own.
+    unusable file is still the owner's word) and no operator override applies to the address.
+    The MX rule is the role-mailbox source's own.
     """
     if not ctx.settings.resolve.guess_role_mailbox:
         return "guessing is off ([resolve] guess_role_mailbox = false)"
-    if any(c.role in (Role.OWNER, Role.OVERRIDE) for c in contacts):
+    if any(c.role is Role.OVERRIDE for c in contacts):
+        # the operator named who is told here (for the network or the domain): their word stands
+        return "an operator override applies to this address"
+    if any(c.role is Role.OWNER for c in contacts):
         return "an owner-level contact was found"
     spoken = [name for r in reports for name in r.answered]
     if spoken:

@@ -128,12 +128,35 @@ async def _gate(ctx: LookupContext, key: str) -> AsyncIterator[None]:
         gate = ctx.inflight[key] = _Gate()
     gate.users += 1
     try:
-        async with gate.lock:
+        async with gate.lock, _shared(ctx, key):
             yield
     finally:
         gate.users -= 1
         if not gate.users and ctx.inflight.get(key) is gate:
             del ctx.inflight[key]
+
+
+_SHARED_LEASE = 60.0  # seconds another process may hold a key before it counts as gone
+_SHARED_POLL = 0.05
+
+
+@asynccontextmanager
+async def _shared(ctx: LookupContext, key: str) -> AsyncIterator[None]:
+    """Across processes sharing the cache: while another holds ``key`` (is fetching it), wait,
+    then find its answer in the cache instead of asking the server again."""
+    claim = getattr(ctx.cache, "claim", None)
+    if claim is None:
+        yield
+        return
+    # polled: the holder is another process, which no in-process event can hear from
+    for _ in range(int(_SHARED_LEASE / _SHARED_POLL)):
+        if claim(key, _SHARED_LEASE):
+            break
+        await asyncio.sleep(_SHARED_POLL)
+    try:
+        yield
+    finally:
+        ctx.cache.release(key)  # type: ignore[union-attr]
 
 
 def _block(target: Target, length: int) -> str:

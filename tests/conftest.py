@@ -28,3 +28,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # the throwaway PostgreSQL server (tests/pgserver.py), for the tests of the database store
 from pgserver import pg_server, pg_url  # noqa: E402, F401
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # tests/test_golden.py: rewrite tests/golden/ from the current templates instead of comparing
+    parser.addoption("--update-golden", action="store_true", help="Rewrite tests/golden/ files.")

@@ -7,6 +7,7 @@ them are skipped, except under CI (``NOTIFY_REQUIRE_POSTGRES=1``), where that is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -48,14 +49,9 @@ def _as_owner(command: list[str]) -> list[str]:
     return command
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[str]:
-    """``postgresql://...`` of a running throwaway cluster (its maintenance database)."""
-    bindir = _bindir()
-    if bindir is None:
-        if os.environ.get("NOTIFY_REQUIRE_POSTGRES"):
-            pytest.fail("PostgreSQL binaries (initdb, pg_ctl) not found, and CI requires them")
-        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found")
+@contextlib.contextmanager
+def throwaway_server(bindir: Path) -> Iterator[str]:
+    """Run a cluster in a temporary folder; yield the URL of its maintenance database."""
     # not under pytest's own temporary folder: the server's user must be able to reach it
     base = Path(tempfile.mkdtemp(prefix="notify-pg-"))
     data, sockets = base / "data", base / "run"
@@ -64,31 +60,49 @@ def pg_server() -> Iterator[str]:
         for path in (base, sockets):
             shutil.chown(path, "postgres", "postgres")
         os.chmod(base, 0o755)
-    subprocess.run(
-        _as_owner(
-            [str(bindir / "initdb"), "-D", str(data), "-U", "notify", "--auth=trust",
-             "-E", "UTF8", "--no-sync", "--no-instructions"]
-        ),
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    port = _free_port()
-    options = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off "
-        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
-    )
-    subprocess.run(
-        _as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
-                   str(base / "server.log"), "start"]),
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
     try:
-        yield f"postgresql://notify@127.0.0.1:{port}/postgres"
-    finally:
         subprocess.run(
-            _as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True, timeout=60, check=False,
+            _as_owner(
+                [str(bindir / "initdb"), "-D", str(data), "-U", "notify", "--auth=trust",
+                 "-E", "UTF8", "--no-sync", "--no-instructions"]
+            ),
+            check=True, capture_output=True, timeout=120,
         )  # fmt: skip
+        port = _free_port()
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+        subprocess.run(
+            _as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l",
+                       str(base / "server.log"), "start"]),
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        try:
+            yield f"postgresql://notify@127.0.0.1:{port}/postgres"
+        finally:
+            subprocess.run(
+                _as_owner([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+                capture_output=True, timeout=60, check=False,
+            )  # fmt: skip
+    finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def find_bindir() -> Path | None:
+    return _bindir()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """``postgresql://...`` of a running throwaway cluster (its maintenance database)."""
+    bindir = _bindir()
+    if bindir is None:
+        if os.environ.get("NOTIFY_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL binaries (initdb, pg_ctl) not found, and CI requires them")
+        pytest.skip("PostgreSQL binaries (initdb, pg_ctl) not found")
+    with throwaway_server(bindir) as url:
+        yield url
 
 
 @pytest.fixture

@@ -65,6 +65,7 @@ def full_report(tag: str = "rdap") -> SourceReport:
                 provenance=("rdap:entity ABUSE1-EX", "whois:OrgAbuseEmail"),
                 name="Example Abuse Desk",
                 encryption=("openpgp4fpr:" + "AB" * 20,),
+                languages=("en", "de"),
             ),
             Contact(
                 address="cert@example.cz",
@@ -663,3 +664,33 @@ class TestStats:
         cache.get("k", "x")
         cache.get("k", "y")
         assert cache.stats.as_dict() == {"hits": 3, "misses": 2, "stores": 2, "dropped": 0}
+
+
+class TestInFlight:
+    """What one process is fetching, another waits for instead of fetching again."""
+
+    def test_a_claim_is_held_until_released_or_its_holder_dies(self, tmp_path: Path) -> None:
+        import subprocess
+        import sys
+        import time
+
+        from notifier.cache import LookupCache
+
+        path = tmp_path / "cache.sqlite"
+        first, second = LookupCache(path), LookupCache(path)
+        assert first.claim("registry:127.1.0.0/16", 60)
+        assert first.claim("registry:127.1.0.0/16", 60)  # its own mark
+        assert not second.claim("registry:127.1.0.0/16", 60)
+        first.release("registry:127.1.0.0/16")
+        assert second.claim("registry:127.1.0.0/16", 60)
+        # a holder killed mid-fetch: its mark goes at once, not after the lease
+        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        conn = second._connection()
+        conn.execute(
+            "INSERT INTO in_flight (key, holder, lease_until) VALUES (?, ?, ?)",
+            (b"ptr:x", f"{gone.stdout.strip()}:dead", time.time() + 60),
+        )
+        assert first.claim("ptr:x", 60)
+        first.close()
+        second.close()

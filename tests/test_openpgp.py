@@ -220,6 +220,28 @@ class TestOnTheWire:
         assert any("require_encryption" in r["reason"] for r in refusals)
 
 
+class TestContactsFile:
+    async def test_override_with_its_key_is_encrypted(
+        self, sandbox: Sandbox, keys: Keys, tmp_path: Path
+    ) -> None:
+        """contacts.yaml ``encryption``: the operator's own record of a team's key."""
+        url = f"https://health-dept.test:{sandbox.web.port}/team-key.asc"
+        sandbox.web.route("/team-key.asc", Reply(200, keys.owner), host="health-dept.test")
+        contacts = tmp_path / "contacts.yaml"
+        contacts.write_text(
+            "overrides:\n"
+            f'  "127.1.0.0/16": {{name: "Health SOC", email: "{OWNER}", encryption: "{url}"}}\n'
+        )
+        settings = sandbox.settings(contacts={"file": str(contacts)}, pgp={"wkd": False})
+        async with Notifier(settings) as notifier:
+            await notifier.send([finding()])
+        raw = captured(sandbox, OWNER)
+        assert parse(raw).get_content_type() == "multipart/encrypted"
+        assert FINDING.encode() in decrypt(keys, raw)
+        record = intents(sandbox)[OWNER]["protection"]
+        assert isinstance(record, dict) and record["key_source"] == f"announced {url}"
+
+
 class TestSigningKeyConfig:
     def test_passphrase_from_the_environment(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -249,6 +249,11 @@ class TestOverrides:
         res = await resolve(box, "127.20.10.1", contacts={"secure.test": entry})
         assert told(res) == [ABUSE, "o@ops.test", "sec@secure.test"]
 
+    async def test_network_override_stops_the_guess(self, box: Sandbox) -> None:
+        """With an override for the network, the operator's contact alone is told: no guess."""
+        res = await resolve(box, "127.20.7.1", contacts={"127.20.7.0/24": {"email": "s@ops.test"}})
+        assert told(res) == ["s@ops.test"]
+
     async def test_domain_override_stops_the_guess(self, box: Sandbox) -> None:
         """A domain the operator spoke for gets no guessed mailbox beside the override."""
         res = await resolve(box, "127.20.7.1", contacts={"mxonly.test": {"email": "o@ops.test"}})
@@ -360,6 +365,9 @@ class TestShown:
                 "reason": "not forward-confirmed: the name does not exist; not used",
             }
         ]
+        guess = json.loads(await cli("resolve", "127.20.7.1", "--json"))
+        flags = {c["address"]: c["guessed"] for c in guess["contacts"] if c["use"] == "notify"}
+        assert flags == {"security@mxonly.test": True, "abuse@hoster.test": False}
         form = json.loads(await cli("resolve", "127.20.1.1", "--json"))
         assert form["channels"][0]["uri"] == "https://formonly.test/report"
         assert form["channels"][0]["kind"] == "web"

@@ -675,6 +675,15 @@ CORPUS = [
         "GOOGLE",
     ),
     (
+        "ripencc-128.79.0.0.txt",
+        "RIPE NCC",
+        "128.79.0.10",
+        "whois.ripe.net",
+        "-r -B 128.79.0.10",
+        ["abuse_box@bouyguestelecom.fr"],
+        "BOUYGTEL-ISP-CABLE",
+    ),
+    (
         "lacnic-200.57.141.161.txt",
         "LACNIC",
         "200.57.141.161",
@@ -711,6 +720,65 @@ CORPUS = [
         "KORNET",
     ),
 ]
+
+
+# ARIN answers whose ReferralServer points on: (file, address, where it refers, what the
+# referral is asked, the contacts that must come out, a note that must be there)
+REFERRAL_CORPUS = [
+    (
+        "arin-referral-apnic-144.134.121.81.txt",
+        "144.134.121.81",
+        "whois.apnic.net",
+        "-B 144.134.121.81",
+        [],
+        "skipped search-apnic-not-arin@apnic.net",
+    ),
+    (
+        "arin-referral-ripe-130.66.76.222.txt",
+        "130.66.76.222",
+        "whois.ripe.net",
+        "-r -B 130.66.76.222",
+        [],
+        "skipped hostmaster@ripe.net",
+    ),
+    (
+        "arin-referral-rwhois-69.65.39.166.txt",
+        "69.65.39.166",
+        None,
+        None,
+        ["abuse@gigenet.com"],
+        "rwhois://rwhois.servernap.net:4321/; not followed",
+    ),
+]
+
+
+@pytest.mark.corpus
+class TestCorpusReferrals:
+    @pytest.mark.parametrize(
+        ("name", "ip", "server", "sent", "expected", "note"),
+        REFERRAL_CORPUS,
+        ids=[case[0] for case in REFERRAL_CORPUS],
+    )
+    async def test_captured_referral(
+        self,
+        loopback: Loopback,
+        corpus_dir: Path,
+        name: str,
+        ip: str,
+        server: str | None,
+        sent: str | None,
+        expected: list[str],
+        note: str,
+    ) -> None:
+        """An ERX block's registry mailboxes are never used; the referral is followed or noted."""
+        loopback["whois.arin.net"].answers = {f"n + {ip}": corpus_file(corpus_dir, name)}
+        report = await whois.lookup(ask(ip, "ARIN"), loopback.context())
+        assert addresses(report) == expected
+        assert any(note in n for n in report.notes), report.notes
+        if server is not None:
+            assert loopback[server].queries == [sent]
+        asked = [n for n, s in loopback.servers.items() if s.queries]
+        assert asked == ["whois.arin.net"] + ([server] if server else [])
 
 
 @pytest.mark.corpus
@@ -755,7 +823,8 @@ class TestCorpusReplay:
     async def test_every_corpus_file_is_replayed(self, corpus_dir: Path) -> None:
         """The replay table covers all captured WHOIS answers, so a new capture cannot slip by."""
         on_disk = sorted(p.name for p in (corpus_dir / "whois" / "ip").iterdir())
-        assert on_disk == sorted(case[0] for case in CORPUS)
+        replayed = [case[0] for case in CORPUS] + [case[0] for case in REFERRAL_CORPUS]
+        assert on_disk == sorted(replayed)
 
     async def test_confidence_and_provenance(self, loopback: Loopback, corpus_dir: Path) -> None:
         """The RIPE abuse header scores as an abuse field, a remark as a stated address."""

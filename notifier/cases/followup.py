@@ -91,7 +91,7 @@ def ack(
     wanted = normalise_case(case_ref)
     if not wanted:
         raise ConfigError("no case reference given")
-    case = CaseBook.from_log(log).case(wanted)
+    case = log.view().refresh().case(wanted)  # the ledger's read model
     if case is None:
         raise ConfigError(f"no case {wanted} in the audit log")
     return log.append("ack", case=case.ref, note=header_text(note, _NOTE_LIMIT))

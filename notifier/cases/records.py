@@ -99,6 +99,7 @@ def _finding(item: object) -> Finding | None:
     port = item.get("port")
     hostname = item.get("hostname")
     extra = item.get("extra")
+    service = item.get("service")
     try:
         ip = ipaddress.ip_address(str(item.get("ip", "")))
     except ValueError:
@@ -117,6 +118,7 @@ def _finding(item: object) -> Finding | None:
         hostname=hostname if isinstance(hostname, str) and hostname else None,
         observed_at=_time(item.get("observed_at")),
         extra=tuple(pairs),
+        service=service if isinstance(service, str) and service else None,
     )
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "choose_language",
     "compose",
     "findings_csv",
+    "library_for",
     "load",
     "seal",
     "template_for",
@@ -204,13 +205,17 @@ def build_message(
         )
     # after the body: set_content() drops every Content-* header it finds
     msg["Content-Language"] = choice.tag
+    untranslated = [g["name"] for g in context["guides"] if g["language"] != choice.tag]
+    reason = choice.reason
+    if untranslated:
+        reason += f"; guide {', '.join(untranslated)} in English (no {choice.tag} translation)"
     fields: dict[str, Any] = {
         "message_id": message_id,
         "case_ref": case_ref,
         "recipient": recipient,
         "template": name,
         "language": choice.tag,
-        "language_reason": choice.reason,
+        "language_reason": reason,
         "guides": tuple(g["name"] for g in context["guides"]),
     }
     return msg, fields

@@ -104,6 +104,9 @@ class Intent(Entry):
     finding_texts: list[str] = []
     findings: list[dict[str, Any]] = []
     worker: str | None = None  # the process (claim holder) that wrote it
+    language: str = ""  # Content-Language of the message
+    language_reason: str = ""  # why that language (the recipient's preference, or none)
+    guides: list[str] = []  # exposure guides the message carries
 
 
 class Attempt(Entry):

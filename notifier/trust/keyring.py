@@ -113,6 +113,7 @@ class Keyring:
         self._handle: gnupg.GPG | None = None
         self._lock = threading.Lock()
         self._signer: tuple[str, str | None] | None = None
+        self._imported: set[str] = set()  # recipients' fingerprints already in this home
 
     @property
     def _gpg(self) -> gnupg.GPG:
@@ -141,6 +142,7 @@ class Keyring:
         shutil.rmtree(self._home, ignore_errors=True)
         self._home = None
         self._handle = None
+        self._imported.clear()
 
     def __enter__(self) -> Keyring:
         return self
@@ -221,9 +223,11 @@ class Keyring:
     def encrypt(self, data: bytes, key: CheckedKey, *, sign: bool = False) -> bytes:
         """``data`` encrypted (ASCII-armoured) to exactly ``key``'s fingerprint."""
         with self._lock:
-            imported = self._gpg.import_keys(key.data)
-            if key.fingerprint not in (imported.fingerprints or []):
-                raise KeyRejected(f"{key.fingerprint} did not import")
+            if key.fingerprint not in self._imported:
+                imported = self._gpg.import_keys(key.data)
+                if key.fingerprint not in (imported.fingerprints or []):
+                    raise KeyRejected(f"{key.fingerprint} did not import")
+                self._imported.add(key.fingerprint)
             result = self._gpg.encrypt(
                 data,
                 [key.fingerprint],
