@@ -35,7 +35,7 @@ import defusedxml.ElementTree as defused_et
 from defusedxml import DefusedXmlException
 
 from .errors import ConfigError
-from .models import Finding, IPAddress
+from .models import Finding, HostHint, IPAddress
 
 __all__ = [
     "DEFAULT_FINDING",
@@ -157,6 +157,43 @@ def _hostname(value: object) -> str | None:
     except ValueError:
         return name
     return None
+
+
+_MAX_HINTS = 64  # host names kept per record; resolve checks ten and notes the rest
+_MAX_CERT_NAMES = 256  # names read from one certificate; a 10,000-name certificate is cut here
+# labels that name a transport or a scanner's category, not the product a guide is written for
+_VAGUE_SERVICES = frozenset(
+    {"", "unknown", "tcpwrapped", "http", "https", "http-alt", "http-proxy", "ssl", "tls",
+     "tcp", "udp", "www", "vuln", "default-login", "misconfig", "exposure", "unauth",
+     "network", "detect", "tech", "panel", "cve", "kev", "intrusive", "discovery"}
+)  # fmt: skip
+
+
+def _hints(pairs: Iterable[tuple[object, str]]) -> tuple[HostHint, ...]:
+    """Valid host names a record carries, each once, with the field it came from."""
+    kept: dict[str, HostHint] = {}
+    for value, source in pairs:
+        name = _hostname(value.removeprefix("*.") if isinstance(value, str) else value)
+        if name and name not in kept:
+            kept[name] = HostHint(name, source)
+            if len(kept) >= _MAX_HINTS:
+                break
+    return tuple(kept.values())
+
+
+def _service(*candidates: object) -> str | None:
+    """The first candidate that names a product or protocol, lower case, as the scanner said."""
+    for value in candidates:
+        if not isinstance(value, str):
+            continue
+        text = _clean(value, 40).lower().removeprefix("ssl/")
+        if text not in _VAGUE_SERVICES:
+            return text
+    return None
+
+
+def _has_control(value: object) -> bool:
+    return isinstance(value, str) and any(not ch.isprintable() for ch in value[:1024].strip())
 
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
@@ -594,6 +631,9 @@ def _generic(record: Mapping[str, object], lineno: int, default: str) -> list[In
     port = _port(_scalar(fields[port_key]) if port_key else None)
     text_key = next((k for k in _TEXT_KEYS if _text(fields.get(k), MAX_TEXT)), None)
     text = _text(fields[text_key], MAX_TEXT) if text_key else default
+    for key in _HOST_KEYS:
+        if key != ip_key and _has_control(fields.get(key)):
+            raise _Bad(f"{key} {_shown(str(fields[key]))} contains control characters")
     host_key = next(
         (k for k in _HOST_KEYS if k != ip_key and _hostname(fields.get(k))),
         None,
@@ -620,6 +660,8 @@ def _generic(record: Mapping[str, object], lineno: int, default: str) -> list[In
             hostname=_hostname(fields[host_key]) if host_key else None,
             observed_at=observed,
             extra=extras.pairs(),
+            hints=_hints((fields.get(k), f"input {k}") for k in _HOST_KEYS if k != ip_key),
+            service=_service(_scalar(fields.get("service")), _scalar(fields.get("product"))),
         )
     ]
 
@@ -641,6 +683,10 @@ def _nuclei(record: Mapping[str, object], lineno: int, default: str) -> list[Inp
     ip = _ip(_scalar(record.get("ip")) or host_name)
     port = _port(_scalar(record.get("port"))) or url_port
     text = f"nuclei: {name or template} [{severity}]" + (f" ({template})" if template else "")
+    tags = info.get("tags")
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    tag_list = [t.strip() for t in itertools.islice(tags, 32)] if isinstance(tags, list) else []
     extras = _Extras()
     extras.add("template-id", template)
     extras.add("severity", severity)
@@ -656,6 +702,8 @@ def _nuclei(record: Mapping[str, object], lineno: int, default: str) -> list[Inp
             hostname=_hostname(host_name),
             observed_at=_time(record.get("timestamp")),
             extra=extras.pairs(),
+            hints=_hints([(host_name, "nuclei host")]),
+            service=_service(*tag_list, template.partition("-")[0]),
         )
     ]
 
@@ -673,6 +721,36 @@ def _zgrab_port(module: Mapping[str, object]) -> int | None:
     if isinstance(host, str) and host:
         return _host_port(host)[1]
     return None
+
+
+def _dig(value: object, *path: str) -> object:
+    for step in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(step)
+    return value
+
+
+def _cert_names(result: object) -> Iterator[tuple[object, str]]:
+    """Subject CN and DNS SANs of the server certificate a zgrab2 module saw, bounded."""
+    for handshake in (
+        _dig(result, "handshake_log"),
+        _dig(result, "tls", "handshake_log"),
+        _dig(result, "response", "request", "tls_log", "handshake_log"),
+    ):
+        parsed = _dig(handshake, "server_certificates", "certificate", "parsed")
+        if not isinstance(parsed, dict):
+            continue
+        names: list[object] = []
+        for field in (_dig(parsed, "subject", "common_name"),
+                      _dig(parsed, "extensions", "subject_alt_name", "dns_names")):  # fmt: skip
+            if isinstance(field, list):
+                names.extend(itertools.islice(field, _MAX_CERT_NAMES))
+            elif isinstance(field, str):
+                names.append(field)
+        for name in names[:_MAX_CERT_NAMES]:
+            yield name, "tls certificate"
+        return
 
 
 def _zgrab2(record: Mapping[str, object], lineno: int, default: str) -> list[InputItem]:
@@ -695,6 +773,11 @@ def _zgrab2(record: Mapping[str, object], lineno: int, default: str) -> list[Inp
         extras = _Extras()
         extras.add("module", label)
         extras.add("protocol", module.get("protocol"))
+        result = module.get("result")
+        names = [(record.get("domain"), "zgrab2 domain")]
+        names.append((_host_port(str(_dig(result, "response", "request", "host") or ""))[0],
+                      "http host"))  # fmt: skip
+        names.extend(_cert_names(result))
         items.append(
             Finding(
                 ip=ip,
@@ -703,6 +786,8 @@ def _zgrab2(record: Mapping[str, object], lineno: int, default: str) -> list[Inp
                 hostname=hostname,
                 observed_at=_time(module.get("timestamp")),
                 extra=extras.pairs(),
+                hints=_hints(names),
+                service=_service(module.get("protocol"), label),
             )
         )
     return items
@@ -743,8 +828,16 @@ def _masscan_ports(
             text = f"{name} service on {port}/{proto}"
         else:
             continue
+        label = _scalar(service.get("name")) if isinstance(service, dict) else None
         items.append(
-            Finding(ip=ip, text=text, port=port, observed_at=observed, extra=extras.pairs())
+            Finding(
+                ip=ip,
+                text=text,
+                port=port,
+                observed_at=observed,
+                extra=extras.pairs(),
+                service=_service(label),
+            )
         )
     return items
 
@@ -999,6 +1092,7 @@ class _Port:
     port: int
     text: str
     extra: tuple[tuple[str, str], ...]
+    service: str | None = None
 
 
 class _NmapHost:
@@ -1025,6 +1119,10 @@ class _NmapHost:
             hostname=self.hostname(),
             observed_at=self.observed,
             extra=port.extra,
+            hints=_hints(
+                (name, f"nmap hostname ({kind or 'unknown'})") for kind, name in self.names
+            ),
+            service=port.service,
         )
 
 
@@ -1041,6 +1139,7 @@ def _nmap_port(elem: Element) -> _Port | None:
     extras.add("protocol", proto)
     service = elem.find("service")
     label = ""
+    product = name = ""
     if service is not None:
         name = _clean(service.get("name") or "", 40)
         if name == "unknown":
@@ -1058,7 +1157,8 @@ def _nmap_port(elem: Element) -> _Port | None:
         else:
             label = name
     text = f"{label} on {port}/{proto} open" if label else f"port {port}/{proto} open"
-    return _Port(port, _clean(text, MAX_TEXT), extras.pairs())
+    named = _service(name.removeprefix("ssl/"), product)
+    return _Port(port, _clean(text, MAX_TEXT), extras.pairs(), named)
 
 
 def _nmap_xml(lines: Iterator[_Line], default: str) -> Iterator[InputItem]:

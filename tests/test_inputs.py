@@ -803,3 +803,144 @@ class TestCorpus:
                 items = list(read_findings(stream))
             _check(items)
             assert findings(items), path.name
+
+
+# --------------------------------------------------------------------------- host hints, services
+
+
+def _zgrab_tls(names: list[str], domain: str | None = None) -> str:
+    parsed = {
+        "subject": {"common_name": [names[0]]},
+        "extensions": {"subject_alt_name": {"dns_names": names}},
+    }
+    record: dict[str, object] = {
+        "ip": V4_A,
+        "data": {
+            "http": {
+                "status": "success",
+                "protocol": "http",
+                "result": {
+                    "response": {
+                        "request": {
+                            "host": "shop.example.org:8443",
+                            "tls_log": {
+                                "handshake_log": {
+                                    "server_certificates": {"certificate": {"parsed": parsed}}
+                                }
+                            },
+                        }
+                    }
+                },
+            },
+            "mongodb": {"status": "success", "protocol": "mongodb", "port": 27017},
+        },
+    }
+    if domain:
+        record["domain"] = domain
+    return json.dumps(record) + "\n"
+
+
+class TestHostHints:
+    def test_nmap_names_keep_their_kind(self) -> None:
+        """nmap's user-given and PTR names become hints, each saying which it was."""
+        first = findings(read(NMAP_XML, "nmap"))[0]
+        assert [(h.name, h.source) for h in first.hints] == [
+            ("ord08s08-in-f5.1e100.net", "nmap hostname (PTR)"),
+            ("search.example.org", "nmap hostname (user)"),
+        ]
+
+    def test_zgrab2_certificate_names_and_http_host(self) -> None:
+        """A zgrab2 record's domain, HTTP host and certificate names are hints with provenance."""
+        found = findings(read(_zgrab_tls(["www.example.org", "*.cdn.example.org"], "example.org")))
+        hints = {(h.name, h.source) for h in found[0].hints}
+        assert hints == {
+            ("example.org", "zgrab2 domain"),
+            ("shop.example.org", "http host"),
+            ("www.example.org", "tls certificate"),
+            ("cdn.example.org", "tls certificate"),
+        }
+
+    def test_ten_thousand_name_certificate_is_bounded(self) -> None:
+        """A certificate with 10,000 names yields a bounded number of hints, and reading goes on."""
+        names = [f"h{i}.example.org" for i in range(10_000)]
+        found = findings(read(_zgrab_tls(names)))
+        assert 0 < len(found[0].hints) <= 64
+        assert len(found) == 2
+
+    def test_csv_hostname_column_is_a_hint(self) -> None:
+        """A CSV hostname column is a hint named after its column."""
+        found = findings(read(f"ip,port,hostname\n{V4_A},9200,db.example.org\n", "csv"))
+        assert [(h.name, h.source) for h in found[0].hints] == [
+            ("db.example.org", "input hostname")
+        ]
+
+    def test_csv_hostname_with_control_characters_is_a_bad_line(self) -> None:
+        """Control characters in a host name make the line bad, reported with its number."""
+        data = (
+            f"ip,port,hostname\n{V4_A},9200,ok.example.org\n{V4_B},9200,evil\x1b[2J.example.org\n"
+        )
+        items = read(data, "csv")
+        assert len(findings(items)) == 1
+        ((line, reason),) = problems(items)
+        assert line == 3 and "control characters" in reason
+        assert "\x1b" not in reason
+
+    def test_hostile_names_are_not_hints(self) -> None:
+        """Over-long names and names with spaces or markup are never hints."""
+        record = {"ip": V4_A, "hostname": "a" * 1_000_000, "fqdn": "<script>.example.org"}
+        found = findings(read(json.dumps(record) + "\n", "jsonl"))
+        assert found[0].hints == ()
+
+
+class TestService:
+    def test_nmap_service_or_product(self) -> None:
+        """nmap's service name, or its product where the name is only a transport."""
+        services = {f.port: f.service for f in findings(read(NMAP_XML, "nmap"))}
+        assert services[9200] == "elasticsearch rest api"
+        assert services[443] == "nginx"
+        assert services[161] == "snmp"
+        assert services[6379] is None
+
+    def test_zgrab2_module(self) -> None:
+        """A zgrab2 module's protocol names the service; plain http names none."""
+        found = findings(read(_zgrab_tls(["www.example.org"])))
+        assert [f.service for f in found] == [None, "mongodb"]
+
+    def test_nuclei_tags(self) -> None:
+        """The first nuclei tag that names a product is the service."""
+        record = {
+            "template-id": "elasticsearch-unauth",
+            "info": {"name": "Elasticsearch - Unauth", "severity": "high",
+                     "tags": ["misconfig", "elasticsearch", "unauth"]},
+            "host": "search.example.org:9200",
+            "ip": V4_A,
+            "port": "9200",
+        }  # fmt: skip
+        found = findings(read(json.dumps(record) + "\n", "nuclei"))
+        assert found[0].service == "elasticsearch"
+        assert [(h.name, h.source) for h in found[0].hints] == [
+            ("search.example.org", "nuclei host")
+        ]
+
+    def test_csv_service_column(self) -> None:
+        """A service column names the service."""
+        found = findings(read(f"ip,port,service\n{V4_A},6379,Redis\n", "csv"))
+        assert found[0].service == "redis"
+
+
+@pytest.mark.corpus
+class TestCorpusServices:
+    def test_captured_nmap_names_and_services(self, scanner_dir: Path) -> None:
+        """The captured nmap report gives user and PTR hints and a service per open port."""
+        with (scanner_dir / "nmap-oX.xml").open("rb") as stream:
+            found = findings(list(read_findings(stream)))
+        hints = {(h.name, h.source) for f in found for h in f.hints}
+        assert ("joaquinlp.me", "nmap hostname (user)") in hints
+        assert ("mocha2005.mochahost.com", "nmap hostname (PTR)") in hints
+        assert {"ftp", "smtp", "pop3"} <= {f.service for f in found}
+
+    def test_captured_zgrab2_service(self, scanner_dir: Path) -> None:
+        """The captured zgrab2 AMQP answer names its protocol as the service."""
+        with (scanner_dir / "zgrab2-amqp091.json").open("rb") as stream:
+            found = findings(list(read_findings(stream)))
+        assert [f.service for f in found] == ["amqp091"]
