@@ -359,10 +359,10 @@ class RateLimiter:
             self._next[key] = start + self._interval
             if start > now:
                 await asyncio.sleep(start - now)
-                # a busy event loop wakes us late: the next request keeps some distance from
-                # when this one really leaves, or several would leave together and meet the
-                # server's limit (half an interval: the late ones still catch up)
-                self._next[key] = max(self._next[key], self._clock() + self._interval / 2)
+                # a busy event loop wakes us late: the next request keeps its distance from
+                # when this one really leaves, or several would leave together and exhaust the
+                # server's burst (nine tenths of an interval: a late start is caught up slowly)
+                self._next[key] = max(self._next[key], self._clock() + self._interval * 0.9)
 
     def pause(self, key: str, seconds: float) -> None:
         """The server asked us to wait (429 Retry-After): nobody queries it before then."""

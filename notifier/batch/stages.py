@@ -9,7 +9,9 @@ need. So the stages are apart:
 - the registry (RDAP, WHOIS): one task per /24 (v6 /48) with addresses waiting, one request per
   network range: an address whose range is already answered takes that answer without a
   request, and the registry's own rate limiter paces each registry host apart, so a registry
-  answering 429 slows only its own queue;
+  answering 429 slows only its own queue; no more fetches start at once than the registries
+  answer in three seconds (a fetch's deadline runs while it waits its turn), and a block whose
+  lookups failed twice shares that failure rather than asking a registry in trouble again;
 - the rest (security.txt and domain lookups by host name, overrides, the national CERT) once an
   address has both: again ``limits.dns_concurrency`` wide.
 
@@ -36,7 +38,7 @@ from ..sources.ares import BulkResolver
 __all__ = ["Lookups"]
 
 _BLOCK = {4: 24, 6: 48}  # addresses of one block wait for one registry answer
-_QUEUE_SECONDS = 10  # registry fetches started at once: this many seconds of their rate
+_QUEUE_SECONDS = 3  # registry fetches started at once: this many seconds of their rate
 _BLOCK_FAILURES = 2  # failed registry lookups in one block before its addresses share the failure
 _SILENT_RUN = 32  # unanswered queries in a row after which the resolver counts as silent
 _PROBE_EVERY = 1.0  # seconds between queries to a silent resolver
