@@ -90,7 +90,11 @@ async def resolve_host(resolver: dns.asyncresolver.Resolver, host: str) -> list[
             continue
         found.extend(ipaddress.ip_address(r.to_text()) for r in answer)
     if not found and timed_out:
-        raise SourceTimeout(f"DNS lookup of {host} timed out", source="dns")
+        raise SourceTimeout(
+            f"DNS lookup of {host} timed out after the {resolver.lifetime:g} s limit "
+            "([dns] timeout)",
+            source="dns",
+        )
     return found
 
 
@@ -259,11 +263,12 @@ async def fetch(
                     return FetchResult(response.status_code, response.headers, bytes(body), chain)
     except TimeoutError:
         raise SourceTimeout(
-            f"{chain[-1]}: no complete answer in {deadline:g} s", source=source
+            f"{chain[-1]}: no complete answer within the {deadline:g} s limit", source=source
         ) from None
     except httpx.TimeoutException as exc:
         raise SourceTimeout(
-            f"{chain[-1]}: timed out ({type(exc).__name__})", source=source
+            f"{chain[-1]}: timed out ({type(exc).__name__}) within the {deadline:g} s limit",
+            source=source,
         ) from None
     except httpx.HTTPError as exc:
         reason = _untrusted(exc)
@@ -336,7 +341,7 @@ async def tcp_exchange(
                     pass
     except TimeoutError:
         raise SourceTimeout(
-            f"{host}:{port}: no complete answer in {deadline:g} s", source=source
+            f"{host}:{port}: no complete answer within the {deadline:g} s limit", source=source
         ) from None
     except ConnectionError as exc:
         raise SourceUnavailable(f"{host}:{port}: {exc}", source=source) from None
