@@ -239,7 +239,12 @@ def print_send(result: SendResult, dry_run: bool) -> None:
 
 
 # statuses whose line says why nothing was sent
-_EXPLAINED = (DeliveryStatus.HELD_BACK, DeliveryStatus.SUPPRESSED, DeliveryStatus.IN_DOUBT)
+_EXPLAINED = (
+    DeliveryStatus.HELD_BACK,
+    DeliveryStatus.SUPPRESSED,
+    DeliveryStatus.IN_DOUBT,
+    DeliveryStatus.IN_FLIGHT,
+)
 
 
 def held_summary(reasons: list[str]) -> str:

@@ -22,12 +22,15 @@ from .config import LimitSettings
 from .ledger import Ledger, LiveView, ReadModel
 from .models import DeliveryStatus
 
-__all__ = ["Gate", "Refusal"]
+__all__ = ["Gate", "Refusal", "IN_FLIGHT_REASON"]
 
 Refusal = tuple[DeliveryStatus, str]
 """Why a message is not sent: SUPPRESSED (for good) or HELD_BACK (a later run sends it)."""
 
 _DAY = timedelta(days=1)
+
+
+IN_FLIGHT_REASON = "being sent by another process right now; it records the outcome"
 
 
 class Gate:
@@ -64,8 +67,9 @@ class Gate:
             return self._view.refresh()
 
     def prior(self, finding_key: str, recipient: str) -> str | None:
-        """What the log says of this finding for this recipient: delivered, in-doubt or None."""
-        known = self.model.prior(finding_key, recipient)
+        """What the log says of this finding for this recipient: delivered, in-doubt,
+        in-flight (a live process is delivering it now) or None."""
+        known = self._view.prior(finding_key, recipient)
         if known is None and (finding_key, recipient.lower()) in self._claimed:
             return "in-doubt"
         return known
@@ -109,7 +113,7 @@ class Gate:
             if exclusive and any(
                 model.prior(k, r) is not None or (k, r) in self._claimed for k, r in pairs
             ):
-                return DeliveryStatus.IN_DOUBT, "claimed by another run meanwhile"
+                return DeliveryStatus.IN_FLIGHT, IN_FLIGHT_REASON
             cap = self._limits.per_recipient_per_day
             today = model.sent_since(recipient, self._clock() - _DAY)
             if not rehearsal and today + self._pending.get(recipient, 0) >= cap:

@@ -250,6 +250,7 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # permanent refusal, or retries exhausted
     ALREADY_SENT = "already-sent"  # idempotence: delivered in an earlier run
     IN_DOUBT = "in-doubt"  # an earlier run crashed between intent and outcome
+    IN_FLIGHT = "in-flight"  # another live process is delivering it right now
     SUPPRESSED = "suppressed"  # on the suppression list: never written to
     HELD_BACK = "held-back"  # a sending limit (daily or run cap) held it: a later run sends it
     DRY_RUN = "dry-run"

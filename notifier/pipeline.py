@@ -26,7 +26,7 @@ from .config import Settings
 from .contacts import ContactRegistry
 from .dispatch import MAX_SMTP_CONNECTIONS, Dispatcher, Handover
 from .errors import ConfigError, NotifierError
-from .gate import Gate, Refusal
+from .gate import IN_FLIGHT_REASON, Gate, Refusal
 from .ladder import DEFAULT_OPTIONS, SendOptions, walk
 from .ledger import GroupCommit, Ledger, Record, format_head, open_ledger
 from .models import (
@@ -365,6 +365,9 @@ class Notifier:
             doubt = "in doubt: an earlier run may have sent this (use --force to resend)"
             new = [f for f in findings if self.prior(f, contact.address) is None]
             doubtful = [f for f in findings if self.prior(f, contact.address) == "in-doubt"]
+            busy = [f for f in findings if self.prior(f, contact.address) == "in-flight"]
+            if not new and busy and not doubtful:
+                return skipped(DeliveryStatus.IN_FLIGHT, IN_FLIGHT_REASON)
             if doubtful:
                 self._refuse(doubtful, contact.address, DeliveryStatus.IN_DOUBT, doubt)
             if not new:
@@ -394,7 +397,7 @@ class Notifier:
         status, reason = sent
         if status == DeliveryStatus.HELD_BACK:
             self._refuse(findings, contact.address, status, reason)
-        if status != DeliveryStatus.IN_DOUBT:
+        if status not in (DeliveryStatus.IN_DOUBT, DeliveryStatus.IN_FLIGHT):
             return skipped(status, reason)
         # another run on this store claimed some of these findings for this contact since we
         # looked: decide again with what it wrote, and send what is left, if anything

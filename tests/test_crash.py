@@ -492,3 +492,40 @@ class TestConcurrentRuns:
         }
         # every finding reached its desk (C's through CERT.br) exactly once between the two runs
         assert len(delivered) == 2 * len(generation(0))
+
+
+class TestConcurrentSends:
+    async def test_second_send_says_another_process_is_sending(
+        self, sandbox: Sandbox, tmp_path: Path
+    ) -> None:
+        """Two `notify send` for one finding at once: one delivers; the other says the message
+        is being sent by another process (not "in doubt"), and nothing goes out twice."""
+        handler = sandbox.smtp._handler
+        accept = handler.handle_DATA
+
+        async def held_DATA(server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+            await asyncio.sleep(HOLD)  # the first sender waits inside DATA meanwhile
+            return await accept(server, session, envelope)
+
+        handler.handle_DATA = held_DATA  # type: ignore[method-assign]
+        config = sandbox.write_config(**config_sections())
+        argv = ["send", "127.20.0.1", "--port", "9200", "--finding", "open", "--json"]
+        argv += ["--config", str(config)]
+        first = asyncio.create_task(spawn(argv, None, tmp_path / "first.log"))
+        log = sandbox.settings().state_dir / "audit.jsonl"
+        for _ in range(400):  # until the first has written its intent, right before DATA
+            if log.exists() and '"event":"intent"' in log.read_text():
+                break
+            await asyncio.sleep(0.025)
+        second = await spawn(argv, None, tmp_path / "second.log")
+        done = await first
+        assert done.code == 0 and second.code == 0, (done.output, second.output)
+        report = json.loads(second.output[second.output.index("{") :])
+        statuses = {d["status"] for d in report["deliveries"] if d["recipient"] == "abuse@a.test"}
+        assert statuses == {"in-flight"}, report["deliveries"]
+        assert "being sent by another process" in second.output
+        assert [m for m in sandbox.smtp.messages if "abuse@a.test" in m.rcpt_tos] != []
+        assert len([m for m in sandbox.smtp.messages if "abuse@a.test" in m.rcpt_tos]) == 1
+
+
+HOLD = 6.0  # seconds the first sender is held inside DATA

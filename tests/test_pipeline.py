@@ -167,6 +167,7 @@ class TestIdempotence:
             notifier.audit.append(
                 "intent",
                 attempt_id="crashed",
+                worker="a-run-that-died",  # not this live process: its intent is in doubt
                 ip="127.2.0.20",
                 recipient=resolution.recipients[0].address,
                 finding_keys=[item.key],

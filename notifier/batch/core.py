@@ -46,6 +46,8 @@ _FROM_STATUS = {
     DeliveryStatus.DRY_RUN: _DRY,
     DeliveryStatus.ALREADY_SENT: _ALREADY,
     DeliveryStatus.IN_DOUBT: _IN_DOUBT,
+    # another live worker is delivering it: it is that worker's to report, not in doubt
+    DeliveryStatus.IN_FLIGHT: _ALREADY,
     DeliveryStatus.SUPPRESSED: _SUPPRESSED,
     DeliveryStatus.HELD_BACK: _HELD,
     DeliveryStatus.FAILED: _FAILED,

@@ -148,6 +148,7 @@ _REACHED = frozenset(
         DeliveryStatus.DELIVERED,
         DeliveryStatus.ALREADY_SENT,
         DeliveryStatus.IN_DOUBT,
+        DeliveryStatus.IN_FLIGHT,
         DeliveryStatus.DRY_RUN,
     }
 )
