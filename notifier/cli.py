@@ -22,10 +22,19 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from .batch import BatchCounts
 from .config import Settings, load_settings
-from .errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK, ConfigError, NotifierError, exit_code
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_HELD_BACK,
+    EXIT_OK,
+    ConfigError,
+    NotifierError,
+    exit_code,
+)
 from .inputs import FORMATS
 from .ledger import Ledger, open_ledger
 from .models import ChannelKind, DeliveryStatus, Finding, Resolution
@@ -441,6 +450,14 @@ def batch(
         if stream is not sys.stdin.buffer:
             stream.close()
     (err if json_output else out).print(_summary_table(counts, outcomes))
+    if counts.read == 0:
+        # a pipeline must tell bad input from "nothing new": no finding at all is bad input
+        why = (
+            f"all {counts.problems} lines were malformed"
+            if counts.problems
+            else "the input is empty or holds only comments"
+        )
+        fail(f"no finding in {'standard input' if file == '-' else file}: {why}")
     if manual:
         (err if json_output else out).print(
             f"{len(manual)} reports prepared for web forms and phone lines: notify manual list",
@@ -682,13 +699,25 @@ def demo(
     """Run a complete disclosure offline against notifier's own loopback internet."""
     from .demo import run_demo
 
+    if keep is not None and keep.exists() and not keep.is_dir():
+        fail(f"--keep {keep}: exists and is not a folder")
     raise typer.Exit(run(run_demo(out, keep)))
 
 
 def main() -> None:
     """Console entry point: one line for our errors; a traceback only with NOTIFY_DEBUG=1."""
     try:
-        app()
+        status = app(standalone_mode=False)
+    except TyperException as exc:
+        # a usage error (bad option value, unknown command) is one plain line, not a box;
+        # bare `notify` prints the help
+        message = exc.format_message()
+        if message:
+            err.print(message if "\n" in message else f"notify: {message}", markup=False)
+        sys.exit(EXIT_BAD_INPUT)
+    except typer.Abort:
+        err.print("notify: interrupted; everything sent so far is in the audit log", markup=False)
+        sys.exit(130)
     except NotifierError as exc:
         err.print(f"notify: {exc}", markup=False)
         sys.exit(exit_code(exc))
@@ -701,6 +730,7 @@ def main() -> None:
             markup=False,
         )
         sys.exit(exit_code(exc))
+    sys.exit(status if isinstance(status, int) else EXIT_OK)
 
 
 # -- registered command modules ----------------------------------------------------------------

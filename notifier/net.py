@@ -27,6 +27,7 @@ import httpx
 from .config import DNSSettings, HTTPSettings
 from .errors import SourceProtocolError, SourceTimeout, SourceUnavailable
 from .models import IPAddress
+from .public import is_public_address
 
 __all__ = [
     "is_public_address",
@@ -41,20 +42,6 @@ __all__ = [
     "tcp_exchange",
     "RateLimiter",
 ]
-
-
-def is_public_address(addr: IPAddress) -> bool:
-    """Globally routable unicast: not private, loopback, link-local, documentation, multicast..."""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return is_public_address(addr.ipv4_mapped)
-    return bool(
-        addr.is_global
-        and not addr.is_multicast
-        and not addr.is_reserved
-        and not addr.is_unspecified
-        and not addr.is_loopback
-        and not addr.is_link_local
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +90,11 @@ async def resolve_host(resolver: dns.asyncresolver.Resolver, host: str) -> list[
             continue
         found.extend(ipaddress.ip_address(r.to_text()) for r in answer)
     if not found and timed_out:
-        raise SourceTimeout(f"DNS lookup of {host} timed out", source="dns")
+        raise SourceTimeout(
+            f"DNS lookup of {host} timed out after the {resolver.lifetime:g} s limit "
+            "([dns] timeout)",
+            source="dns",
+        )
     return found
 
 
@@ -272,11 +263,12 @@ async def fetch(
                     return FetchResult(response.status_code, response.headers, bytes(body), chain)
     except TimeoutError:
         raise SourceTimeout(
-            f"{chain[-1]}: no complete answer in {deadline:g} s", source=source
+            f"{chain[-1]}: no complete answer within the {deadline:g} s limit", source=source
         ) from None
     except httpx.TimeoutException as exc:
         raise SourceTimeout(
-            f"{chain[-1]}: timed out ({type(exc).__name__})", source=source
+            f"{chain[-1]}: timed out ({type(exc).__name__}) within the {deadline:g} s limit",
+            source=source,
         ) from None
     except httpx.HTTPError as exc:
         reason = _untrusted(exc)
@@ -349,7 +341,7 @@ async def tcp_exchange(
                     pass
     except TimeoutError:
         raise SourceTimeout(
-            f"{host}:{port}: no complete answer in {deadline:g} s", source=source
+            f"{host}:{port}: no complete answer within the {deadline:g} s limit", source=source
         ) from None
     except ConnectionError as exc:
         raise SourceUnavailable(f"{host}:{port}: {exc}", source=source) from None

@@ -21,7 +21,7 @@ from datetime import datetime
 
 from . import __version__
 from .addresses import clean_address
-from .compose import compose, library_for
+from .compose import check_template, compose, library_for
 from .config import Settings
 from .contacts import ContactRegistry
 from .dispatch import MAX_SMTP_CONNECTIONS, Dispatcher, Handover
@@ -249,6 +249,7 @@ class Notifier:
         """
         if not findings:
             raise ConfigError("nothing to send: no findings")
+        check_template(self.settings, template)
         ips = {f.ip for f in findings}
         if len(ips) != 1:
             raise ConfigError("send takes findings about one address; use batch for many")

@@ -7,7 +7,7 @@ import ipaddress
 from .config import Settings
 from .errors import TargetRefused
 from .models import IPAddress
-from .net import is_public_address
+from .public import why_not_public
 
 __all__ = ["parse_target"]
 
@@ -16,18 +16,6 @@ _DOCUMENTATION = tuple(
     ipaddress.ip_network(n)
     for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "3fff::/20")
 )
-
-
-def _kind(addr: IPAddress) -> str:
-    checks = (
-        ("loopback", addr.is_loopback),
-        ("link-local", addr.is_link_local),
-        ("multicast", addr.is_multicast),
-        ("unspecified", addr.is_unspecified),
-        ("reserved", addr.is_reserved),
-        ("private", addr.is_private),
-    )
-    return next((name for name, hit in checks if hit), "not globally routable")
 
 
 def parse_target(text: str, settings: Settings) -> IPAddress:
@@ -49,9 +37,10 @@ def parse_target(text: str, settings: Settings) -> IPAddress:
             raise TargetRefused(
                 f"refusing {addr}: excluded by [targets] exclude ({cidr})", target=str(addr)
             )
-    if not is_public_address(addr) and not settings.targets.allow_nonpublic:
+    reason = why_not_public(addr)
+    if reason is not None and not settings.targets.allow_nonpublic:
         raise TargetRefused(
-            f"refusing {addr}: {_kind(addr)} address, not globally routable "
+            f"refusing {addr}: {reason}, not globally routable "
             "(set [targets] allow_nonpublic = true for internal notification)",
             target=str(addr),
         )

@@ -69,6 +69,19 @@ def test_every_guide(request: pytest.FixtureRequest, guide: str) -> None:
     check(request, f"guides/{guide}.txt", text)
 
 
+TRANSLATED = sorted(
+    (guide, tag) for guide, versions in LIBRARY.guides.items() for tag in versions if tag != "en"
+)
+
+
+@pytest.mark.parametrize(("guide", "language"), TRANSLATED)
+def test_every_translated_guide(request: pytest.FixtureRequest, guide: str, language: str) -> None:
+    """A guide's translation is used when the reader's language has one."""
+    composed = render(guide, "owner", language)
+    assert composed.language == language and "in English" not in composed.language_reason
+    check(request, f"guides/{guide}.{language}.txt", part(composed, "plain"))
+
+
 @pytest.mark.parametrize("language", sorted(LIBRARY.languages))
 @pytest.mark.parametrize("frame", FRAMES)
 def test_every_frame_in_every_language(

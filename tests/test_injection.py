@@ -662,6 +662,11 @@ class TestSSRF:
             "https://[::1]:{port}/rdap/",
             "https://[::ffff:10.0.0.1]/rdap/",
             "https://internal.sandbox:{port}/rdap/",
+            # IPv6 forms that lead to a private IPv4 address: 6to4, NAT64, Teredo
+            "https://[2002:a9fe:a9fe::1]/latest/meta-data/",
+            "https://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+            "https://[2001:0:a9fe:a9fe::1]/rdap/",
+            "https://[fec0::1]/rdap/",
         ],
     )
     async def test_rdap_redirect_to_a_private_address_is_refused(
@@ -682,20 +687,25 @@ class TestSSRF:
         )
         assert ip_address("::1") in judged or "[::1]" not in location
 
+    @pytest.mark.parametrize("inside", ["10.20.30.40", "2002:a9fe:a9fe::1", "192.0.0.8"])
     async def test_security_txt_redirect_to_a_private_address_is_refused(
-        self, box: Sandbox, judged: list[IPAddress]
+        self, box: Sandbox, judged: list[IPAddress], inside: str
     ) -> None:
-        """A public host's security.txt redirecting inside the network is not followed."""
+        """A public host's security.txt redirecting inside the network is not followed.
+
+        2002:a9fe:a9fe::1 is 169.254.169.254 (cloud metadata) inside 6to4.
+        """
+        host = f"[{inside}]" if ":" in inside else inside
         for path in ("/.well-known/security.txt", "/security.txt"):
             box.web.route(
                 path,
-                Reply(301, b"", {"Location": "https://10.20.30.40/.well-known/security.txt"}),
+                Reply(301, b"", {"Location": f"https://{host}/.well-known/security.txt"}),
                 host="pub.test",
             )
         async with Notifier(private_settings(box)) as notifier:
             resolution = await notifier.resolve("127.0.0.1")
         assert requests_to(box, "pub.test")  # the public host was asked
-        assert ip_address("10.20.30.40") in judged
+        assert ip_address(inside) in judged
         assert all("security.txt" not in c.sources for c in resolution.contacts)
         assert "non-public" in " ".join(resolution.notes)
 

@@ -236,3 +236,26 @@ def test_schema_versions_name_the_command_that_fixes_them(pg_url: str, tmp_path:
         conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (SCHEMA_VERSION + 1,))
     with pytest.raises(ConfigError, match="upgrade notify"):
         open_ledger(settings, clock=Clock())
+
+
+def test_cli_export_jsonl_verifies_offline(store: tuple[Settings, Ledger], tmp_path: Path) -> None:
+    settings, ledger = store
+    for n in range(2):
+        _send(ledger, n)
+    config = tmp_path / "notify.toml"
+    config.write_text(f'[state]\ndir = "{settings.state_dir}"\nurl = "{settings.state.url}"\n')
+    runner = CliRunner()
+    result = runner.invoke(app, ["log", "export", "--format", "jsonl", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    exported = tmp_path / "chain.jsonl"
+    exported.write_text(result.stdout)
+    assert len(result.stdout.splitlines()) == 4
+    result = runner.invoke(app, ["log", "verify", "--file", str(exported), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "intact: 4 lines" in result.stdout
+    result = runner.invoke(app, ["log", "verify", "--config", str(config)])
+    assert result.exit_code == 0 and "intact: 4 lines" in result.stdout
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text(exported.read_text().replace('"a0"', '"a9"', 1))
+    result = runner.invoke(app, ["log", "verify", "--file", str(forged), "--config", str(config)])
+    assert result.exit_code == 1 and "edited" in result.stderr

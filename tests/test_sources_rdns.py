@@ -151,6 +151,7 @@ class TestEmptyAndFailing:
         assert time.monotonic() - started < 2
         assert caught.value.source == "rdns" and caught.value.target == "127.0.0.2"
         assert isinstance(caught.value, TimeoutError)
+        assert "limit ([dns] timeout)" in str(caught.value)  # the message names the limit
 
     async def test_servfail_raises_unavailable(
         self, dns_server: DNSServer, ctx: LookupContext

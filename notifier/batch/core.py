@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ..compose import check_template
 from ..errors import ConfigError
 from ..ladder import SendOptions
 from ..models import (
@@ -144,6 +145,7 @@ class Batch:
         on_outcome: Callable[[FindingOutcome], None] | None = None,
     ) -> None:
         self.notifier = notifier
+        check_template(notifier.settings, template)
         self.options = SendOptions(
             template=template, dry_run=dry_run, force=force, test_recipient=test_recipient
         )

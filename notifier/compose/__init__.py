@@ -48,6 +48,7 @@ __all__ = [
     "Library",
     "LanguageChoice",
     "build_message",
+    "check_template",
     "choose_language",
     "compose",
     "findings_csv",
@@ -78,6 +79,20 @@ def template_for(contact: Contact, template: str | None = None) -> str:
             f"template name must be a bare name like 'owner' or 'owner.txt.j2': {template!r}"
         )
     return name
+
+
+def check_template(settings: Settings, template: str | None) -> None:
+    """Refuse a ``--template`` that names no frame before anything is looked up or sent."""
+    if template is None:
+        return
+    name = template.removesuffix(".txt.j2")
+    if not _TEMPLATE_NAME.match(name):
+        raise TemplateError(
+            f"template name must be a bare name like 'owner' or 'owner.txt.j2': {template!r}"
+        )
+    frames = library_for(settings).frames()
+    if name not in frames:
+        raise TemplateError(f"no template {name!r}; there are: {', '.join(frames)}")
 
 
 def library_for(settings: Settings, template_dir: str | os.PathLike[str] | None = None) -> Library:

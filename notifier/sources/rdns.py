@@ -216,7 +216,10 @@ async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
         return report
     except dns.exception.Timeout:
         raise SourceTimeout(
-            f"PTR lookup for {ip} timed out", target=str(ip), source=SOURCE
+            f"PTR lookup for {ip} timed out after the {ctx.resolver.lifetime:g} s limit "
+            "([dns] timeout)",
+            target=str(ip),
+            source=SOURCE,
         ) from None
     except dns.resolver.NoNameservers:
         raise SourceUnavailable(

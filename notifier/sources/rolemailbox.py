@@ -39,7 +39,11 @@ async def _records(ctx: LookupContext, name: str, rdtype: str) -> list[str] | No
     except dns.resolver.NoAnswer:
         return []
     except dns.exception.Timeout:
-        raise SourceTimeout(f"{rdtype} lookup of {name} timed out", source=SOURCE) from None
+        raise SourceTimeout(
+            f"{rdtype} lookup of {name} timed out after the {ctx.resolver.lifetime:g} s limit "
+            "([dns] timeout)",
+            source=SOURCE,
+        ) from None
     except dns.resolver.NoNameservers:
         raise SourceUnavailable(
             f"{rdtype} lookup of {name}: no nameserver answered", source=SOURCE
