@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import tomllib
 from email.utils import parseaddr
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -43,6 +43,15 @@ __all__ = [
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _is_loopback_host(host: str) -> bool:
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _host_port(value: str, default_port: int) -> tuple[str, int]:
@@ -85,6 +94,19 @@ class SMTPSettings(_Section):
     retry_wait_max: float = Field(default=60.0, ge=0)
     # VERP: bounces come back to <local>+<attempt>@<domain>, so they map to one attempt
     envelope_from: str = ""
+    # AUTH over a clear connection to another machine puts the password on the wire
+    allow_plain_auth: bool = False
+
+    @model_validator(mode="after")
+    def _no_clear_password(self) -> SMTPSettings:
+        if self.username and self.security == "none" and not self.allow_plain_auth:
+            if not _is_loopback_host(self.host):
+                raise ValueError(
+                    f"refusing SMTP AUTH without TLS to {self.host}: the password would cross "
+                    'the network in clear (set security = "starttls" or "tls", or '
+                    "allow_plain_auth = true)"
+                )
+        return self
 
 
 class DNSSettings(_Section):

@@ -99,3 +99,33 @@ class TestEmptyBatch:
         result = runner.invoke(app, ["batch", str(data), "--dry-run", "--config", str(config)])
         assert result.exit_code == 2
         assert says in result.stderr
+
+
+class TestPlainAuth:
+    def _config(self, tmp_path: Path, extra: str) -> Path:
+        path = tmp_path / "c.toml"
+        path.write_text(f'[smtp]\nusername = "me"\n{extra}\n')
+        return path
+
+    def test_clear_password_to_another_host_is_refused(self, tmp_path: Path) -> None:
+        """SMTP AUTH without TLS to a host that is not loopback is refused at load, exit 2."""
+        config = self._config(tmp_path, 'host = "mail.example.net"')
+        result = runner.invoke(app, ["resolve", "74.125.225.229", "--config", str(config)])
+        assert result.exit_code == 2
+        assert "refusing SMTP AUTH without TLS to mail.example.net" in result.stderr
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            'host = "127.0.0.1"',
+            'host = "localhost"',
+            'host = "mail.example.net"\nsecurity = "starttls"',
+            'host = "mail.example.net"\nallow_plain_auth = true',
+        ],
+    )
+    def test_allowed_cases(self, tmp_path: Path, extra: str) -> None:
+        """Loopback, TLS, or an explicit allow_plain_auth load without complaint."""
+        from notifier.config import load_settings
+
+        settings = load_settings(self._config(tmp_path, extra))
+        assert settings.smtp.username == "me"
