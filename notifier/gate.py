@@ -44,7 +44,7 @@ class Gate:
         clock: Callable[[], datetime],
         max_messages: int,
     ) -> None:
-        self._view: LiveView = ledger.view()
+        self._view: LiveView = ledger.view(lean=True)
         self._limits = limits
         self._clock = clock
         self.max_messages = max_messages

@@ -147,9 +147,13 @@ class Ledger(abc.ABC):
         for record, _cursor in self.follow():
             yield record
 
-    def view(self) -> LiveView:
-        """A read model of this ledger, brought up to date with ``refresh()``."""
-        return LiveView(self)
+    def view(self, *, lean: bool = False) -> LiveView:
+        """A read model of this ledger, brought up to date with ``refresh()``.
+
+        ``lean``: only what sending asks (delivered, in doubt, suppressed, daily counts), not
+        the cases, messages and timelines a review needs, so a million-finding log stays small.
+        """
+        return LiveView(self, lean=lean)
 
     def delivered_keys(self) -> set[tuple[str, str]]:
         """``(finding_key, recipient)`` for every outcome with status ``delivered``."""
@@ -218,9 +222,9 @@ def prepare(event: str, fields: Mapping[str, object]) -> tuple[str, Record]:
 class LiveView:
     """A :class:`ReadModel` of a ledger kept current: ``refresh()`` reads only what is new."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, lean: bool = False) -> None:
         self.ledger = ledger
-        self.model = ReadModel()
+        self.model = ReadModel(lean=lean)
         self._cursor = 0
 
     def prior(self, finding_key: str, recipient: str) -> str | None:

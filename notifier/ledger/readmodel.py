@@ -118,12 +118,24 @@ class CaseState:
         return "failed"
 
 
+def _packed(key: str) -> bytes | str:
+    if len(key) == 64:
+        try:
+            return bytes.fromhex(key)
+        except ValueError:
+            pass
+    return key  # not a SHA-256 in hex (a hand-written or foreign record): kept as it is
+
+
 class ReadModel:
     """Everything the log says, folded in order; feed it records with ``add``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, lean: bool = False) -> None:
+        self.lean = lean  # sending's questions only: no cases, messages or timelines
         self.records = 0
-        self.delivered: set[tuple[str, str]] = set()  # (finding key, recipient)
+        # recipient -> the finding keys delivered there, as 32 raw bytes (a key is a SHA-256 in
+        # hex): a million-finding log holds a million of these, at a third of a tuple's size
+        self._delivered: dict[str, set[bytes | str]] = {}
         self.open_intents: dict[str, Intent] = {}  # attempt_id -> intent with no outcome yet
         self._doubt: dict[tuple[str, str], list[str]] = {}  # pair -> open intents' attempt ids
         self.suppressed: set[str] = set()  # addresses and @domains
@@ -145,11 +157,21 @@ class ReadModel:
 
     # ---------------------------------------------------------------- questions
 
+    @property
+    def delivered(self) -> set[tuple[str, str]]:
+        """Every ``(finding key, recipient)`` delivered, built on demand (for review only)."""
+        return {
+            (k.hex() if isinstance(k, bytes) else k, r)
+            for r, keys in self._delivered.items()
+            for k in keys
+        }
+
     def prior(self, finding_key: str, recipient: str) -> str | None:
         """What the log says of this finding for this recipient: delivered, in-doubt or None."""
-        pair = (finding_key, recipient.lower())
-        if pair in self.delivered:
+        recipient = recipient.lower()
+        if _packed(finding_key) in self._delivered.get(recipient, ()):
             return "delivered"
+        pair = (finding_key, recipient)
         if pair in self._doubt:
             return "in-doubt"
         return None
@@ -195,7 +217,7 @@ class ReadModel:
         """Take one stored record into account (records must come in log order)."""
         self.records += 1
         entry = parse(record)
-        if entry is None:
+        if entry is None or (self.lean and not isinstance(entry, Intent | Outcome | Suppress)):
             return
         if isinstance(entry, Intent):
             self._intent(entry)
@@ -226,6 +248,8 @@ class ReadModel:
             self.open_intents[intent.attempt_id] = intent
             for key in intent.finding_keys:
                 self._doubt.setdefault((key, recipient), []).append(intent.attempt_id)
+        if self.lean:
+            return
         message_id = strip_id(intent.message_id)
         ref = normalise_case(intent.case)
         if not message_id or not ref:
@@ -272,7 +296,7 @@ class ReadModel:
         delivered = outcome.status == "delivered"
         if delivered:
             if not outcome.test:
-                self.delivered.update((key, recipient) for key in keys)
+                self._delivered.setdefault(recipient, set()).update(_packed(k) for k in keys)
             moment = _aware(outcome.moment)
             if moment is not None:
                 self.deliveries.setdefault(recipient, []).append(moment)
