@@ -54,7 +54,7 @@ async def _child_batch(config: str, input_path: str) -> dict[str, Any]:
     from notifier.batch import Batch, BatchCounts, FindingOutcome
     from notifier.cache import LookupCache
     from notifier.config import load_settings
-    from notifier.inputs import InputProblem, read_findings
+    from notifier.intake import InputProblem, read_findings
     from notifier.pipeline import Notifier
 
     settings = load_settings(config)
@@ -131,7 +131,7 @@ async def _child_batch(config: str, input_path: str) -> dict[str, Any]:
 async def _child_naive(config: str, input_path: str, limit: int) -> dict[str, Any]:
     from notifier.config import load_settings
     from notifier.errors import NotifierError
-    from notifier.inputs import InputProblem, read_findings
+    from notifier.intake import InputProblem, read_findings
     from notifier.models import DeliveryStatus, Finding
     from notifier.pipeline import Notifier
 

@@ -35,7 +35,7 @@ from .errors import (
     NotifierError,
     exit_code,
 )
-from .inputs import FORMATS
+from .intake import FORMATS
 from .ledger import Ledger, open_ledger
 from .models import ChannelKind, DeliveryStatus, Finding, Resolution
 from .pipeline import Notifier, SendResult, channel_record, contact_record
@@ -397,7 +397,7 @@ def batch(
     """Many findings at once: one message per contact listing all of that contact's findings."""
     from .batch import Batch, FindingOutcome
     from .cache import LookupCache
-    from .inputs import InputProblem, read_findings
+    from .intake import InputProblem, read_findings
 
     settings = settings_from(config)
     try:

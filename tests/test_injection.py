@@ -38,7 +38,7 @@ from notifier import cli, net
 from notifier.addresses import clean_address, header_text
 from notifier.cli import app
 from notifier.config import Settings, load_settings
-from notifier.inputs import read_findings
+from notifier.intake import read_findings
 from notifier.models import Finding, IPAddress, Role
 from notifier.pipeline import Notifier
 from notifier.sandbox.dns import DNSServer

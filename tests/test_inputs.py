@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from notifier.errors import ConfigError
-from notifier.inputs import (
+from notifier.intake import (
     DEFAULT_FINDING,
     FORMATS,
     MAX_LINE,
