@@ -233,7 +233,7 @@ class TestOverrides:
     async def test_asn_override_replaces(self, box: Sandbox) -> None:
         """An override for the network's AS number replaces its abuse desk too."""
         res = await resolve(box, "127.20.12.5", contacts={"AS64500": {"email": "noc@ops.test"}})
-        assert told(res) == ["noc@ops.test"]
+        assert told(res) == ["noc@ops.test"], (res.network, res.errors, notes(res))
         plain = await resolve(box, "127.20.12.5")
         assert told(plain) == ["abuse@asnet.test"]
 
