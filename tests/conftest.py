@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
+from notifier.testing import Sandbox
 
 CORPUS = Path(
     os.environ.get("NOTIFY_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
@@ -33,3 +36,13 @@ from pgserver import pg_server, pg_url  # noqa: E402, F401
 def pytest_addoption(parser: pytest.Parser) -> None:
     # tests/test_golden.py: rewrite tests/golden/ from the current templates instead of comparing
     parser.addoption("--update-golden", action="store_true", help="Rewrite tests/golden/ files.")
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    """The default loopback internet (the demo's world), fresh for each test, in tmp_path.
+
+    Modules that need another world define their own ``sandbox`` fixture, which wins.
+    """
+    async with Sandbox(directory=tmp_path) as box:
+        yield box

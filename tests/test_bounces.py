@@ -5,7 +5,6 @@ from __future__ import annotations
 import email
 import json
 import mailbox
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email import policy
 from email.message import Message
@@ -418,12 +417,6 @@ class TestReadMailbox:
 
 
 # --------------------------------------------------------------------------- processing
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(directory=tmp_path) as box:
-        yield box
 
 
 def settings_for(box: Sandbox) -> Any:

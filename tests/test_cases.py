@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,12 +16,6 @@ from notifier.testing import Sandbox
 
 runner = CliRunner()
 HOSTILE = '<script>alert(1)</script> & <img src=x onerror="x()">'
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(directory=tmp_path) as box:
-        yield box
 
 
 async def invoke(*args: str) -> tuple[int, str, str]:

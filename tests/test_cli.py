@@ -6,7 +6,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -33,12 +32,6 @@ async def invoke(*args: str) -> tuple[int, str, str]:
     """The CLI in-process, off the event loop the sandbox's servers run on."""
     result = await asyncio.to_thread(runner.invoke, app, list(args))
     return result.exit_code, result.stdout, result.stderr
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(directory=tmp_path) as box:
-        yield box
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
@@ -21,12 +20,6 @@ from notifier.pipeline import Notifier
 from notifier.sandbox.keys import publish_dkim, publish_wkd
 from notifier.testing import Sandbox
 from notifier.trust.dkim import DKIMSigner, public_record
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(directory=tmp_path) as box:
-        yield box
 
 
 def write_key(path: Path, kind: str) -> Path:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
 from notifier.cli import app
@@ -27,12 +25,6 @@ from notifier.testing import Sandbox
 runner = CliRunner()
 D = DeliveryStatus
 DESK = "abuse@cloud-eu.test"  # 127.2.0.20's only contact: the ladder above it is the registrar
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(directory=tmp_path) as box:
-        yield box
 
 
 async def invoke(*args: str) -> tuple[int, str, str]:

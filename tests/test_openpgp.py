@@ -6,7 +6,7 @@ Messages are captured at the loopback SMTP server and decrypted and verified wit
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
@@ -36,12 +36,6 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
 def keyring() -> Iterator[Keyring]:
     with Keyring() as ring:
         yield ring
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(directory=tmp_path) as box:
-        yield box
 
 
 def finding() -> Finding:

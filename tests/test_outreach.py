@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from ipaddress import ip_address
@@ -30,12 +29,6 @@ RTL = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: turns "gpj.exe" around on screen
 async def invoke(*args: str) -> tuple[int, str, str]:
     result = await asyncio.to_thread(runner.invoke, app, list(args))
     return result.exit_code, result.stdout, result.stderr
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(directory=tmp_path) as box:
-        yield box
 
 
 def finding() -> Finding:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email import policy
 from ipaddress import ip_address
@@ -23,12 +22,6 @@ FINDING = "Elasticsearch on 9200 without authentication"
 
 def finding(ip: str, text: str = FINDING, port: int = 9200) -> Finding:
     return Finding(ip_address(ip), text, port=port, observed_at=datetime(2026, 11, 1, tzinfo=UTC))
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(directory=tmp_path) as box:
-        yield box
 
 
 def records(box: Sandbox) -> list[dict[str, object]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -18,12 +17,6 @@ from notifier.trust.sigcheck import signature_status
 
 HOST = "records.health-dept.test"
 OWNER = "security@health-dept.test"
-
-
-@pytest.fixture
-async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
-    async with Sandbox(directory=tmp_path) as box:
-        yield box
 
 
 def signed_file(home: Path, fpr: str, *, encryption: str = "") -> bytes:
