@@ -32,6 +32,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from ..config import shipped_path
 from ..errors import TemplateError
 from .context import CONTEXT_NAMES
+from .filters import FILTERS
 
 __all__ = ["CATALOG_NAMES", "GUIDE_NAMES", "Guide", "Library", "load"]
 
@@ -225,7 +226,7 @@ def _check_frame(env: ImmutableSandboxedEnvironment, name: str) -> None:
 
 
 def _environment(search: list[str]) -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(
+    env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(search),
         undefined=jinja2.StrictUndefined,
         autoescape=jinja2.select_autoescape(
@@ -238,6 +239,8 @@ def _environment(search: list[str]) -> ImmutableSandboxedEnvironment:
         keep_trailing_newline=True,
         auto_reload=False,
     )
+    env.filters.update(FILTERS)
+    return env
 
 
 @lru_cache(maxsize=8)
