@@ -86,6 +86,7 @@ async def run_round(
                     for rcpt in message.rcpt_tos:
                         pairs[(rcpt, f"{ip}:{port}")] += 1
         messages = len(sandbox.smtp.messages)
+        recipients = len({r.lower() for m in sandbox.smtp.messages for r in m.rcpt_tos})
     verify = subprocess.run(
         [sys.executable, "-m", "notifier", "log", "verify", "--config", str(config)],
         capture_output=True,
@@ -101,6 +102,8 @@ async def run_round(
         "wall_s": round(wall, 2),
         "messages": messages,
         "messages_per_s": round(messages / wall, 1),
+        "recipients": recipients,
+        "messages_per_recipient": round(messages / max(1, recipients), 2),
         "duplicate_pairs": sum(1 for n in pairs.values() if n > 1),
         "rdap_requests": rdap,
         "networks": networks,
@@ -128,12 +131,16 @@ async def main(args: argparse.Namespace) -> None:
         else:
             for n in args.workers:
                 reports.append(await run_round(n, "", bw, rows, work, args.rate))
-    print("| store | workers | wall s | messages | msg/s | duplicates | RDAP ÷ networks | verify |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| store | workers | wall s | messages | msg/s | messages ÷ recipients | duplicates "
+        "| RDAP ÷ networks | verify |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         print(
             f"| {r['store']} | {r['workers']} | {r['wall_s']} | {r['messages']} | "
-            f"{r['messages_per_s']} | {r['duplicate_pairs']} | {r['rdap_per_network']} | "
+            f"{r['messages_per_s']} | {r['messages_per_recipient']} | {r['duplicate_pairs']} | "
+            f"{r['rdap_per_network']} | "
             f"{r['verify'][:60]} |"
         )
     for r in reports:

@@ -70,7 +70,9 @@ async def _cached(
     """
     if ctx.cache is None or not key:
         return await _run(name, lookup, query, ctx, deadline)
-    async with _gate(ctx, f"{kind}:{key}"):
+    # one address's PTR is asked by one process: a mark in the shared store would cost more
+    # than the query it saves; names and domains are shared by many addresses and processes
+    async with _gate(ctx, f"{kind}:{key}", shared=kind != "ptr"):
         hit = ctx.cache.get(kind, key)
         if hit is not None:
             ctx.trace("cache-hit", {"kind": kind, "key": key})
@@ -121,14 +123,15 @@ class _Gate:
 
 
 @asynccontextmanager
-async def _gate(ctx: LookupContext, key: str) -> AsyncIterator[None]:
-    """Hold the lock named ``key``; it is forgotten when nobody holds or awaits it."""
+async def _gate(ctx: LookupContext, key: str, *, shared: bool = True) -> AsyncIterator[None]:
+    """Hold the lock named ``key`` (and, when ``shared``, the mark other processes see); it is
+    forgotten when nobody holds or awaits it."""
     gate = ctx.inflight.get(key)
     if not isinstance(gate, _Gate):
         gate = ctx.inflight[key] = _Gate()
     gate.users += 1
     try:
-        async with gate.lock, _shared(ctx, key):
+        async with gate.lock, _shared(ctx, key if shared else ""):
             yield
     finally:
         gate.users -= 1
@@ -145,7 +148,7 @@ async def _shared(ctx: LookupContext, key: str) -> AsyncIterator[None]:
     """Across processes sharing the cache: while another holds ``key`` (is fetching it), wait,
     then find its answer in the cache instead of asking the server again."""
     claim = getattr(ctx.cache, "claim", None)
-    if claim is None:
+    if claim is None or not key:
         yield
         return
     # polled: the holder is another process, which no in-process event can hear from
@@ -169,19 +172,42 @@ async def _registry(query: Query, ctx: LookupContext) -> list[SourceReport]:
     """RDAP, then WHOIS when RDAP failed or named no abuse contact; answers cached by range."""
     target = query.target
     version = target.ip.version
-    grain_key = "registry-grain:" + _block(target, _COARSE[version])
+    if ctx.cache is not None:
+        cached = ctx.cache.lookup_range("registry", target.ip)
+        if cached is not None:  # the common case in a batch: no lock, no mark
+            ctx.trace("cache-hit", {"kind": "registry", "ip": str(target.ip)})
+            reports: list[SourceReport] = cached
+            return reports
+    coarse = _block(target, _COARSE[version])
     while True:
-        grain: int = ctx.inflight.get(grain_key, _COARSE[version])
+        grain = _grain(ctx, coarse, version)
         async with _gate(ctx, f"registry:{_block(target, grain)}"):
-            if ctx.inflight.get(grain_key, _COARSE[version]) != grain:
+            if _grain(ctx, coarse, version) != grain:
                 continue  # the block narrowed while we waited: queue in our own part of it
             found, cidrs = await _registry_locked(query, ctx)
             if cidrs:
                 finest = max(ipaddress.ip_network(c).prefixlen for c in cidrs)
                 narrower = min(finest, _FINEST[version])
-                if narrower > ctx.inflight.get(grain_key, _COARSE[version]):
-                    ctx.inflight[grain_key] = narrower
+                if narrower > grain:
+                    _narrow(ctx, coarse, narrower)
             return found
+
+
+def _grain(ctx: LookupContext, coarse: str, version: int) -> int:
+    """The width at which lookups in the block ``coarse`` queue: what this process learnt, or
+    what another process sharing the cache did (both must name a network's mark alike)."""
+    grain: int = ctx.inflight.get("registry-grain:" + coarse, _COARSE[version])
+    if grain < _FINEST[version] and ctx.cache is not None:
+        shared = ctx.cache.get("registry-grain", coarse)
+        if isinstance(shared, int) and grain < shared <= _FINEST[version]:
+            grain = ctx.inflight["registry-grain:" + coarse] = shared
+    return grain
+
+
+def _narrow(ctx: LookupContext, coarse: str, grain: int) -> None:
+    ctx.inflight["registry-grain:" + coarse] = grain
+    if ctx.cache is not None:
+        ctx.cache.put("registry-grain", coarse, grain, ctx.settings.batch.cache_ttl_hours * 3600)
 
 
 async def _registry_locked(

@@ -686,11 +686,11 @@ class TestInFlight:
         # a holder killed mid-fetch: its mark goes at once, not after the lease
         gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)  # fmt: skip
-        conn = second._connection()
-        conn.execute(
-            "INSERT INTO in_flight (key, holder, lease_until) VALUES (?, ?, ?)",
-            (b"ptr:x", f"{gone.stdout.strip()}:dead", time.time() + 60),
-        )
+        with sqlite3.connect(path) as conn:
+            conn.execute(
+                "INSERT INTO in_flight (key, holder, lease_until) VALUES (?, ?, ?)",
+                (b"ptr:x", f"{gone.stdout.strip()}:dead", time.time() + 60),
+            )
         assert first.claim("ptr:x", 60)
         first.close()
         second.close()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from array import array
 from bisect import bisect_left
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from ..compose import check_template
 from ..errors import ConfigError
@@ -25,6 +25,7 @@ from ..models import (
 from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
 from ..sources.hints import MAX_HINTS
 from .columns import Columns, Interned
+from .share import SharedUnits, each, unit_name
 from .stages import Lookups
 
 __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
@@ -61,8 +62,6 @@ _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
 _IPS_PER_RECORD = 1000  # addresses named by one resolution record at most
 _YIELD_EVERY = 256  # submits between two chances for the lookups to run
 _MAX_DELIVERY_WORKERS = 2 * MAX_SMTP_CONNECTIONS  # compose the next messages while others send
-
-_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -166,6 +165,10 @@ class Batch:
         self._lookups = Lookups(notifier.ctx, self._target, self._resolved, self._unresolved)
         self._alike: dict[tuple[Any, ...], tuple[Resolution, list[str]]] = {}
         self.result = SendResult()
+        # other processes on this input share its messages through the cache (not rehearsals)
+        shared = notifier.ctx.cache
+        sharing = shared is not None and hasattr(shared, "claim") and not dry_run
+        self._units = SharedUnits(shared) if sharing and not test_recipient else None  # type: ignore[arg-type]
 
     def on_outcome(self, callback: Callable[[FindingOutcome], None]) -> None:
         """Also report each finding's outcome to ``callback``."""
@@ -310,7 +313,7 @@ class Batch:
                     plans.setdefault(contact.address, _Plan(contact)).rows.append(index)
         self.counts.recipients = len(plans)
         rounds = [plans]
-        await self._deliver_round(plans, state)
+        await self._deliver_round(plans, state, 0)
 
         # the ladder: findings nobody took climb to their next fallback, rung by rung
         rung = 0
@@ -325,18 +328,9 @@ class Batch:
                     plans.setdefault(contact.address, _Plan(contact)).rows.append(index)
             if not plans:
                 break
-            if not self.options.dry_run:
-                for plan in plans.values():
-                    await self.notifier.log(
-                        "fallback",
-                        to=plan.contact.address,
-                        role=str(plan.contact.role),
-                        findings=len(plan.rows),
-                        reason="no contact found or every contact failed",
-                    )
-            rounds.append(plans)
-            await self._deliver_round(plans, state)
             rung += 1
+            rounds.append(plans)
+            await self._deliver_round(plans, state, rung)
 
         await self._prepare_manual(rows)
         for index in range(rows):
@@ -392,14 +386,34 @@ class Batch:
             self._errors.get(rows.row_ip[index], ""),
         )
 
-    async def _deliver_round(self, plans: dict[str, _Plan], state: bytearray) -> None:
-        """Every plan of one round; different recipients in parallel, one's messages in turn."""
+    async def _deliver_round(self, plans: dict[str, _Plan], state: bytearray, rung: int) -> None:
+        """Every plan of one round (``rung`` 0: the chosen recipients, then each rung of the
+        ladder); different recipients in parallel, one's messages in turn."""
 
-        async def deliver(address: str) -> None:
-            await self._deliver_plan(plans[address], state)
+        async def deliver(address: str, first: bool = True) -> None:
+            plan = plans[address]
+            if rung and first and not self.options.dry_run:
+                await self.notifier.log(
+                    "fallback",
+                    to=plan.contact.address,
+                    role=str(plan.contact.role),
+                    findings=len(plan.rows),
+                    reason="no contact found or every contact failed",
+                )
+            if not first:  # another process held it: see what it wrote
+                self.notifier.gate.refresh()
+            await self._deliver_plan(plan, state)
 
         width = max(1, min(self.notifier.settings.limits.concurrency, _MAX_DELIVERY_WORKERS))
-        await _each(sorted(plans), deliver, width)
+        if self._units is None:
+            await each(sorted(plans), deliver, width)
+            return
+        finding = self._rows.finding
+        names = {
+            address: unit_name(rung, address, (finding(i).key for i in plan.rows))
+            for address, plan in plans.items()
+        }
+        await self._units.round(names, deliver, width=width)
 
     async def _deliver_plan(self, plan: _Plan, state: bytearray) -> None:
         limit = self.notifier.settings.batch.max_findings_per_message
@@ -439,21 +453,3 @@ class Batch:
                 state[i] = max(state[i], mine)
                 plan.priors[start + offset] = prior is not None
             self._on_progress(self.counts)
-
-
-async def _each(items: list[_T], work: Callable[[_T], Awaitable[None]], width: int) -> None:
-    """``work`` on every item, ``width`` at a time; the first failure cancels the rest."""
-    pending = iter(items)
-
-    async def worker() -> None:
-        for item in pending:
-            await work(item)
-
-    tasks = [asyncio.create_task(worker()) for _ in range(min(width, len(items)))]
-    try:
-        await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

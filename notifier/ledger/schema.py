@@ -43,6 +43,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             lease_until timestamptz NOT NULL
         )""",
     ),
+    (
+        # 3: the lookup cache by name and by address range, as the file store keeps it
+        # (expiry in seconds since the epoch), what is being fetched, and the batch's work units
+        "DROP TABLE IF EXISTS lookup_cache",
+        "DROP TABLE IF EXISTS in_flight",
+        """CREATE TABLE cache_entries (
+            kind text NOT NULL,
+            key bytea NOT NULL,
+            value text NOT NULL,
+            expires double precision NOT NULL,
+            PRIMARY KEY (kind, key)
+        )""",
+        """CREATE TABLE cache_values (
+            id bigserial PRIMARY KEY,
+            kind text NOT NULL,
+            value text NOT NULL,
+            expires double precision NOT NULL
+        )""",
+        """CREATE TABLE cache_ranges (
+            kind text NOT NULL,
+            version smallint NOT NULL,
+            start text NOT NULL,
+            "end" text NOT NULL,
+            prefixlen smallint NOT NULL,
+            value_id bigint NOT NULL,
+            PRIMARY KEY (kind, version, start, prefixlen)
+        )""",
+        "CREATE INDEX cache_ranges_value ON cache_ranges (value_id)",
+        """CREATE TABLE cache_in_flight (
+            key bytea PRIMARY KEY,
+            holder text NOT NULL,
+            lease_until double precision NOT NULL
+        )""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,106 @@
+"""Work units: several ``notify batch`` processes on one input (one machine with the file
+store, or many with ``[state] url``) share its messages instead of racing for them.
+
+A unit is one recipient's message in one round of the ladder, named by the round, the address
+and a digest of the findings it carries, so every process reading the same input names it
+alike. A process takes a unit with a mark in the shared cache (``LookupCache.claim``): while its
+holder lives, others leave it alone and go on with the next. Once every unit of a round was
+tried, a process comes back to those another held, takes each when its mark is gone and
+"delivers" it as usual: the ledger then says what the holder sent (already sent: nothing goes
+out again), so every process reports every finding and climbs the ladder alike. A holder killed
+mid-unit loses its mark at once (its process is gone; on another machine, its database
+session), a hung one when the lease ends; the next taker sends what the ledger says was not
+sent, and whatever the killed one may have sent stays in doubt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Protocol, TypeVar
+
+__all__ = ["SharedUnits", "each", "unit_name"]
+
+LEASE = 600.0  # seconds a hung holder keeps a unit (a message's retries fit well inside)
+POLL = 0.2  # seconds between looks at a unit another process is sending
+
+
+class _Shared(Protocol):
+    def claim(self, key: str, lease: float) -> bool: ...
+
+    def release(self, key: str) -> None: ...
+
+
+_T = TypeVar("_T")
+
+
+def unit_name(rung: int, address: str, finding_keys: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for key in finding_keys:
+        digest.update(key.encode("utf-8", "surrogatepass") + b"\n")
+    return f"unit:{rung}:{address.lower()}:{digest.hexdigest()[:32]}"
+
+
+class SharedUnits:
+    """The units of one batch, over the cache every process of the run shares."""
+
+    def __init__(self, shared: _Shared) -> None:
+        self._shared = shared
+
+    def take(self, unit: str) -> bool:
+        return self._shared.claim(unit, LEASE)
+
+    def give_back(self, unit: str) -> None:
+        self._shared.release(unit)
+
+    async def round(
+        self,
+        names: dict[str, str],
+        deliver: Callable[[str, bool], Awaitable[None]],
+        *,
+        width: int,
+    ) -> None:
+        """``deliver(address, first)`` for every unit (address → unit name) this process
+        takes: first those nobody holds, then, as their holders let go, the others."""
+        later: list[str] = []
+
+        async def first(address: str) -> None:
+            if not self.take(names[address]):
+                later.append(address)
+                return
+            try:
+                await deliver(address, True)
+            finally:
+                self.give_back(names[address])
+
+        async def second(address: str) -> None:
+            while True:  # the holder is another process: nothing here can wake us
+                if self.take(names[address]):
+                    break
+                await asyncio.sleep(POLL)
+            try:
+                await deliver(address, False)
+            finally:
+                self.give_back(names[address])
+
+        await each(sorted(names), first, width)
+        await each(sorted(later), second, width)
+
+
+async def each(items: list[_T], work: Callable[[_T], Awaitable[None]], width: int) -> None:
+    """``work`` on every item, ``width`` at a time; the first failure cancels the rest."""
+    pending = iter(items)
+
+    async def worker() -> None:
+        for item in pending:
+            await work(item)
+
+    tasks = [asyncio.create_task(worker()) for _ in range(min(width, len(items)))]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -1,0 +1,383 @@
+"""What the cache asks of a database, and the embedded answer: one SQLite file.
+
+``LookupCache`` keeps the hot part in memory and asks a ``Store`` for the rest. A store turns its
+driver's failures into ``StoreError`` (the call becomes a miss) or ``StoreCorrupt`` (the file is
+damaged: set it aside and start over); ``StoreUnavailable`` means it cannot be opened at all.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+__all__ = [
+    "IndexRow",
+    "RangeRow",
+    "SqliteStore",
+    "Store",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreUnavailable",
+    "hex128",
+]
+
+HEX_WIDTH = 32  # 128 bits: IPv6 ints overflow SQLite's INTEGER; fixed-width hex sorts like ints
+_SCHEMA_VERSION = 2
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+_MAX_ASIDE = 100
+
+# (kind, version, prefixlen, start, end, value_id, expires): a stored range, read on open
+IndexRow = tuple[Any, Any, Any, Any, Any, Any, Any]
+# (prefixlen, start, end, value_id, expires, value): a range holding one address
+RangeRow = tuple[Any, Any, Any, Any, Any, Any]
+Networks = dict[tuple[int, int, int], int]  # (version, prefixlen, start) → end
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class StoreError(Exception):
+    """A database call failed; the cache treats it as a miss or a skipped store."""
+
+
+class StoreCorrupt(StoreError):
+    """The database file is damaged."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be opened; the cache works from memory."""
+
+
+def hex128(number: int) -> str:
+    return format(number, f"0{HEX_WIDTH}x")
+
+
+class Store(Protocol):
+    """The database behind a ``LookupCache`` (``SqliteStore``, or ``PgStore`` for a team)."""
+
+    where: str
+
+    def open(self, now: float) -> list[IndexRow] | None:
+        """Connect if not connected; then every live range (to index), else ``None``."""
+
+    def close(self) -> None: ...
+
+    def get(self, kind: str, key: bytes, now: float) -> tuple[Any, Any] | None:
+        """``(value, expires)`` of a live entry."""
+
+    def put(self, kind: str, key: bytes, text: str, expires: float) -> None: ...
+
+    def delete(self, kind: str, key: bytes) -> None: ...
+
+    def store_range(
+        self, kind: str, networks: Networks, text: str, expires: float
+    ) -> tuple[int, set[int]]:
+        """Keep one value for every range; its id and the ids of values it replaced."""
+
+    def ranges_at(
+        self, kind: str, version: int, starts: list[str], number: str, now: float
+    ) -> list[RangeRow]:
+        """The live ranges among ``starts`` holding ``number``, most specific first."""
+
+    def range_value(self, value_id: int) -> tuple[Any, Any] | None: ...
+
+    def drop_values(self, value_ids: Iterable[int]) -> None: ...
+
+    def claim(self, key: bytes, lease: float, now: float) -> bool:
+        """Mark ``key`` as being fetched by this process; False while a live other holds it."""
+
+    def release(self, key: bytes) -> None: ...
+
+    def set_aside(self) -> str:
+        """Move a damaged database out of the way (``OSError`` if it cannot be); where to."""
+
+
+def _translated(method: _F) -> _F:
+    @functools.wraps(method)
+    def run(self: SqliteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            code = getattr(exc, "sqlite_errorcode", None)
+            if isinstance(code, int):
+                corrupt = code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+            else:
+                corrupt = type(exc) is sqlite3.DatabaseError  # not Operational: never busy
+            raise (StoreCorrupt if corrupt else StoreError)(str(exc)) from exc
+
+    return run  # type: ignore[return-value]
+
+
+_SCHEMA = """
+CREATE TABLE entries (
+    kind TEXT NOT NULL,
+    key BLOB NOT NULL,
+    value TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE TABLE range_values (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE ranges (
+    kind TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    start TEXT NOT NULL,
+    "end" TEXT NOT NULL,
+    prefixlen INTEGER NOT NULL,
+    value_id INTEGER NOT NULL,
+    PRIMARY KEY (kind, version, start, prefixlen)
+) WITHOUT ROWID;
+CREATE INDEX ranges_value ON ranges (value_id);
+CREATE TABLE in_flight (
+    key BLOB PRIMARY KEY,
+    holder TEXT NOT NULL,
+    lease_until REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _holder_alive(holder: str) -> bool:
+    """Whether the process that made an in-flight mark still runs (one cache file is shared
+    only by processes on one machine, so its pid says)."""
+    pid = holder.partition(":")[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by another user
+    return True
+
+
+class SqliteStore:
+    """``<state.dir>/cache.sqlite``: mode 0600, WAL, created on first use, shared by the
+    processes of one machine through short transactions under SQLite's busy timeout."""
+
+    def __init__(self, path: Path, holder: str, *, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.where = str(path)
+        self._holder = holder
+        self._busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+
+    @_translated
+    def open(self, now: float) -> list[IndexRow] | None:
+        if self._conn is not None:
+            return None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            os.close(fd)
+            os.chmod(self.path, 0o600)  # tighten a file an earlier umask left open
+        except OSError as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=True
+        )
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            _migrate(conn)
+            _purge(conn, now)
+            rows = conn.execute(
+                """SELECT r.kind, r.version, r.prefixlen, r.start, r."end", r.value_id, v.expires
+                FROM ranges r JOIN range_values v ON v.id = r.value_id"""
+            ).fetchall()
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return rows
+
+    def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.close()
+            except sqlite3.Error as exc:
+                raise StoreError(str(exc)) from exc
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError("the cache database is not open")
+        return self._conn
+
+    @_translated
+    def get(self, kind: str, key: bytes, now: float) -> tuple[Any, Any] | None:
+        row = (
+            self._db()
+            .execute(
+                "SELECT value, expires FROM entries WHERE kind = ? AND key = ? AND expires > ?",
+                (kind, key, now),
+            )
+            .fetchone()
+        )
+        return None if row is None else (row[0], row[1])
+
+    @_translated
+    def put(self, kind: str, key: bytes, text: str, expires: float) -> None:
+        self._db().execute(
+            "INSERT OR REPLACE INTO entries (kind, key, value, expires) VALUES (?, ?, ?, ?)",
+            (kind, key, text, expires),
+        )
+
+    @_translated
+    def delete(self, kind: str, key: bytes) -> None:
+        self._db().execute("DELETE FROM entries WHERE kind = ? AND key = ?", (kind, key))
+
+    @_translated
+    def store_range(
+        self, kind: str, networks: Networks, text: str, expires: float
+    ) -> tuple[int, set[int]]:
+        conn = self._db()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            cursor = conn.execute(
+                "INSERT INTO range_values (kind, value, expires) VALUES (?, ?, ?)",
+                (kind, text, expires),
+            )
+            value_id = cursor.lastrowid
+            assert value_id is not None
+            replaced: set[int] = set()
+            for (version, prefixlen, start), end in networks.items():
+                row = conn.execute(
+                    "SELECT value_id FROM ranges "
+                    "WHERE kind = ? AND version = ? AND start = ? AND prefixlen = ?",
+                    (kind, version, hex128(start), prefixlen),
+                ).fetchone()
+                if row is not None:
+                    replaced.add(row[0])
+                conn.execute(
+                    "INSERT OR REPLACE INTO ranges"
+                    ' (kind, version, start, "end", prefixlen, value_id) VALUES (?, ?, ?, ?, ?, ?)',
+                    (kind, version, hex128(start), hex128(end), prefixlen, value_id),
+                )
+            for old in replaced:
+                conn.execute(
+                    "DELETE FROM range_values WHERE id = ? "
+                    "AND NOT EXISTS (SELECT 1 FROM ranges WHERE value_id = ?)",
+                    (old, old),
+                )
+        return value_id, replaced
+
+    @_translated
+    def ranges_at(
+        self, kind: str, version: int, starts: list[str], number: str, now: float
+    ) -> list[RangeRow]:
+        marks = ",".join("?" * len(starts))
+        return (
+            self._db()
+            .execute(
+                f"""SELECT r.prefixlen, r.start, r."end", r.value_id, v.expires, v.value
+                FROM ranges r JOIN range_values v ON v.id = r.value_id
+                WHERE r.kind = ? AND r.version = ? AND r.start IN ({marks})
+                  AND r."end" >= ? AND v.expires > ?
+                ORDER BY r.prefixlen DESC, r.value_id DESC""",  # noqa: S608 - only placeholders
+                (kind, version, *starts, number, now),
+            )
+            .fetchall()
+        )
+
+    @_translated
+    def range_value(self, value_id: int) -> tuple[Any, Any] | None:
+        row = (
+            self._db()
+            .execute("SELECT value, expires FROM range_values WHERE id = ?", (value_id,))
+            .fetchone()
+        )
+        return None if row is None else (row[0], row[1])
+
+    @_translated
+    def drop_values(self, value_ids: Iterable[int]) -> None:
+        conn = self._db()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            for value_id in value_ids:
+                conn.execute("DELETE FROM ranges WHERE value_id = ?", (value_id,))
+                conn.execute("DELETE FROM range_values WHERE id = ?", (value_id,))
+
+    @_translated
+    def claim(self, key: bytes, lease: float, now: float) -> bool:
+        conn = self._db()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            held = conn.execute(
+                "SELECT holder, lease_until FROM in_flight WHERE key = ?", (key,)
+            ).fetchone()
+            if held is not None and (held[1] <= now or not _holder_alive(held[0])):
+                conn.execute("DELETE FROM in_flight WHERE key = ?", (key,))
+            conn.execute(
+                "INSERT OR IGNORE INTO in_flight (key, holder, lease_until) VALUES (?, ?, ?)",
+                (key, self._holder, now + lease),
+            )
+            row = conn.execute("SELECT holder FROM in_flight WHERE key = ?", (key,)).fetchone()
+        return row is None or row[0] == self._holder
+
+    @_translated
+    def release(self, key: bytes) -> None:
+        self._db().execute(
+            "DELETE FROM in_flight WHERE key = ? AND holder = ?", (key, self._holder)
+        )
+
+    def set_aside(self) -> str:
+        self._conn = None  # the caller closed it
+        aside: Path | None = None
+        for n in range(_MAX_ASIDE):
+            candidate = self.path.with_name(f"{self.path.name}.corrupt" + (f".{n}" if n else ""))
+            if not candidate.exists():
+                aside = candidate
+                break
+        if aside is None:
+            aside = self.path.with_name(f"{self.path.name}.corrupt")
+            self.path.unlink(missing_ok=True)
+        else:
+            self.path.replace(aside)
+        for suffix in ("-wal", "-shm"):
+            companion = self.path.with_name(self.path.name + suffix)
+            if companion.exists():
+                # a stale WAL next to a new database would be replayed into it
+                companion.replace(aside.with_name(aside.name + suffix))
+        return str(aside)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == _SCHEMA_VERSION:
+        return
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version == _SCHEMA_VERSION:  # another process got here first
+            return
+        # an older layout, or a file we do not know: a cache can always start over
+        for table in ("entries", "ranges", "range_values", "in_flight"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+
+
+def _purge(conn: sqlite3.Connection, now: float) -> None:
+    with conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM entries WHERE expires <= ?", (now,))
+        conn.execute(
+            "DELETE FROM ranges WHERE value_id IN (SELECT id FROM range_values WHERE expires <= ?)",
+            (now,),
+        )
+        conn.execute(
+            "DELETE FROM range_values WHERE expires <= ? "
+            "OR NOT EXISTS (SELECT 1 FROM ranges WHERE value_id = range_values.id)",
+            (now,),
+        )
