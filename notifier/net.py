@@ -78,17 +78,20 @@ async def resolve_host(resolver: dns.asyncresolver.Resolver, host: str) -> list[
         pass
     found: list[IPAddress] = []
     timed_out = False
-    for rdtype in ("A", "AAAA"):
-        try:
-            answer = await resolver.resolve(host, rdtype, search=False)
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.resolver.NoNameservers):
-            continue
-        except dns.exception.Timeout:
+    # both asked at once: a name's lookup costs one round trip, not two
+    answers = await asyncio.gather(
+        resolver.resolve(host, "A", search=False),
+        resolver.resolve(host, "AAAA", search=False),
+        return_exceptions=True,
+    )
+    for answer in answers:
+        if isinstance(answer, dns.exception.Timeout):
             timed_out = True
-            continue
-        except dns.exception.DNSException:
-            continue
-        found.extend(ipaddress.ip_address(r.to_text()) for r in answer)
+        elif isinstance(answer, BaseException):
+            if not isinstance(answer, dns.exception.DNSException):
+                raise answer
+        else:
+            found.extend(ipaddress.ip_address(r.to_text()) for r in answer)
     if not found and timed_out:
         raise SourceTimeout(
             f"DNS lookup of {host} timed out after the {resolver.lifetime:g} s limit "

@@ -21,7 +21,8 @@ from datetime import datetime
 
 from . import __version__
 from .addresses import clean_address
-from .compose import check_template, compose, library_for
+from .compose import check_template, library_for
+from .compose.pool import Composer, Job
 from .config import Settings
 from .contacts import ContactRegistry
 from .dispatch import MAX_SMTP_CONNECTIONS, Dispatcher, Handover
@@ -90,6 +91,7 @@ class Notifier:
         self._dispatcher: Dispatcher | None = None
         self._wrote = False
         self._max_messages = self.settings.limits.max_messages_per_run
+        self._composer = Composer(self.settings, self.settings.limits.compose_workers)
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -105,6 +107,7 @@ class Notifier:
         self._stack.push_async_callback(http.aclose)
         self._guard = MessageGuard(settings)
         self._stack.callback(self._guard.close)
+        self._stack.callback(self._composer.close)
         self._ctx = LookupContext(
             settings=settings,
             resolver=resolver,
@@ -416,17 +419,20 @@ class Notifier:
         now = self._clock()
         case_ref = options.case_ref or case_reference(findings)
         log_head = None if options.dry_run else format_head(*self.audit.head())
-        composed = compose(
-            findings,
-            contact,
-            settings=self.settings,
-            template=options.template,
-            case_ref=case_ref,
-            now=now,
-            log_head=log_head,
-            in_reply_to=options.in_reply_to,
-            references=options.references,
-            network=network,
+        if self._guard is not None:
+            self._guard.prefetch(contact, self.ctx)  # the key's lookup runs while composing
+        composed = await self._composer.compose(
+            Job(
+                findings,
+                contact,
+                template=options.template,
+                case_ref=case_ref,
+                now=now,
+                log_head=log_head,
+                in_reply_to=options.in_reply_to,
+                references=options.references,
+                network=network,
+            )
         )
         protection = None
         if self._guard is not None:

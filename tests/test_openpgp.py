@@ -6,6 +6,7 @@ Messages are captured at the loopback SMTP server and decrypted and verified wit
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from ipaddress import ip_address
@@ -19,7 +20,7 @@ from notifier.pipeline import Notifier
 from notifier.sandbox.keys import publish_wkd
 from notifier.sandbox.web import Reply
 from notifier.testing import Sandbox
-from notifier.trust.discover import find_key, wkd_hash, wkd_urls
+from notifier.trust.discover import HostFailures, find_key, wkd_hash, wkd_urls
 from notifier.trust.keyring import MAX_KEY_BYTES, KeyRejected, Keyring
 
 FINDING = "Elasticsearch on 9200 without authentication"
@@ -143,7 +144,12 @@ class TestDiscovery:
         async with Notifier(sandbox.settings()) as notifier:
             found = await find_key(contact, notifier.ctx, keyring)
         assert found.key is not None and found.source.startswith("wkd-advanced")
-        asked = len(sandbox.web.requests)
+
+        def advanced_asked() -> int:
+            # the direct method's URL is asked alongside, and dropped once this one answers
+            return sum("/openpgpkey/health-dept.test/hu/" in r.path for r in sandbox.web.requests)
+
+        asked = advanced_asked()
         from notifier.cache import LookupCache
 
         with LookupCache.from_settings(sandbox.settings()) as cache:
@@ -151,7 +157,29 @@ class TestDiscovery:
                 await find_key(contact, notifier.ctx, keyring)
                 again = await find_key(contact, notifier.ctx, keyring)
         assert again.key is not None
-        assert len(sandbox.web.requests) == asked + 1  # one fetch, then the cache
+        assert advanced_asked() == asked + 1  # one fetch, then the cache
+
+    async def test_an_unreachable_key_host_is_asked_once_a_run(
+        self, sandbox: Sandbox, keyring: Keyring
+    ) -> None:
+        """A provider's mailboxes share its Web Key Directory: its failure is remembered."""
+        failures = HostFailures()
+        first = Contact("abuse@no-wkd-here.test", Role.NETWORK, ("t",), 0.9)
+        second = Contact("noc@no-wkd-here.test", Role.NETWORK, ("t",), 0.9)
+        async with Notifier(sandbox.settings()) as notifier:
+            one = await find_key(first, notifier.ctx, keyring, failures)
+            asked = len(sandbox.dns.queries)
+            two = await find_key(second, notifier.ctx, keyring, failures)
+        assert asked > 0 and len(sandbox.dns.queries) == asked  # nothing asked the second time
+        assert one.key is None and two.key is None and not two.published
+        # the same problems, each naming its own URL
+        assert len(two.problems) == len(one.problems) == 2
+        assert all("?l=noc: " in p and p.endswith("does not resolve") for p in two.problems)
+
+        def unnamed(problems: list[str]) -> list[str]:
+            return [re.sub(r"/hu/\w+\?l=\w+", "/hu/-", p) for p in problems]
+
+        assert unnamed(two.problems) == unnamed(one.problems)
 
 
 class TestOnTheWire:

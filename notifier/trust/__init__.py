@@ -19,10 +19,10 @@ from ..config import Settings
 from ..errors import ConfigError, NotifierError
 from ..models import Contact
 from ..sources import LookupContext
-from .discover import KeyLookup, find_key
+from .discover import HostFailures, KeyLookup, find_key
 from .dkim import DKIMSigner
 from .keyring import Keyring
-from .pgpmime import parse_message, wrap
+from .pgpmime import wrap
 
 __all__ = ["MessageGuard", "Protection", "EncryptionRequired"]
 
@@ -59,6 +59,7 @@ class MessageGuard:
         pgp = settings.pgp
         self._keyring: Keyring | None = None
         self._lookups: dict[str, asyncio.Task[KeyLookup]] = {}
+        self._unreachable = HostFailures()
         self.dkim = DKIMSigner.load(settings.dkim) if settings.dkim.enabled else None
         if pgp.signing_key or pgp.encrypt:
             try:
@@ -88,16 +89,26 @@ class MessageGuard:
             self._keyring.close()
             self._keyring = None
 
+    def prefetch(self, contact: Contact, ctx: LookupContext) -> None:
+        """Start looking up the recipient's key now, while its message is being composed."""
+        if self.settings.pgp.encrypt and self._keyring is not None:
+            self._lookup(contact, ctx, self._keyring)
+
+    def _lookup(
+        self, contact: Contact, ctx: LookupContext, keyring: Keyring
+    ) -> asyncio.Task[KeyLookup]:
+        address = contact.address.lower()
+        task = self._lookups.get(address)
+        if task is None:
+            task = asyncio.ensure_future(find_key(contact, ctx, keyring, self._unreachable))
+            self._lookups[address] = task
+        return task
+
     async def key_for(self, contact: Contact, ctx: LookupContext) -> KeyLookup:
         """The recipient's key, looked up once per run and address (concurrent callers share)."""
         if self._keyring is None:
             return KeyLookup(contact.address, problems=["GnuPG is not installed"])
-        address = contact.address.lower()
-        task = self._lookups.get(address)
-        if task is None:
-            task = asyncio.ensure_future(find_key(contact, ctx, self._keyring))
-            self._lookups[address] = task
-        return await asyncio.shield(task)
+        return await asyncio.shield(self._lookup(contact, ctx, self._keyring))
 
     async def protect(
         self, composed: ComposedMessage, contact: Contact, ctx: LookupContext
@@ -119,7 +130,7 @@ class MessageGuard:
                         + "; ".join(done.problems)
                     )
         raw = composed.raw
-        message = composed.message
+        message = composed.built
         keyring = self._keyring
         signing = keyring is not None and keyring.signer is not None
         if keyring is not None and (key is not None or signing):
@@ -133,8 +144,8 @@ class MessageGuard:
         if raw is composed.raw:
             return composed, done
         if self.dkim is not None:
-            message = parse_message(raw)
+            message = None  # the signed bytes, read back only if someone asks for the object
         return (
-            replace(composed, raw=raw, message=message, digest=hashlib.sha256(raw).hexdigest()),
+            replace(composed, raw=raw, built=message, digest=hashlib.sha256(raw).hexdigest()),
             done,
         )

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
 from ..addresses import header_text
-from ..errors import SourceError
+from ..errors import SourceError, SourceUnavailable
 from ..models import Contact
 from ..net import fetch
 from ..sources import LookupContext
 from .keyring import MAX_KEY_BYTES, CheckedKey, KeyRejected, Keyring
 
-__all__ = ["KeyLookup", "find_key", "wkd_hash", "wkd_urls", "fetch_key"]
+__all__ = ["HostFailures", "KeyLookup", "find_key", "wkd_hash", "wkd_urls", "fetch_key"]
 
 _ZBASE32 = "ybndrfg8ejkmcpqxot1uwisza345h769"
 _FINGERPRINT = re.compile(r"^[0-9A-F]{40}([0-9A-F]{24})?\Z")
@@ -63,24 +63,63 @@ class KeyLookup:
     problems: list[str] = field(default_factory=list)
 
 
-async def fetch_key(url: str, ctx: LookupContext) -> bytes | None:
+class HostFailures:
+    """Key servers that could not be reached in this run: not asked again until it ends.
+
+    A domain's Web Key Directory host that does not resolve, refuses the connection or fails
+    TLS fails the same way for every address at that domain; a batch writing to a hundred
+    mailboxes at one provider asks it once. Answers (404 included) stay per URL, in the cache.
+    """
+
+    def __init__(self) -> None:
+        self._failed: dict[str, tuple[type[SourceUnavailable], str]] = {}
+
+    def check(self, url: str) -> None:
+        """Raise the host's earlier failure, reworded for ``url``, if it had one."""
+        known = self._failed.get(_host(url))
+        if known is not None:
+            kind, reason = known
+            raise kind(f"{url}: {reason}", source="openpgp")
+
+    def note(self, url: str, exc: SourceUnavailable) -> None:
+        text = str(exc)
+        # only a failure of this URL's own host (not of a host it redirected to)
+        if text.startswith(f"{url}: "):
+            self._failed[_host(url)] = (type(exc), text.removeprefix(f"{url}: "))
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{(parts.hostname or '').lower()}:{parts.port or 443}"
+
+
+async def fetch_key(
+    url: str, ctx: LookupContext, failures: HostFailures | None = None
+) -> bytes | None:
     """The body at ``url`` (https only, capped, cached); None for 404/410 or no answer."""
     cache = ctx.cache
     cached = cache.get(_CACHE_KIND, url) if cache is not None else None
     if isinstance(cached, dict):
         body = cached.get("body")
         return base64.b64decode(body) if isinstance(body, str) else None
+    if failures is not None:
+        failures.check(url)
     http = ctx.settings.http
-    result = await fetch(
-        ctx.http,
-        url,
-        max_bytes=MAX_KEY_BYTES,
-        deadline=http.timeout,
-        accept="application/octet-stream, application/pgp-keys, */*",
-        max_redirects=http.max_redirects,
-        https_only=True,
-        source="openpgp",
-    )
+    try:
+        result = await fetch(
+            ctx.http,
+            url,
+            max_bytes=MAX_KEY_BYTES,
+            deadline=http.timeout,
+            accept="application/octet-stream, application/pgp-keys, */*",
+            max_redirects=http.max_redirects,
+            https_only=True,
+            source="openpgp",
+        )
+    except SourceUnavailable as exc:
+        if failures is not None:
+            failures.note(url, exc)
+        raise
     found = result.body if result.status == 200 and result.body else None
     if result.status not in (200, 404, 410):
         raise SourceError(f"{url}: HTTP {result.status}", source="openpgp")
@@ -91,14 +130,30 @@ async def fetch_key(url: str, ctx: LookupContext) -> bytes | None:
     return found
 
 
+async def _fetched(
+    url: str, ctx: LookupContext, failures: HostFailures | None
+) -> bytes | SourceError | None:
+    try:
+        return await fetch_key(url, ctx, failures)
+    except SourceError as exc:
+        return exc
+
+
 async def _try(
-    url: str, label: str, lookup: KeyLookup, ctx: LookupContext, keyring: Keyring, fpr: str = ""
+    url: str,
+    label: str,
+    lookup: KeyLookup,
+    ctx: LookupContext,
+    keyring: Keyring,
+    fpr: str = "",
+    *,
+    failures: HostFailures | None = None,
+    fetched: asyncio.Task[bytes | SourceError | None] | None = None,
 ) -> str:
     """``found``, ``refused`` (an answer that is not a usable key) or ``absent``."""
-    try:
-        data = await fetch_key(url, ctx)
-    except SourceError as exc:
-        lookup.problems.append(f"{label}: {exc}")
+    data = await (fetched if fetched is not None else _fetched(url, ctx, failures))
+    if isinstance(data, SourceError):
+        lookup.problems.append(f"{label}: {data}")
         return "absent"
     if data is None:
         return "absent"
@@ -116,22 +171,33 @@ async def _try(
     return "found"
 
 
-async def _wkd(lookup: KeyLookup, ctx: LookupContext, keyring: Keyring, fpr: str = "") -> bool:
+async def _wkd(
+    lookup: KeyLookup,
+    ctx: LookupContext,
+    keyring: Keyring,
+    fpr: str = "",
+    failures: HostFailures | None = None,
+) -> bool:
     port = ctx.settings.http.https_port
-    for method, url in zip(
-        ("wkd-advanced", "wkd-direct"), wkd_urls(lookup.address, port), strict=True
-    ):
-        outcome = await _try(url, method, lookup, ctx, keyring, fpr)
+    advanced, direct = wkd_urls(lookup.address, port)
+    # both asked at once (each costs DNS and HTTP round trips), judged in the order of the
+    # draft: the advanced method's answer, when there is one, is the domain's word
+    early = asyncio.ensure_future(_fetched(direct, ctx, failures))
+    try:
+        outcome = await _try(advanced, "wkd-advanced", lookup, ctx, keyring, fpr, failures=failures)
         if outcome != "absent":
-            # a directory that answered with a key is the domain's word: no second method
             return outcome == "found"
-    return False
+        outcome = await _try(direct, "wkd-direct", lookup, ctx, keyring, fpr, fetched=early)
+        return outcome == "found"
+    finally:
+        early.cancel()  # not needed once the advanced method answered
+        await asyncio.gather(early, return_exceptions=True)
 
 
 async def _by_fingerprint(
-    fpr: str, lookup: KeyLookup, ctx: LookupContext, keyring: Keyring
+    fpr: str, lookup: KeyLookup, ctx: LookupContext, keyring: Keyring, failures: HostFailures | None
 ) -> bool:
-    if await _wkd(lookup, ctx, keyring, fpr):
+    if await _wkd(lookup, ctx, keyring, fpr, failures):
         return True
     server = ctx.settings.pgp.keyserver
     if not server:
@@ -141,30 +207,35 @@ async def _by_fingerprint(
         f"{server}/vks/v1/by-fingerprint/{fpr}",
         f"{server}/pks/lookup?op=get&options=mr&search=0x{fpr}",
     ):
-        if await _try(url, "keyserver", lookup, ctx, keyring, fpr) == "found":
+        if await _try(url, "keyserver", lookup, ctx, keyring, fpr, failures=failures) == "found":
             return True
     return False
 
 
-async def find_key(contact: Contact, ctx: LookupContext, keyring: Keyring) -> KeyLookup:
-    """The key to encrypt to ``contact`` with, or why there is none."""
+async def find_key(
+    contact: Contact, ctx: LookupContext, keyring: Keyring, failures: HostFailures | None = None
+) -> KeyLookup:
+    """The key to encrypt to ``contact`` with, or why there is none.
+
+    ``failures``: the run's unreachable key servers, shared by its lookups (none: ask each).
+    """
     lookup = KeyLookup(address=contact.address.lower())
     for announced in contact.encryption[:5]:
         text = announced.strip()
         lowered = text.lower()
         if lowered.startswith("https://") and urlsplit(text).hostname:
             lookup.published = True
-            if await _try(text, "announced", lookup, ctx, keyring) == "found":
+            if await _try(text, "announced", lookup, ctx, keyring, failures=failures) == "found":
                 return lookup
         elif lowered.startswith("openpgp4fpr:"):
             fpr = text.split(":", 1)[1].replace(" ", "").upper()
             lookup.published = True
             if not _FINGERPRINT.match(fpr):
                 lookup.problems.append(f"not a fingerprint: {header_text(text, 80)}")
-            elif await _by_fingerprint(fpr, lookup, ctx, keyring):
+            elif await _by_fingerprint(fpr, lookup, ctx, keyring, failures):
                 return lookup
         else:
             lookup.problems.append(f"unsupported Encryption URI: {header_text(text, 80)}")
     if ctx.settings.pgp.wkd and not lookup.key:
-        await _wkd(lookup, ctx, keyring)
+        await _wkd(lookup, ctx, keyring, failures=failures)
     return lookup

@@ -1,0 +1,148 @@
+"""Composing off the event loop: worker processes for a run that sends many messages.
+
+Rendering and MIME generation are pure CPU (some 5 ms for a 40-finding message); in a batch of
+hundreds of messages they would hold the one core the event loop also needs for SMTP, the
+audit log and the lookups still running. ``Composer`` composes the first ``IN_PROCESS_FIRST``
+messages of a run itself, then starts one worker process per core (once per run) and hands
+every further message to them, so a ``send`` never pays for processes and a batch composes on
+the other cores.
+
+A worker runs the same ``compose`` on the same settings and templates and sends back the exact
+bytes and the fields of the log record; the object form of the message is read back from those
+bytes only if something asks for it. Whatever goes wrong in a worker (a template error, a dead
+worker) makes the message be composed again here, so a failure is raised exactly as without
+workers; a dead pool is not restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from ..config import Settings
+from ..models import Contact, Finding, Network
+from . import compose, library_for
+from .mime import ComposedMessage
+
+__all__ = ["IN_PROCESS_FIRST", "Composer", "Job"]
+
+# messages a run composes itself before it starts workers: a send, a follow-up round or a small
+# batch never waits for processes to start
+IN_PROCESS_FIRST = 8
+
+_settings: Settings | None = None  # a worker's copy, set once when it starts
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Everything ``compose`` needs besides the run's settings: what goes to a worker."""
+
+    findings: Sequence[Finding]
+    contact: Contact
+    template: str | None
+    case_ref: str
+    now: datetime
+    log_head: str | None = None
+    in_reply_to: str | None = None
+    references: Sequence[str] = ()
+    network: Network | None = None
+
+    def run(self, settings: Settings) -> ComposedMessage:
+        return compose(
+            self.findings,
+            self.contact,
+            settings=settings,
+            template=self.template,
+            case_ref=self.case_ref,
+            now=self.now,
+            log_head=self.log_head,
+            in_reply_to=self.in_reply_to,
+            references=self.references,
+            network=self.network,
+        )
+
+
+def _start_worker(settings: Settings) -> None:
+    global _settings
+    _settings = settings
+    library_for(settings)  # compiled once per worker, before its first message
+
+
+def _ready() -> bool:
+    return True
+
+
+def _compose_in_worker(job: Job) -> ComposedMessage | None:
+    assert _settings is not None
+    try:
+        composed = job.run(_settings)
+    except Exception:
+        return None  # composed again by the caller, which raises the error itself
+    return replace(composed, built=None)  # the bytes travel back, not the object
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class Composer:
+    """Composes a run's messages: here for the first few, then in worker processes."""
+
+    def __init__(self, settings: Settings, workers: int | None = None) -> None:
+        self.settings = settings
+        self.workers = default_workers() if workers is None else workers
+        self.composed = 0  # messages asked for in this run
+        self._pool: ProcessPoolExecutor | None = None
+        self._warm: list[Future[bool]] = []
+        self._broken = False
+
+    async def compose(self, job: Job) -> ComposedMessage:
+        """``job`` composed: in a worker once the run has many messages, else here."""
+        self.composed += 1
+        pool = self._ensure_pool()
+        if pool is not None and all(f.done() for f in self._warm):
+            try:
+                composed = await asyncio.wrap_future(pool.submit(_compose_in_worker, job))
+            except Exception:  # a worker died (BrokenProcessPool) or could not take the job
+                self._broken = True
+                composed = None
+            if composed is not None:
+                return composed
+        return job.run(self.settings)
+
+    def _ensure_pool(self) -> ProcessPoolExecutor | None:
+        if self._pool is not None or self._broken:
+            return self._pool
+        if self.workers < 1 or self.composed <= IN_PROCESS_FIRST:
+            return None
+        # forkserver: workers start from a clean process, not a fork of this one with its
+        # threads and open connections; the server imports the composer once for all of them
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        try:
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=context,
+                initializer=_start_worker,
+                initargs=(self.settings,),
+            )
+            # until every worker has started, messages are composed here, not queued behind it
+            self._warm = [self._pool.submit(_ready) for _ in range(self.workers)]
+        except (OSError, RuntimeError):
+            self._broken = True
+            return None
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
