@@ -8,6 +8,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..cache import LookupCache
 from ..compose import check_template
 from ..errors import ConfigError
 from ..ladder import SendOptions
@@ -24,7 +25,7 @@ from ..models import (
 from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
 from ..sources.hints import MAX_HINTS
 from .columns import Columns, Interned
-from .share import SharedUnits, each, unit_name
+from .share import SharedUnits, block_of, block_unit, each, unit_name
 from .stages import Lookups
 from .states import (
     ALREADY,
@@ -43,6 +44,7 @@ __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
 _PENDING = -1  # an address's route before its resolution is known
 _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
 _IPS_PER_RECORD = 1000  # addresses named by one resolution record at most
+_WRITE_BEHIND = 256  # lookup cache stores written in one transaction
 _YIELD_EVERY = 256  # submits between two chances for the lookups to run
 _MAX_DELIVERY_WORKERS = 2 * MAX_SMTP_CONNECTIONS  # compose the next messages while others send
 
@@ -87,8 +89,15 @@ class Batch:
         self.result = SendResult()
         # other processes on this input share its messages through the cache (not rehearsals)
         shared = notifier.ctx.cache
-        sharing = shared is not None and hasattr(shared, "claim") and not dry_run
-        self._units = SharedUnits(shared) if sharing and not test_recipient else None  # type: ignore[arg-type]
+        if isinstance(shared, LookupCache):
+            shared.write_behind = _WRITE_BEHIND  # an answer per address: written in bulk
+        share = SharedUnits(shared) if hasattr(shared, "claim") else None  # type: ignore[arg-type]
+        self._share = share
+        self._units = None if dry_run or test_recipient else share
+        # per /24 (v6 /48) block of addresses: whether this process looks it up, and the
+        # addresses of blocks another process took (looked up here from the cache afterwards)
+        self._taken: dict[tuple[int, int], bool] = {}
+        self._theirs: dict[tuple[int, int], list[int]] = {}
 
     def on_outcome(self, callback: Callable[[FindingOutcome], None]) -> None:
         """Also report each finding's outcome to ``callback``."""
@@ -138,7 +147,7 @@ class Batch:
                 rows.ip_ids[finding.ip] = ip_id
                 self._ip_route.append(_PENDING)
                 self.counts.addresses += 1
-                self._lookups.add(ip_id)
+                self._look_up(ip_id, address)
         if not rows.add(ip_id, finding):
             self.counts.duplicates += 1
             return
@@ -149,6 +158,36 @@ class Batch:
         self._on_progress(self.counts)
 
     # -- lookups ----------------------------------------------------------------------------
+
+    def _look_up(self, ip_id: int, address: IPAddress) -> None:
+        """Queue the address's lookups, unless another process on this input took its block."""
+        if self._share is None:
+            self._lookups.add(ip_id)
+            return
+        block = block_of(address)
+        mine = self._taken.get(block)
+        if mine is None:
+            mine = self._taken[block] = self._share.take(block_unit(block))
+        if mine:
+            self._lookups.add(ip_id)
+        else:
+            self._theirs.setdefault(block, []).append(ip_id)
+
+    async def _look_up_theirs(self) -> None:
+        """Once this process's own lookups are done: let its blocks go, then look up the
+        others' addresses as each block is let go by the process that took it (from the
+        cache it filled; if that process died, by asking again)."""
+        assert self._share is not None
+        for block, mine in self._taken.items():
+            if mine:
+                self._share.give_back(block_unit(block))
+        await self._share.wait_for([block_unit(block) for block in self._theirs])
+        for ids in self._theirs.values():
+            for ip_id in ids:
+                self._lookups.add(ip_id)
+        self._theirs = {}
+        self._taken = {}
+        await self._lookups.wait()
 
     def _target(self, ip_id: int) -> Target:
         host = self._rows.hostname(ip_id)
@@ -222,6 +261,10 @@ class Batch:
         """
         self._rows.sealed()
         await self._lookups.wait()
+        if self._theirs or self._taken:
+            await self._look_up_theirs()
+        if isinstance(self.notifier.ctx.cache, LookupCache):
+            self.notifier.ctx.cache.flush()  # what was learnt is kept even if sending fails
         await self._log_resolutions()
         rows = len(self._rows)
         state = bytearray(rows)

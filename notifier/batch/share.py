@@ -20,7 +20,9 @@ import hashlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
-__all__ = ["SharedUnits", "each", "unit_name"]
+from ..models import IPAddress
+
+__all__ = ["SharedUnits", "block_of", "block_unit", "each", "unit_name"]
 
 LEASE = 600.0  # seconds a hung holder keeps a unit (a message's retries fit well inside)
 POLL = 0.2  # seconds between looks at a unit another process is sending
@@ -33,6 +35,19 @@ class _Shared(Protocol):
 
 
 _T = TypeVar("_T")
+
+
+_BLOCK = {4: 24, 6: 48}  # addresses looked up together: a registry's smallest networks
+
+
+def block_of(ip: IPAddress) -> tuple[int, int]:
+    shift = ip.max_prefixlen - _BLOCK[ip.version]
+    return ip.version, int(ip) >> shift
+
+
+def block_unit(block: tuple[int, int]) -> str:
+    version, number = block
+    return f"lookups:{version}:{number:x}/{_BLOCK[version]}"
 
 
 def unit_name(rung: int, address: str, finding_keys: Iterable[str]) -> str:
@@ -53,6 +68,15 @@ class SharedUnits:
 
     def give_back(self, unit: str) -> None:
         self._shared.release(unit)
+
+    async def wait_for(self, units: list[str]) -> None:
+        """Until no live process holds any of ``units`` (each taken and let go at once)."""
+        for unit in units:
+            while True:  # the holder is another process: nothing here can wake us
+                if self.take(unit):
+                    break
+                await asyncio.sleep(POLL)
+            self.give_back(unit)
 
     async def round(
         self,
