@@ -1,16 +1,21 @@
 """Work units: several ``notify batch`` processes on one input (one machine with the file
-store, or many with ``[state] url``) share its messages instead of racing for them.
+store, or many with ``[state] url``) share its lookups and its messages instead of racing.
 
-A unit is one recipient's message in one round of the ladder, named by the round, the address
-and a digest of the findings it carries, so every process reading the same input names it
-alike. A process takes a unit with a mark in the shared cache (``LookupCache.claim``): while its
-holder lives, others leave it alone and go on with the next. Once every unit of a round was
-tried, a process comes back to those another held, takes each when its mark is gone and
-"delivers" it as usual: the ledger then says what the holder sent (already sent: nothing goes
-out again), so every process reports every finding and climbs the ladder alike. A holder killed
-mid-unit loses its mark at once (its process is gone; on another machine, its database
-session), a hung one when the lease ends; the next taker sends what the ledger says was not
-sent, and whatever the killed one may have sent stays in doubt.
+Lookups are shared by address block (a /24, v6 /48): the first process to see a block takes it
+and looks up its addresses, filling the shared cache; the others leave those addresses until
+their own lookups are done and the taker has let the block go, then resolve them from the cache
+(a block whose taker died is taken and looked up afresh).
+
+Messages are shared by unit: one recipient's message in one round of the ladder, named by the
+round, the address and a digest of the findings it carries, so every process reading the same
+input names it alike. A process takes a unit with a mark in the shared cache
+(``LookupCache.claim``): while its holder lives, others leave it alone and go on with the next.
+Once every unit of a round was tried, a process comes back to those another held, takes each
+when its mark is gone and "delivers" it as usual: the ledger then says what the holder sent
+(already sent: nothing goes out again), so every process reports every finding and climbs the
+ladder alike. A holder killed mid-unit loses its mark at once (its process is gone; on another
+machine, its database session), a hung one when the lease ends; the next taker sends what the
+ledger says was not sent, and whatever the killed one may have sent stays in doubt.
 """
 
 from __future__ import annotations
