@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from notifier.batch import Batch
-from notifier.cases.book import CaseBook
 from notifier.cases.followup import FollowupStatus, ack, followup
-from notifier.cases.records import findings_of
 from notifier.errors import ConfigError
+from notifier.ledger import ReadModel
+from notifier.ledger.rebuild import findings_of
 from notifier.models import Finding, Role
 from notifier.pipeline import Notifier, SendResult
 from notifier.sandbox.world import World, WorldHost, WorldNetwork
@@ -425,7 +425,7 @@ class TestRebuilding:
 
     def test_a_damaged_log_does_not_make_a_case(self) -> None:
         """Intents without a case, Message-ID or address are ignored, not fatal."""
-        book = CaseBook.from_records(
+        book = ReadModel.of(
             [
                 {"event": "intent", "case": "NTF-A", "recipient": "a@b.test"},
                 {"event": "intent", "message_id": "<m@x>", "recipient": "a@b.test"},

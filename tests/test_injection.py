@@ -34,9 +34,10 @@ from expected_headers import TOP_LEVEL_HEADERS
 from rich.console import Console
 from typer.testing import CliRunner
 
-from notifier import cli, net
+from notifier import net
 from notifier.addresses import clean_address, header_text
 from notifier.cli import app
+from notifier.commands import resolve as resolve_command
 from notifier.config import Settings, load_settings
 from notifier.intake import read_findings
 from notifier.models import Finding, IPAddress, Role
@@ -497,12 +498,14 @@ class TestEverySourceField:
         """What `notify resolve` prints of hostile notes and names has no control character."""
         _, config = hostile
         screen = io.StringIO()
-        monkeypatch.setattr(cli, "out", Console(file=screen, width=100, highlight=False))
+        monkeypatch.setattr(
+            resolve_command, "out", Console(file=screen, width=100, highlight=False)
+        )
         async with Notifier(load_settings(config)) as notifier:
             ips = [ip for slot in SLOTS for ip in slot.hosts]
             resolutions = await asyncio.gather(*(notifier.resolve(ip) for ip in ips))
         for resolution in resolutions:
-            cli.print_resolution(resolution)
+            resolve_command.print_resolution(resolution)
             for contact in resolution.contacts:
                 assert contact.address in ALL_RECIPIENTS or contact.role == Role.NATIONAL_CERT
         assert_printable(screen.getvalue())

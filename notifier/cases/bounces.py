@@ -44,9 +44,9 @@ from pathlib import Path
 
 from ..config import Settings
 from ..ladder import SendOptions, settles
+from ..ledger import MessageState, ReadModel
 from ..models import Delivery, DeliveryStatus
 from ..pipeline import Notifier, SendResult
-from .book import CaseBook, SentMessage
 from .dsn import MAX_MESSAGE_BYTES, Bounce, BounceKind, parse_dsn, read_mailbox
 
 __all__ = ["BounceAction", "BounceOutcome", "process_bounces"]
@@ -110,25 +110,25 @@ def _verp_matcher(settings: Settings) -> Callable[[str], str | None] | None:
 
 
 def _match(
-    book: CaseBook, bounce: Bounce, verp: Callable[[str], str | None] | None
-) -> tuple[SentMessage | None, str]:
+    model: ReadModel, bounce: Bounce, verp: Callable[[str], str | None] | None
+) -> tuple[MessageState | None, str]:
     if bounce.message_id:
-        sent = book.message(bounce.message_id)
+        sent = model.message(bounce.message_id)
         if sent is not None:
             return sent, "message-id"
     if verp is not None and bounce.verp_address:
         identifier = verp(bounce.verp_address)
-        sent = book.by_verp(identifier) if identifier else None
+        sent = model.by_verp(identifier) if identifier else None
         if sent is not None:
             return sent, "verp"
     if bounce.envelope_id:
-        sent = book.attempt(bounce.envelope_id)
+        sent = model.attempt(bounce.envelope_id)
         if sent is not None:
             return sent, "envelope-id"
     return None, ""
 
 
-def _kept_reason(bounce: Bounce, sent: SentMessage, ours: bool) -> str:
+def _kept_reason(bounce: Bounce, sent: MessageState, ours: bool) -> str:
     kind = bounce.kind
     if kind == BounceKind.DELAYED:
         return "delayed: the receiving side is still trying"
@@ -162,9 +162,9 @@ async def process_bounces(
         actions.append(BounceAction(BounceOutcome.SKIPPED, reason=f"message {key}: {why}"))
 
     messages = read_mailbox(path, max_bytes=max_bytes, on_skip=skipped)
-    book = CaseBook.from_log(notifier.audit)
+    model = notifier.audit.view().refresh()  # a model of its own: this run notes its sends
     verp = _verp_matcher(notifier.settings)
-    seen = set(book.dsn_ids)
+    seen = set(model.dsn_ids)
     for message in messages:
         bounces = parse_dsn(message)
         if not bounces:
@@ -185,13 +185,13 @@ async def process_bounces(
             continue
         seen.add(dsn_id)
         for bounce in bounces:
-            actions.append(await _process(notifier, book, bounce, verp, dry_run))
+            actions.append(await _process(notifier, model, bounce, verp, dry_run))
     return actions
 
 
 async def _process(
     notifier: Notifier,
-    book: CaseBook,
+    model: ReadModel,
     bounce: Bounce,
     verp: Callable[[str], str | None] | None,
     dry_run: bool,
@@ -208,15 +208,15 @@ async def _process(
         action.outcome = BounceOutcome.IGNORED
         action.reason = f"a success notice ({bounce.action})"
         return action
-    sent, matched_by = _match(book, bounce, verp)
+    sent, matched_by = _match(model, bounce, verp)
     if sent is None:
         action.reason = "not about any message in the audit log"
         return action
-    ours = sent.recipient.lower()
+    ours = sent.recipient
     # an alias or forward behind the contact may fail alone; only our own address is decisive
     about_us = not bounce.recipient or ours in (bounce.recipient, bounce.original_recipient)
     gone = bounce.kind == BounceKind.PERMANENT and about_us and not sent.test
-    action.recipient = sent.recipient
+    action.recipient = sent.address
     action.message_id = f"<{sent.message_id}>"
     action.case = sent.case
     action.matched_by = matched_by
@@ -229,7 +229,7 @@ async def _process(
             attempt_id=sent.attempt_id,
             ip=sent.ip,
             case=sent.case,
-            recipient=sent.recipient,
+            recipient=sent.address,
             final_recipient=bounce.recipient,
             action=bounce.action,
             status=bounce.status,
@@ -244,28 +244,27 @@ async def _process(
         action.reason = _kept_reason(bounce, sent, about_us)
         return action
     sent.bounced = True
-    case = book.case(sent.case)
+    case = model.case(sent.case)
     if case is None:
         action.reason = "permanent failure recorded"
         return action
-    standing = [m.recipient for m in case.messages if m.reached]
+    standing = [m.address for m in case.messages if m.standing]
     if standing:
         others = ", ".join(dict.fromkeys(standing))
         action.reason = f"permanent failure; the case still reached {others}"
         return action
     tried = case.attempted()
-    ladder = [c for c in book.fallbacks(case) if c.address.lower() not in tried]
+    ladder = [c for c in model.fallbacks(case) if c.address.lower() not in tried]
     if not ladder:
         action.outcome = BounceOutcome.EXHAUSTED
         action.reason = "every contact of the case failed and no fallback is left"
         return action
-    findings = list(case.findings.values())
-    if not findings:
+    if not case.rebuilt:
         action.outcome = BounceOutcome.FALLBACK_FAILED
         action.reason = "the audit log does not hold this case's findings"
         return action
-    result = SendResult(book.resolution(case))
-    network = book.network(case)
+    result = SendResult(model.resolution(case))
+    network = model.network(case)
     action.outcome = BounceOutcome.FALLBACK_FAILED
     action.reason = "every contact and every fallback failed"
     for contact in ladder:
@@ -283,12 +282,12 @@ async def _process(
         # each fallback (a national CERT, say) is told only about the addresses it answers for
         delivery = await notifier.deliver(
             contact,
-            book.findings_for(case, contact),
+            model.findings_for(case, contact),
             network,
             result,
             SendOptions(dry_run=dry_run, case_ref=case.ref),
         )
-        book.note_delivery(case, contact, delivery)
+        model.note_delivery(case, contact, delivery)
         if delivery.status == DeliveryStatus.HELD_BACK:
             action.outcome = BounceOutcome.DEFERRED
             action.reason = (

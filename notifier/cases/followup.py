@@ -23,14 +23,15 @@ recipient's daily cap) refuses a follow-up, a ``followup-deferred`` record takes
 and the case stays due, so the next run tries again; a run that reached its cap leaves the
 remaining cases untouched and reports them ``DEFERRED``.
 
-``CaseBook`` (``cases.book``) is the read side this module and ``cases.bounces`` use: one pass
-over the log gives every case, its messages, their fate and the contacts the resolution offered.
+The ledger's read model (``ReadModel``) is the read side this module and ``cases.bounces`` use:
+one pass over the log gives every case, its messages, their fate and the contacts the
+resolutions offered; this run's own sends are noted in it as they happen.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from ..addresses import header_text
@@ -38,20 +39,14 @@ from ..compose import ComposedMessage
 from ..config import Settings
 from ..errors import ConfigError
 from ..ladder import SendOptions
-from ..ledger import Ledger, open_ledger
+from ..ledger import CaseState, Clock, Ledger, ReadModel, Record, normalise_case, open_ledger
+from ..ledger.rebuild import LEVELS
 from ..models import (
     Delivery,
     DeliveryStatus,
 )
 from ..pipeline import Notifier, SendResult
 from ..sources import utcnow
-from .book import Case, CaseBook
-from .records import (
-    LEVELS,
-    Clock,
-    Record,
-    normalise_case,
-)
 
 _NOTE_LIMIT = 1000
 
@@ -59,7 +54,6 @@ __all__ = [
     "FollowupAction",
     "FollowupStatus",
     "ack",
-    "due_cases",
     "followup",
 ]
 
@@ -132,17 +126,6 @@ def _days(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def due_cases(book: CaseBook, *, now: datetime, after_days: float) -> list[Case]:
-    """Cases a follow-up run at ``now`` would act on: overdue and unacknowledged, in log order."""
-    wait = timedelta(days=after_days)
-    due = []
-    for case in list(book.cases.values()):
-        last = case.last_notice()
-        if not case.acked and last is not None and now - last >= wait:
-            due.append(case)
-    return due
-
-
 _REACHED = frozenset(
     {
         DeliveryStatus.DELIVERED,
@@ -167,10 +150,10 @@ async def followup(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     after = notifier.settings.followup.after_days
-    book = CaseBook.from_log(notifier.audit)
+    model = notifier.audit.view().refresh()  # a model of its own: this run notes its sends
     reason = f"no acknowledgement {_days(after)} days after the last notice"
     actions: list[FollowupAction] = []
-    for case in due_cases(book, now=now, after_days=after):
+    for case in model.due(now=now, after_days=after):
         last = case.last_notice()
         assert last is not None
         if not dry_run and notifier.sent_this_run >= notifier.max_messages:
@@ -185,14 +168,14 @@ async def followup(
                 )
             )
             continue
-        actions.append(await _escalate(notifier, book, case, last, reason, dry_run))
+        actions.append(await _escalate(notifier, model, case, last, reason, dry_run))
     return actions
 
 
 async def _escalate(
     notifier: Notifier,
-    book: CaseBook,
-    case: Case,
+    model: ReadModel,
+    case: CaseState,
     last: datetime,
     reason: str,
     dry_run: bool,
@@ -200,10 +183,9 @@ async def _escalate(
     ips = tuple(case.ips)
     reached = case.levels_reached()
     top = max((LEVELS.index(level) for level in reached), default=-1)
-    # a contact that refused or bounced this case already is no way to reach anyone
-    dead = {m.recipient.lower() for m in case.messages if m.status == "failed" or m.bounced}
+    dead = case.dead()
     rungs = [
-        (level, [c for c in book.contacts_at(case, level) if c.address.lower() not in dead])
+        (level, [c for c in model.contacts_at(case, level) if c.address.lower() not in dead])
         for level in LEVELS[top + 1 :]
     ]
     rungs = [(level, contacts) for level, contacts in rungs if contacts]
@@ -216,7 +198,7 @@ async def _escalate(
             last,
             reason=f"every level with a known contact was told ({told}): nobody left to tell",
         )
-    findings = list(case.findings.values())
+    findings = list(case.rebuilt.values())
     thread = case.thread()
     if not findings or not thread:
         return FollowupAction(
@@ -226,8 +208,8 @@ async def _escalate(
             last,
             reason="the audit log does not hold this case's findings or messages",
         )
-    network = book.network(case)
-    result = SendResult(book.resolution(case))
+    network = model.network(case)
+    result = SendResult(model.resolution(case))
     action = FollowupAction(case.ref, ips, FollowupStatus.FAILED, last)
     for level, contacts in rungs:
         action.level = level
@@ -252,9 +234,9 @@ async def _escalate(
             case_ref=case.ref,  # the follow-up carries the case's own reference
         )
         for contact in contacts:
-            mine = book.findings_for(case, contact)
+            mine = model.findings_for(case, contact)
             delivery = await notifier.deliver(contact, mine, network, result, options)
-            book.note_delivery(case, contact, delivery)
+            model.note_delivery(case, contact, delivery)
             statuses.append(delivery.status)
         if any(status in _REACHED for status in statuses):
             action.status = FollowupStatus.DRY_RUN if dry_run else FollowupStatus.SENT

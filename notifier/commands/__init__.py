@@ -1,3 +1,4 @@
-"""Subcommands of ``notify`` that live in modules of their own; ``cli.py`` registers each."""
+"""The subcommands of ``notify``, one module per concern; ``notifier.cli`` registers each and
+``shell`` holds what they share (consoles, common options, error to exit status)."""
 
 __all__: list[str] = []

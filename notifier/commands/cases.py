@@ -1,7 +1,7 @@
 """``notify cases`` and ``notify case REF``: review what happened to every disclosure."""
 
 # no ``from __future__ import annotations``: typer reads the options from the annotations at
-# run time, and the shared option types are imported inside ``register`` (cli imports this)
+# run time
 
 import json
 from datetime import UTC, datetime
@@ -17,6 +17,7 @@ from ..cases.review import STATES
 from ..errors import NotifierError, exit_code
 from ..ledger import open_ledger
 from ..sources import utcnow
+from .shell import ConfigOption, JsonOption, fail, out, settings_from
 
 __all__ = ["register"]
 
@@ -26,7 +27,6 @@ def _when(moment: datetime | None) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import ConfigOption, JsonOption, fail, out, settings_from
 
     @app.command("cases")
     def cases(

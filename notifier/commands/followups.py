@@ -1,7 +1,7 @@
 """``notify ack``, ``followup``, ``bounces``, ``suppress``: what happens after the first message."""
 
 # no ``from __future__ import annotations``: typer reads the options from the annotations at
-# run time, and the shared option types are imported inside ``register`` (cli imports this)
+# run time
 
 import json
 from pathlib import Path
@@ -12,6 +12,7 @@ import typer
 from ..errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK, NotifierError, exit_code
 from ..pipeline import Notifier
 from ..sources import utcnow
+from .shell import ConfigOption, JsonOption, err, fail, out, run, settings_from
 
 __all__ = ["register"]
 
@@ -47,7 +48,6 @@ def _followup_json(action: Any) -> dict[str, Any]:
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import ConfigOption, JsonOption, err, fail, out, run, settings_from
 
     # -- escalation over time ---------------------------------------------------------------------
 

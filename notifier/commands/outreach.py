@@ -12,17 +12,13 @@ import typer
 from ..errors import NotifierError, exit_code
 from ..ledger import normalise_case, open_ledger
 from ..sources import utcnow
+from .shell import ConfigOption, fail, out, settings_from
 
 __all__ = ["manual_app", "letter", "register"]
 
 manual_app = typer.Typer(
     help="Reports waiting to be submitted by hand (web forms, phone lines).", no_args_is_help=True
 )
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="TOML configuration (default: $NOTIFY_CONFIG, else built-ins)."),
-]
 
 
 @manual_app.command("list")
@@ -31,7 +27,6 @@ def manual_list(
     config: ConfigOption = None,
 ) -> None:
     """Show the manual steps still pending: the channel, and the report to submit there."""
-    from ..cli import out, settings_from
     from ..outreach.manual import pending
 
     settings = settings_from(config)
@@ -60,7 +55,6 @@ def manual_done(
     config: ConfigOption = None,
 ) -> None:
     """Record that the report for CHANNEL of case REF was submitted by hand."""
-    from ..cli import fail, out, settings_from
     from ..outreach.manual import mark_done
 
     settings = settings_from(config)
@@ -84,7 +78,6 @@ def letter(
     config: ConfigOption = None,
 ) -> None:
     """Render a printable PDF letter about case REF to a postal address, and log it."""
-    from ..cli import fail, out, settings_from
     from ..outreach.letter import write_letter
 
     settings = settings_from(config)

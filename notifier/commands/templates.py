@@ -1,7 +1,7 @@
 """``notify templates list|show|render``: preview the message frames, languages and guides."""
 
 # no ``from __future__ import annotations``: typer reads the options from the annotations at
-# run time, and the shared option types are imported inside ``register`` (cli imports this)
+# run time
 
 import json
 from pathlib import Path
@@ -12,6 +12,7 @@ import typer
 from ..compose import compose, library_for
 from ..compose.samples import SAMPLE_NOW, sample_contact, sample_findings, sample_network
 from ..errors import NotifierError, exit_code
+from .shell import ConfigOption, JsonOption, fail, out, settings_from
 
 __all__ = ["register"]
 
@@ -19,7 +20,6 @@ _FRAMES = ("owner", "network", "cert", "followup")
 
 
 def register(app: typer.Typer) -> None:
-    from ..cli import ConfigOption, JsonOption, fail, out, settings_from
 
     templates_app = typer.Typer(
         help="Preview message frames, languages and exposure guides.", no_args_is_help=True

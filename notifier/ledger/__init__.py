@@ -27,6 +27,12 @@ Reading (the read model)
       ``last_notice()``); ``model.message(message_id)``, ``model.attempts[attempt_id]``
     - ``model.resolutions[ip]`` (the latest :class:`~records.Resolution`), ``model.dsn_ids``,
       ``model.bounces()``, ``model.refusals``, ``model.aliases``
+    - for follow-ups and bounce fallbacks: ``model.due(now=, after_days=)``,
+      ``model.attempt(id)``, ``model.by_verp(id)``, a case's ladder (``contacts_at(case,
+      level)``, ``fallbacks(case)``, ``findings_for(case, contact)``, ``network(case)``,
+      ``resolution(case)``; ``casestate.py``), ``case.rebuilt`` (its findings as
+      :class:`~notifier.models.Finding`, from structured or older text-only intents) and
+      ``model.note_delivery(...)`` for a run's own sends
     ``ReadModel.of(records)`` folds any iterable of records (an exported file, say).
 
 Checking

@@ -12,15 +12,16 @@ the log gained since (``Ledger.view()`` does that: ``view.refresh()``).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from ..addresses import header_text
+from ..addresses import clean_address, header_text
+from ..models import Contact, Delivery, DeliveryStatus, Finding
+from .casestate import CaseLadder, CaseState, MessageState
 from .chain import Record
+from .rebuild import findings_of, verp_id
 from .records import (
     Ack,
     Bounce,
-    Entry,
     Fallback,
     Followup,
     FollowupDeferred,
@@ -51,71 +52,28 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-@dataclass(slots=True)
-class MessageState:
-    """One message handed (or about to be handed) to a mail server, as the log tells it."""
+def _address(recipient: str) -> str | None:
+    """The recipient of an intent as a message's address; None when it is none at all.
 
-    message_id: str
-    recipient: str
-    role: str
-    case: str
-    ip: str
-    attempt_id: str
-    digest: str = ""
-    sent_at: datetime | None = None  # the intent's time
-    status: str = "in-doubt"  # in-doubt | delivered | failed
-    delivered_at: datetime | None = None
-    smtp_reply: str | None = None
-    test: bool = False  # a rehearsal (--test-recipient): evidence, not a notice
-    bounced: bool = False
-    finding_keys: tuple[str, ...] = ()
-
-    @property
-    def reached(self) -> bool:
-        return self.status == "delivered" and not self.bounced
+    A stored address that ``clean_address`` now refuses (a placeholder a registry published,
+    say) was still written to: it stays, as written.
+    """
+    if "@" not in recipient:
+        return None
+    return clean_address(recipient) or header_text(recipient, 254)
 
 
-@dataclass(slots=True)
-class CaseState:
-    """A case: the findings about one or more addresses, and every message sent about them."""
-
-    ref: str
-    ips: list[str] = field(default_factory=list)
-    findings: dict[str, Record] = field(default_factory=dict)  # key -> the intent's finding
-    messages: list[MessageState] = field(default_factory=list)
-    followups: list[tuple[datetime | None, str]] = field(default_factory=list)  # (when, level)
-    acked: bool = False
-    acked_at: datetime | None = None
-    ack_note: str = ""
-    bounces: list[Bounce] = field(default_factory=list)
-    fallbacks: list[Fallback] = field(default_factory=list)
-    opened: datetime | None = None
-    timeline: list[Entry] = field(default_factory=list)  # every record about the case, in order
-
-    def delivered(self) -> list[MessageState]:
-        return [m for m in self.messages if m.status == "delivered"]
-
-    def in_doubt(self) -> list[MessageState]:
-        return [m for m in self.messages if m.status == "in-doubt"]
-
-    def last_notice(self) -> datetime | None:
-        """When the case last went out: the latest delivery or recorded follow-up."""
-        moments = [m.delivered_at for m in self.delivered() if m.delivered_at is not None]
-        moments += [moment for moment, _ in self.followups if moment is not None]
-        return max(moments, default=None)
-
-    @property
-    def state(self) -> str:
-        """One word for reviews: acknowledged, bounced, delivered, in-doubt, failed."""
-        if self.acked:
-            return "acknowledged"
-        if any(m.reached for m in self.messages):
-            return "escalated" if self.followups else "delivered"
-        if any(m.bounced for m in self.messages):
-            return "bounced"
-        if self.in_doubt():
-            return "in-doubt"
-        return "failed"
+def _as_written(finding: Finding) -> Record:
+    """A finding in the shape intents store it now (ip, port, text and the rest empty)."""
+    return {
+        "ip": str(finding.ip),
+        "port": finding.port,
+        "text": finding.text,
+        "hostname": None,
+        "observed_at": None,
+        "extra": [],
+        "service": None,
+    }
 
 
 def _packed(key: str) -> bytes | str:
@@ -127,7 +85,7 @@ def _packed(key: str) -> bytes | str:
     return key  # not a SHA-256 in hex (a hand-written or foreign record): kept as it is
 
 
-class ReadModel:
+class ReadModel(CaseLadder):
     """Everything the log says, folded in order; feed it records with ``add``."""
 
     def __init__(self, *, lean: bool = False) -> None:
@@ -147,6 +105,7 @@ class ReadModel:
         self.refusals: list[Refusal] = []
         self.dsn_ids: set[str] = set()
         self.aliases: dict[str, str] = {}  # a fallback's own case reference -> the case's
+        self._verp: dict[str, MessageState] | None = None  # VERP id -> message, on demand
 
     @classmethod
     def of(cls, records: Iterable[Record]) -> ReadModel:
@@ -211,6 +170,44 @@ class ReadModel:
     def bounces(self) -> list[Bounce]:
         return [b for case in self.cases.values() for b in case.bounces]
 
+    def attempt(self, attempt_id: str) -> MessageState | None:
+        return self.attempts.get(attempt_id.strip())
+
+    def by_verp(self, identifier: str) -> MessageState | None:
+        """The message whose return path carried this VERP id."""
+        if self._verp is None:
+            self._verp = {verp_id(m.message_id, m.address): m for m in self.messages.values()}
+        return self._verp.get(identifier.strip().lower())
+
+    def due(self, *, now: datetime, after_days: float) -> list[CaseState]:
+        """Cases a follow-up run at ``now`` acts on: overdue and unacknowledged, in log order."""
+        wait = timedelta(days=after_days)
+        due = []
+        for case in list(self.cases.values()):
+            last = case.last_notice()
+            if not case.acked and last is not None and now - last >= wait:
+                due.append(case)
+        return due
+
+    def note_delivery(self, case: CaseState, contact: Contact, delivery: Delivery) -> None:
+        """Remember a delivery this run made, so its later decisions see it (a dry run's
+        rehearsal counts as reaching); the log gets the real records from the sender."""
+        if delivery.status == DeliveryStatus.ALREADY_SENT or not delivery.message_id:
+            return
+        sent = MessageState(
+            message_id=strip_id(delivery.message_id),
+            recipient=contact.address.lower(),
+            role=str(contact.role),
+            case=case.ref,
+            ip=case.ips[0] if case.ips else "",
+            attempt_id="",
+            status="failed" if delivery.status == DeliveryStatus.FAILED else "delivered",
+            address=contact.address,
+        )
+        case.messages.append(sent)
+        self.messages[sent.message_id] = sent
+        self._verp = None
+
     # ---------------------------------------------------------------- folding
 
     def add(self, record: Record) -> None:
@@ -226,8 +223,10 @@ class ReadModel:
         elif isinstance(entry, Suppress):
             self.suppressed.add(entry.recipient.strip().lower())
         elif isinstance(entry, Resolution):
+            # a batch writes one record for every address of a range that resolved alike
             for ip in (entry.ip, *entry.ips):
-                self.resolutions[ip] = entry
+                if ip:
+                    self.resolutions[ip] = entry
         elif isinstance(entry, Refusal):
             self.refusals.append(entry)
         elif isinstance(entry, Ack):
@@ -252,22 +251,25 @@ class ReadModel:
             return
         message_id = strip_id(intent.message_id)
         ref = normalise_case(intent.case)
-        if not message_id or not ref:
-            return
+        address = _address(intent.recipient)
+        if not message_id or not ref or address is None:
+            return  # a damaged line: no message a case could be rebuilt from
         sent = MessageState(
             message_id=message_id,
-            recipient=recipient,
-            role=intent.role,
+            recipient=address.lower(),
+            role=header_text(intent.role, 40),
             case=self.canonical(ref),
-            ip=intent.ip,
+            ip=header_text(intent.ip, 64),
             attempt_id=intent.attempt_id,
             digest=intent.digest,
             sent_at=_aware(intent.moment),
             test=bool(intent.intended_recipient),
             finding_keys=tuple(intent.finding_keys),
+            address=address,
         )
         self.messages[message_id] = sent
         self.attempts[intent.attempt_id] = sent
+        self._verp = None
         if sent.test:
             return
         case = self.cases.get(sent.case)
@@ -275,10 +277,16 @@ class ReadModel:
             case = self.cases[sent.case] = CaseState(sent.case, opened=sent.sent_at)
         case.messages.append(sent)
         case.timeline.append(intent)
-        for ip in [intent.ip, *(str(f.get("ip", "")) for f in intent.findings)]:
+        rebuilt = findings_of(intent)
+        for ip in [sent.ip, *(str(f.ip) for f in rebuilt)]:
             if ip and ip not in case.ips:
                 case.ips.append(ip)
-        for key, finding in zip(intent.finding_keys, intent.findings, strict=False):
+        for item in rebuilt:
+            case.rebuilt.setdefault(item.key, item)
+        # an older intent carries its findings as text lines only: shown as what they say
+        shown = intent.findings or [_as_written(f) for f in rebuilt]
+        keys = intent.finding_keys or [f.key for f in rebuilt]
+        for key, finding in zip(keys, shown, strict=False):
             case.findings.setdefault(key, finding)
 
     def _outcome(self, outcome: Outcome) -> None:

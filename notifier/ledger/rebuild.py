@@ -1,34 +1,30 @@
-"""Cases rebuilt from the audit log: the findings, contacts and networks its records hold.
+"""Domain objects rebuilt from stored records: findings, contacts, networks, ladder levels.
 
 Records written by every version of the tool are read back here, bounded and cleaned (a
-hand-edited or damaged log must not make one case rebuild into millions of findings).
+hand-edited or damaged log must not make one case rebuild into millions of findings). An intent
+carries its findings structured (``findings``) since they became re-sendable; earlier versions
+wrote only ``finding_texts`` lines (``"ip:port text"``), which are parsed back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Callable
 from dataclasses import fields
 from datetime import UTC, datetime
 from typing import Any
 
 from ..addresses import clean_address, header_text
-from ..models import (
-    Contact,
-    Finding,
-    Network,
-    Role,
-)
+from ..models import Contact, Finding, Network, Role
+from .chain import Record
+from .records import Intent
 
 __all__ = [
     "LEVELS",
-    "Clock",
-    "Record",
     "contact_of",
     "findings_of",
     "level_of",
-    "normalise_case",
+    "network_of",
     "verp_id",
 ]
 
@@ -45,9 +41,6 @@ _LEVEL_OF_ROLE = {
 # a hand-edited or damaged log must not make one case rebuild into millions of findings
 _MAX_FINDINGS_PER_INTENT = 10_000
 
-Record = dict[str, Any]
-Clock = Callable[[], datetime]
-
 
 def level_of(role: object) -> str | None:
     """The ladder level of a contact role (``"owner"``, ``"network"``, ``"cert"``), or None."""
@@ -62,13 +55,9 @@ def verp_id(message_id: str, recipient: str) -> str:
 
     ``message_id`` with or without its angle brackets; the id is made over the bracketed form.
     """
-    seed = f"<{_strip_id(message_id)}>|{clean_address(recipient) or recipient}".encode()
+    bare = message_id.strip().strip("<>")
+    seed = f"<{bare}>|{clean_address(recipient) or recipient}".encode()
     return hashlib.sha256(seed).hexdigest()[:12]
-
-
-def normalise_case(text: str) -> str:
-    """A case reference as the log stores it (``ntf-abc`` → ``NTF-ABC``)."""
-    return header_text(text, 64).strip().upper()
 
 
 def _time(value: object) -> datetime | None:
@@ -81,15 +70,8 @@ def _time(value: object) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _strip_id(value: object) -> str:
-    return value.strip().strip("<>") if isinstance(value, str) else ""
-
-
 def _string(value: object, limit: int = 500) -> str:
     return header_text(value, limit) if isinstance(value, str) else ""
-
-
-# --------------------------------------------------------------------------- rebuilding
 
 
 def _finding(item: object) -> Finding | None:
@@ -138,20 +120,26 @@ def _finding_from_text(line: object) -> Finding | None:
     return Finding(ip, text, port=int(port) if port else None)
 
 
-def findings_of(record: Record) -> list[Finding]:
-    """The findings an intent record was about (structured ``findings``, else ``finding_texts``)."""
-    structured = record.get("findings")
+def _sources(record: Record | Intent) -> tuple[object, object]:
+    if isinstance(record, Intent):
+        written = "findings" in record.model_fields_set  # absent: an older intent, texts only
+        return (record.findings if written else None), record.finding_texts
+    return record.get("findings"), record.get("finding_texts")
+
+
+def findings_of(record: Record | Intent) -> list[Finding]:
+    """The findings an intent was about (structured ``findings``, else ``finding_texts``)."""
+    structured, texts = _sources(record)
     if isinstance(structured, list):
         items = [_finding(item) for item in structured[:_MAX_FINDINGS_PER_INTENT]]
     else:
-        texts = record.get("finding_texts")
         lines = texts[:_MAX_FINDINGS_PER_INTENT] if isinstance(texts, list) else []
         items = [_finding_from_text(line) for line in lines]
     return [f for f in items if f is not None]
 
 
 def contact_of(item: object) -> Contact | None:
-    """A contact as ``pipeline.contact_record`` wrote it, or None if it is not one."""
+    """A contact as a resolution record holds it, or None if it is not one."""
     if not isinstance(item, dict):
         return None
     address = clean_address(str(item.get("address", "")))
@@ -178,7 +166,8 @@ def contact_of(item: object) -> Contact | None:
     )
 
 
-def _network_of(value: object) -> Network | None:
+def network_of(value: object) -> Network | None:
+    """The network a resolution record names, or None when it names none (or not readably)."""
     if not isinstance(value, dict):
         return None
     known = {f.name for f in fields(Network)}
