@@ -30,7 +30,7 @@ from notifier.sources.rdap import (
     parse_rdap,
     parse_retry_after,
 )
-from notifier.sources.rdap_bootstrap import freshness
+from notifier.sources.rdap.bootstrap import freshness
 
 # file -> (registry, abuse addresses in order; [] where the answer names no abuse desk)
 CORPUS: dict[str, tuple[str, list[str]]] = {

@@ -34,7 +34,8 @@ from .base import (
     _clean,
     _Line,
 )
-from .jsonl import _generic, _json_lines, _nuclei, _zgrab2
+from .generic import _generic
+from .jsonl import _json_lines, _nuclei, _zgrab2
 from .lines import _lines, _too_long, sniff_format
 from .masscan import _masscan_json, _masscan_list
 from .nmap import _nmap_xml

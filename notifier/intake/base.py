@@ -90,8 +90,25 @@ class _Bad(Exception):
 # --------------------------------------------------------------------------- cleaning helpers
 
 
+# short texts a file repeats on many lines (a finding, a tag, a column name), cleaned once
+_REMEMBERED = 256
+_remembered: dict[tuple[str, int], str] = {}
+_hostnames: dict[str, str | None] = {}
+
+
 def _clean(value: str, limit: int) -> str:
     """One line of printable text, at most ``limit`` characters (cut with an ellipsis)."""
+    if len(value) > _REMEMBERED:
+        return _cleaned(value, limit)
+    known = _remembered.get((value, limit))
+    if known is None:
+        if len(_remembered) >= 8192:
+            _remembered.clear()
+        known = _remembered[(value, limit)] = _cleaned(value, limit)
+    return known
+
+
+def _cleaned(value: str, limit: int) -> str:
     window = limit * 4  # bounded work: what lies past the window is cut anyway
     cut = len(value) > window
     text = value[:window]
@@ -115,6 +132,17 @@ def _hostname(value: object) -> str | None:
     """A syntactically valid DNS name (lower case, ASCII), or None."""
     if not isinstance(value, str):
         return None
+    if len(value) > 300:
+        return _valid_name(value)
+    if value in _hostnames:
+        return _hostnames[value]
+    if len(_hostnames) >= 8192:
+        _hostnames.clear()
+    name = _hostnames[value] = _valid_name(value)
+    return name
+
+
+def _valid_name(value: str) -> str | None:
     name = value.strip().rstrip(".").lower()
     if not name or len(name) > 253:
         return None
@@ -124,14 +152,11 @@ def _hostname(value: object) -> str | None:
         except UnicodeError:
             return None
     labels = name.split(".")
-    # an all-numeric top label is an address typo (999.1.2.3), never a name
+    # an all-numeric top label is an address typo (999.1.2.3), never a name; so no IPv4
+    # address passes, and no IPv6 address either (":" is not allowed in a label)
     if labels[-1].isdigit() or not all(_LABEL.fullmatch(label) for label in labels):
         return None
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return name
-    return None
+    return name
 
 
 _MAX_HINTS = 64  # host names kept per record; resolve checks ten and notes the rest

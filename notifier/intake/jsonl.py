@@ -8,14 +8,12 @@ from collections.abc import Callable, Iterator, Mapping
 from ..models import Finding
 from .base import (
     _MAX_CERT_NAMES,
-    MAX_EXTRAS,
     MAX_TEXT,
     InputItem,
     InputProblem,
     _Bad,
     _clean,
     _Extras,
-    _has_control,
     _hints,
     _host_port,
     _hostname,
@@ -25,17 +23,10 @@ from .base import (
     _safe_url,
     _scalar,
     _service,
-    _shown,
     _text,
     _time,
 )
 from .lines import (
-    _HOST_KEYS,
-    _IP_KEYS,
-    _PORT_KEYS,
-    _TEXT_KEYS,
-    _TIME_KEYS,
-    _key,
     _load_json,
     _too_long,
 )
@@ -63,56 +54,6 @@ def _json_lines(lines: Iterator[_Line], default: str, handle: _Record) -> Iterat
             yield from handle(value, lineno, default)
         except _Bad as exc:
             yield InputProblem(lineno, str(exc))
-
-
-def _generic(record: Mapping[str, object], lineno: int, default: str) -> list[InputItem]:
-    """A CSV row or JSON object with ip/port/finding/hostname/observed_at and extra columns."""
-    fields: dict[str, object] = {}
-    for name, value in itertools.islice(record.items(), 1024):
-        fields.setdefault(_key(name), value)
-    ip_key = next((k for k in _IP_KEYS[:-1] if _scalar(fields.get(k))), None)
-    if ip_key is None:
-        if not _scalar(fields.get("host")):
-            raise _Bad("no IP address (expected an ip column)")
-        ip_key = "host"
-    ip = _ip(_scalar(fields[ip_key]))
-    port_key = next((k for k in _PORT_KEYS if _scalar(fields.get(k))), None)
-    port = _port(_scalar(fields[port_key]) if port_key else None)
-    text_key = next((k for k in _TEXT_KEYS if _text(fields.get(k), MAX_TEXT)), None)
-    text = _text(fields[text_key], MAX_TEXT) if text_key else default
-    for key in _HOST_KEYS:
-        if key != ip_key and _has_control(fields.get(key)):
-            raise _Bad(f"{key} {_shown(str(fields[key]))} contains control characters")
-    host_key = next(
-        (k for k in _HOST_KEYS if k != ip_key and _hostname(fields.get(k))),
-        None,
-    )
-    time_key = next((k for k in _TIME_KEYS if _scalar(fields.get(k))), None)
-    observed = _time(fields[time_key]) if time_key else None
-    used = {ip_key, port_key, text_key, host_key}
-    if observed is not None:
-        used.add(time_key)
-    extras = _Extras()
-    for name, value in fields.items():
-        if name in used or name in _IP_KEYS:
-            continue
-        if name == "extra" and isinstance(value, dict):
-            for sub, subvalue in itertools.islice(value.items(), MAX_EXTRAS):
-                extras.add(str(sub), subvalue)
-        else:
-            extras.add(name, value)
-    return [
-        Finding(
-            ip=ip,
-            text=text,
-            port=port,
-            hostname=_hostname(fields[host_key]) if host_key else None,
-            observed_at=observed,
-            extra=extras.pairs(),
-            hints=_hints((fields.get(k), f"input {k}") for k in _HOST_KEYS if k != ip_key),
-            service=_service(_scalar(fields.get("service")), _scalar(fields.get("product"))),
-        )
-    ]
 
 
 def _nuclei(record: Mapping[str, object], lineno: int, default: str) -> list[InputItem]:

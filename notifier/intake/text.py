@@ -21,7 +21,7 @@ from .base import (
     _shown,
     _time,
 )
-from .jsonl import _generic, _Record
+from .generic import CsvRows
 from .lines import _IP_KEYS, _delimiter, _key, _too_long
 
 # --------------------------------------------------------------------------- plain and CSV
@@ -120,7 +120,6 @@ def _csv(lines: Iterator[_Line], default: str, *, zmap: bool = False) -> Iterato
         yield InputProblem(header_line, f"unreadable CSV header ({exc})")
         return
     header = [_key(f) for f in fields]
-    handle: _Record = _zmap_row if zmap else _generic
     rows: Iterable[list[str]] = csv.reader(feed, delimiter=delimiter)
     if zmap and "saddr" not in header:
         # a bare list of responding addresses, which zmap writes without a header
@@ -129,6 +128,7 @@ def _csv(lines: Iterator[_Line], default: str, *, zmap: bool = False) -> Iterato
     elif not zmap and not any(n in _IP_KEYS for n in header):
         yield InputProblem(header_line, "CSV header names no address column (such as ip)")
         return
+    generic = None if zmap else CsvRows(header)
     iterator = iter(rows)
     while True:
         try:
@@ -139,16 +139,20 @@ def _csv(lines: Iterator[_Line], default: str, *, zmap: bool = False) -> Iterato
             yield from feed.drain()
             yield InputProblem(feed.lineno, f"unreadable CSV row ({_clean(str(exc), 100)})")
             continue
-        yield from feed.drain()
-        if not any(cell.strip() for cell in row):
-            continue
+        if feed.problems:
+            yield from feed.drain()
+        if not "".join(row).strip():
+            continue  # a blank row
         lineno = feed.lineno if feed.lineno > header_line else header_line
-        record = {}
-        for name, cell in zip(header, row, strict=False):
-            if name not in record:
-                record[name] = cell
         try:
-            yield from handle(record, lineno, default)
+            if generic is not None:
+                yield from generic(row, default)
+            else:
+                record = {}
+                for name, cell in zip(header, row, strict=False):
+                    if name not in record:
+                        record[name] = cell
+                yield from _zmap_row(record, lineno, default)
         except _Bad as exc:
             yield InputProblem(lineno, str(exc))
     yield from feed.drain()

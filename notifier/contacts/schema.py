@@ -1,15 +1,4 @@
-"""The contacts registry: national CERTs by country and operator overrides, from ``contacts.yaml``.
-
-Two files feed it: the copy shipped with notifier (the national CERTs) and the user's own
-(``[contacts] file``), which extends it; an entry the user names wins over the shipped one. Each
-file is validated before use, and every problem carries the line and column it was found at::
-
-    certs:
-      IN: {name: "CERT-In", email: "incident@cert-in.org.in"}
-    overrides:
-      "198.51.100.0/24": {name: "Example SOC", email: "soc@example.com"}
-      "AS64500": {name: "Example NOC", email: "noc@example.net"}
-      "example.org": {name: "Example Security", email: "security@example.org"}
+"""Reading and validating one contacts file, with the line and column of every problem.
 
 The file is read as a YAML node tree rather than constructed, so every key and value is the text
 that was written: ``NO`` stays Norway (not the YAML 1.1 boolean) and ``2024-06-06`` stays a string.
@@ -20,32 +9,25 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from types import MappingProxyType
 
 import yaml
 
-from .addresses import PLACEHOLDER_ADDRESSES, clean_address, header_text
-from .config import Settings, shipped_path
-from .errors import ConfigError
-from .models import Contact, IPAddress, Role
+from ..addresses import PLACEHOLDER_ADDRESSES, clean_address, header_text
+from ..errors import ConfigError
+from .entry import (
+    CONFIDENCE,
+    OVERRIDE_MODES,
+    SOURCE,
+    UNDATED,
+    Entry,
+    Problem,
+    country_code,
+    override_key,
+)
 
-__all__ = [
-    "ContactRegistry",
-    "Entry",
-    "Problem",
-    "check_file",
-    "parse_contacts",
-    "CONFIDENCE",
-    "SOURCE",
-]
-
-SOURCE = "contacts.yaml"  # the `sources` name every contact from this registry carries
-CONFIDENCE = MappingProxyType({"high": 0.8, "medium": 0.6, "low": 0.4})
-_DEFAULT_CONFIDENCE = "high"  # an entry without one was written by the operator, who vouches for it
-_OVERRIDE_CONFIDENCE = 1.0
+__all__ = ["check_file", "load_file", "parse_contacts"]
 
 _MAX_FILE_BYTES = 4_000_000
 _MAX_NODES = 200_000  # aliases can make a small file a huge tree; stop walking long before that
@@ -61,58 +43,13 @@ _TEXT_FIELDS = (
     "encryption",
     "mode",
 )
-OVERRIDE_MODES = ("replace", "add")
 _LIST_FIELDS = ("sources", "also", "languages")
 _ALIASES = {"source": "sources", "updated": "published", "language": "languages"}
 # a date as precise as the source gives it: 2024, 2024-06 or 2024-06-06
 _DATE = re.compile(r"^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?\Z")
-_UNDATED = "undated"  # `published`: the page that states the address carries no date
 # a BCP 47 language tag, as security.txt's Preferred-Languages uses them: en, de, pt-BR, sr-Latn
 _LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*\Z")
-_COUNTRY = re.compile(r"^[A-Za-z]{2}\Z")
-_ASN = re.compile(r"^AS(\d{1,10})\Z", re.IGNORECASE)
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)\Z")
 _NULL_TAG = "tag:yaml.org,2002:null"
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a contacts file, at a 1-based line and column (0 when unknown)."""
-
-    line: int
-    column: int
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.line}:{self.column}: {self.message}"
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One validated entry: a national CERT (``key`` is the country) or an override."""
-
-    key: str  # ISO country code, network (CIDR), ``AS<number>`` or domain, normalised
-    addresses: tuple[str, ...]
-    name: str = ""
-    url: str = ""
-    confidence: str = ""
-    checked: str = ""  # when the entry was last checked against its sources
-    published: str = ""  # the date its newest source carries, or "undated"
-    sources: tuple[str, ...] = ()
-    also: tuple[str, ...] = ()  # other addresses or teams, each with its reason
-    languages: tuple[str, ...] = ()  # the team's working languages, BCP 47 tags
-    part_of: str = ""  # a territory served by the national CERT of this country (ISO code)
-    note: str = ""
-    encryption: str = ""  # the team's OpenPGP key: https URL or openpgp4fpr: fingerprint
-    origin: str = SOURCE  # the file the entry came from, as shown in provenance
-    line: int = 0
-    # overrides: "replace" the automatic contacts in the entry's scope, or "add" to them
-    mode: str = "replace"
-
-    @property
-    def network_scope(self) -> bool:
-        """Whether this override speaks for a network (CIDR or AS number), not a domain."""
-        return "/" in self.key or bool(_ASN.match(self.key))
 
 
 class _TooLarge(Exception):
@@ -282,7 +219,7 @@ def _entry(
             if text is None:
                 problems.append(_at(value, f"{key}: {field} must be text"))
                 continue
-            if field == "part_of" and _country(text.strip()) is None:
+            if field == "part_of" and country_code(text.strip()) is None:
                 problems.append(
                     _at(value, f"{key}: part_of must be a country code, not {_shown(text)}")
                 )
@@ -327,43 +264,11 @@ def _entry(
 
 
 def _date_problem(field: str, text: str) -> str | None:
-    if _DATE.match(text) or (field == "published" and text.lower() == _UNDATED):
+    if _DATE.match(text) or (field == "published" and text.lower() == UNDATED):
         return None
     if field == "checked":
         return f"checked must be a date (YYYY-MM-DD), not {_shown(text)}"
     return f"published must be a date or undated, not {_shown(text)}"
-
-
-def _country(raw: str) -> str | None:
-    return raw.upper() if _COUNTRY.match(raw) else None
-
-
-def _override_key(raw: str) -> str | None:
-    """A network, ``AS<number>`` or domain key in its canonical form, or None."""
-    match = _ASN.match(raw)
-    if match:
-        number = int(match.group(1))
-        return f"AS{number}" if number <= 0xFFFFFFFF else None
-    if "/" in raw or ":" in raw or raw.replace(".", "").isdigit():
-        try:
-            return str(ipaddress.ip_network(raw, strict=True))
-        except ValueError:
-            return None
-    return _domain(raw)
-
-
-def _domain(raw: str) -> str | None:
-    value = raw.strip().rstrip(".")
-    if not value or len(value) > 253:
-        return None
-    try:
-        value = value.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return None
-    labels = value.split(".")
-    if len(labels) < 2 or labels[-1].isdigit() or not all(_LABEL.match(label) for label in labels):
-        return None
-    return value
 
 
 def _override_problem(raw: str) -> str:
@@ -419,7 +324,7 @@ def parse_contacts(
                 problems.append(_at(body, f"{section} must be a mapping"))
                 continue
             target = certs if section == "certs" else overrides
-            normalise = _country if section == "certs" else _override_key
+            normalise = country_code if section == "certs" else override_key
             for raw, entry_key_node, value in _pairs(body, budget, problems, section):
                 key = normalise(raw)
                 if key is None:
@@ -470,7 +375,7 @@ def check_file(path: str | os.PathLike[str]) -> list[Problem]:
     return problems
 
 
-def _load(path: Path, origin: str) -> tuple[dict[str, Entry], dict[str, Entry]]:
+def load_file(path: Path, origin: str) -> tuple[dict[str, Entry], dict[str, Entry]]:
     certs, overrides, problems = parse_contacts(_read(path), origin=origin)
     if problems:
         first = problems[0]
@@ -481,178 +386,3 @@ def _load(path: Path, origin: str) -> tuple[dict[str, Entry], dict[str, Entry]]:
         )
         raise ConfigError(f"{path}:{first.line}: {first.message}{more}")
     return certs, overrides
-
-
-def _parents(name: str) -> Iterator[str]:
-    """``name`` and each parent domain that still has two labels, most specific first."""
-    labels = name.split(".")
-    for start in range(len(labels) - 1):
-        yield ".".join(labels[start:])
-
-
-class ContactRegistry:
-    """National CERTs by country and operator overrides by network, ASN or domain."""
-
-    def __init__(
-        self, certs: Mapping[str, Entry] | None = None, overrides: Mapping[str, Entry] | None = None
-    ) -> None:
-        self._certs = dict(certs or {})
-        self._overrides = dict(overrides or {})
-        self._networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, Entry]] = []
-        for key, entry in self._overrides.items():
-            if "/" in key:
-                self._networks.append((ipaddress.ip_network(key), entry))
-        # longest prefix first, so the first containing network is the most specific one
-        self._networks.sort(key=lambda item: item[0].prefixlen, reverse=True)
-
-    @classmethod
-    def load(
-        cls,
-        user_file: str | os.PathLike[str] | None = None,
-        *,
-        shipped: str | os.PathLike[str] | None = None,
-    ) -> ContactRegistry:
-        """The shipped registry, extended by ``user_file`` when given (its entries win)."""
-        shipped_file = Path(shipped) if shipped is not None else shipped_path("contacts.yaml")
-        certs, overrides = _load(shipped_file, SOURCE)
-        if user_file is not None and str(user_file) != "":
-            user = Path(user_file)
-            user_certs, user_overrides = _load(user, user.name)
-            certs.update(user_certs)
-            overrides.update(user_overrides)
-        return cls(certs, overrides)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ContactRegistry:
-        return cls.load(settings.contacts.file or None)
-
-    @property
-    def certs(self) -> Mapping[str, Entry]:
-        return MappingProxyType(self._certs)
-
-    @property
-    def overrides(self) -> Mapping[str, Entry]:
-        return MappingProxyType(self._overrides)
-
-    def national_cert_contacts(self, country: str) -> list[Contact]:
-        """Every address of the national CERT of ``country`` (ISO code), primary first."""
-        code = _country(country.strip())
-        entry = self._certs.get(code) if code else None
-        if entry is None:
-            return []
-        level = entry.confidence or _DEFAULT_CONFIDENCE
-        team = f" ({entry.name})" if entry.name else ""
-        when = f", checked {entry.checked}" if entry.checked else ""
-        if entry.published.lower() == _UNDATED:
-            when += ", source undated"
-        elif entry.published:
-            when += f", source dated {entry.published}"
-        provenance = [f"national CERT for {entry.key}{team}, {entry.origin}{when}"]
-        if entry.confidence:
-            provenance.append(f"registry confidence: {entry.confidence}")
-        if entry.part_of:
-            provenance.append(f"{entry.key} is served by the national CERT of {entry.part_of}")
-        if entry.languages:
-            provenance.append(f"working languages: {', '.join(entry.languages)}")
-        if entry.note:
-            provenance.append(entry.note)
-        return [
-            Contact(
-                address=address,
-                role=Role.NATIONAL_CERT,
-                sources=(SOURCE,),
-                confidence=CONFIDENCE[level],
-                provenance=tuple(provenance),
-                name=entry.name,
-                encryption=(entry.encryption,) if entry.encryption else (),
-                languages=entry.languages,
-            )
-            for address in entry.addresses
-        ]
-
-    def national_cert(self, country: str) -> Contact | None:
-        """The national CERT of ``country`` (ISO code), or None when the registry has none."""
-        found = self.national_cert_contacts(country)
-        return found[0] if found else None
-
-    def overrides_for(
-        self,
-        ip: IPAddress | str | None = None,
-        asn: int | None = None,
-        domains: Iterable[str] = (),
-    ) -> list[Contact]:
-        """The operator's own contacts for this address, AS number or these domains."""
-        return self.override_contacts(self.matching_overrides(ip, asn, domains))
-
-    def matching_overrides(
-        self,
-        ip: IPAddress | str | None = None,
-        asn: int | None = None,
-        domains: Iterable[str] = (),
-    ) -> list[Entry]:
-        """The override entries for this address, AS number or these domains.
-
-        Networks: the most specific containing network only. AS numbers: exact. Domains: the
-        name itself or its closest listed parent (``example.org`` covers ``db.example.org``).
-        """
-        matched: list[Entry] = []
-        target = _as_ip(ip)
-        if target is not None:
-            for network, entry in self._networks:
-                if network.version == target.version and target in network:
-                    matched.append(entry)
-                    break
-        if asn is not None:
-            by_asn = self._overrides.get(f"AS{asn}")
-            if by_asn is not None:
-                matched.append(by_asn)
-        for raw in domains:
-            name = _domain(raw) if isinstance(raw, str) else None
-            if name is None:
-                continue
-            for candidate in _parents(name):
-                by_domain = self._overrides.get(candidate)
-                if by_domain is not None:
-                    if by_domain not in matched:
-                        matched.append(by_domain)
-                    break
-        return matched
-
-    @staticmethod
-    def override_contacts(matched: Iterable[Entry]) -> list[Contact]:
-        """The contacts the override entries name, one per address, provenance joined."""
-        contacts: dict[str, Contact] = {}
-        for entry in matched:
-            team = f" ({entry.name})" if entry.name else ""
-            provenance = [f"operator override for {entry.key}{team}, {entry.origin}"]
-            replaced = "network" if entry.network_scope else "owner"
-            if entry.mode == "replace":
-                provenance.append(f"replaces the automatic {replaced} contacts")
-            else:
-                provenance.append(f"added to the automatic {replaced} contacts (mode: add)")
-            if entry.note:
-                provenance.append(entry.note)
-            for address in entry.addresses:
-                contact = Contact(
-                    address=address,
-                    role=Role.OVERRIDE,
-                    sources=(SOURCE,),
-                    confidence=_OVERRIDE_CONFIDENCE,
-                    provenance=tuple(provenance),
-                    name=entry.name,
-                    encryption=(entry.encryption,) if entry.encryption else (),
-                    languages=entry.languages,
-                )
-                contacts[address] = (
-                    contacts[address].merged(contact) if address in contacts else contact
-                )
-        return list(contacts.values())
-
-
-def _as_ip(value: IPAddress | str | None) -> IPAddress | None:
-    if value is None or isinstance(value, ipaddress.IPv4Address | ipaddress.IPv6Address):
-        return value
-    try:
-        return ipaddress.ip_address(str(value).strip())
-    except ValueError:
-        return None

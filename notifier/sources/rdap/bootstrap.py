@@ -33,11 +33,11 @@ from typing import Any
 
 import httpx
 
-from ..addresses import header_text
-from ..config import shipped_path
-from ..errors import ConfigError, SourceError, SourceProtocolError, SourceUnavailable
-from ..models import IPAddress
-from . import LookupContext
+from ...addresses import header_text
+from ...config import shipped_path
+from ...errors import ConfigError, SourceError, SourceProtocolError, SourceUnavailable
+from ...models import IPAddress
+from .. import LookupContext
 
 __all__ = [
     "Bootstrap",
