@@ -23,40 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import pickle  # noqa: S403 - the zone goes to our own child process over a pipe
 import socket
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import cast
 
-from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
+from dnslib import QTYPE, RCODE, DNSRecord
 
 from .dnswire import WireTable
+from .dnszone import RecordData, Zone, ZoneData, normalise, reverse_name
 
 __all__ = ["DNSServer", "LoggedQuery", "Misbehaviour", "ZoneData", "RecordData"]
 
-# one record value, in zone-file style: "127.0.0.2", "10 mail.example", "0 ." (null MX), or an
-# MX as (preference, exchange); a TXT value given as a sequence is one record of several strings
-RecordData = str | tuple[int, str] | Sequence[str]
-ZoneData = Mapping[str, Mapping[str, RecordData | Sequence[RecordData]]]
-
-_SUPPORTED = ("A", "AAAA", "PTR", "MX", "TXT", "CNAME")
-_MAX_CNAME_CHAIN = 8
 _TCP_IDLE = 10.0  # seconds a TCP client may keep a connection open without asking anything
 _RECEIVE_BUFFER = 8 << 20  # bytes (the kernel caps it at net.core.rmem_max)
 _BIND_ATTEMPTS = 20  # UDP and TCP must share one port; another process may hold it over TCP
-
-
-def _normalise(name: str) -> str:
-    return name.strip().rstrip(".").lower()
-
-
-def _reverse_name(ip: str) -> str:
-    return ipaddress.ip_address(ip).reverse_pointer
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,103 +83,46 @@ class DNSServer:
         own_process: bool = False,
     ):
         self.host = host
-        self.ttl = ttl
+        self.zone = Zone(zone, ttl=ttl)
         self.latency = latency  # seconds added to every answer
         self.own_process = own_process
         self.log_queries = True
         self.queries: list[LoggedQuery] = []
         self.answered = 0  # replies sent (own process: known after stop)
-        self._table: WireTable | None = None
         self._child: asyncio.subprocess.Process | None = None
-        self._records: dict[str, list[tuple[int, object]]] = {}
         self._misbehaviour: dict[str, Misbehaviour] = {}
         self._port = 0
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
-        for name, records in (zone or {}).items():
-            for rtype, values in records.items():
-                for value in self._values(rtype, values):
-                    self.add(name, rtype, value)
 
     # -- the zone -----------------------------------------------------------------------------
 
-    @staticmethod
-    def _values(rtype: str, values: RecordData | Sequence[RecordData]) -> list[RecordData]:
-        if isinstance(values, str):
-            return [values]
-        if rtype.upper() == "MX" and isinstance(values, tuple) and isinstance(values[0], int):
-            return [cast(tuple[int, str], values)]
-        return list(cast(Sequence[RecordData], values))
-
     def add(self, name: str, rtype: str, value: RecordData) -> None:
         """Add one record; ``value`` is written as in a zone file (see ``RecordData``)."""
-        kind = rtype.upper()
-        rdata: object
-        if kind == "A":
-            rdata = A(str(ipaddress.IPv4Address(str(value))))
-        elif kind == "AAAA":
-            rdata = AAAA(str(ipaddress.IPv6Address(str(value))))
-        elif kind in ("PTR", "CNAME"):
-            target = str(value).strip()
-            rdata = PTR(target) if kind == "PTR" else CNAME(target)
-        elif kind == "MX":
-            if isinstance(value, tuple):
-                preference, exchange = int(value[0]), str(value[1])
-            else:
-                pref_text, _, exchange = str(value).strip().partition(" ")
-                preference = int(pref_text)
-            exchange = exchange.strip() or "."
-            rdata = MX(exchange, preference)
-        elif kind == "TXT":
-            strings = [value] if isinstance(value, str) else [str(v) for v in value]
-            chunks: list[bytes] = []
-            for text in strings:
-                raw = text.encode()
-                # a character-string holds at most 255 bytes; longer text is split, as zone files do
-                chunks.extend(raw[i : i + 255] for i in range(0, len(raw), 255))
-                if not raw:
-                    chunks.append(b"")
-            rdata = TXT(chunks)
-        else:
-            raise ValueError(f"unsupported record type {rtype!r} (supported: {_SUPPORTED})")
-        self._records.setdefault(_normalise(name), []).append((getattr(QTYPE, kind), rdata))
-        self._table = None
+        self.zone.add(name, rtype, value)
 
     def add_host(self, name: str, ip: str, *, ptr: bool = True) -> None:
         """An A or AAAA record for ``name``, and (unless ``ptr=False``) the PTR back to it."""
-        address = ipaddress.ip_address(ip)
-        self.add(name, "A" if address.version == 4 else "AAAA", str(address))
-        if ptr:
-            self.add_ptr(str(address), name)
+        self.zone.add_host(name, ip, ptr=ptr)
 
     def add_ptr(self, ip: str, name: str) -> None:
         """A PTR record for ``ip`` (in in-addr.arpa or ip6.arpa) pointing at ``name``."""
-        self.add(_reverse_name(ip), "PTR", name.rstrip(".") + ".")
+        self.zone.add_ptr(ip, name)
 
     def remove(self, name: str, rtype: str | None = None) -> None:
         """Forget ``name``'s records (of one type, or all)."""
-        key = _normalise(name)
-        self._table = None
-        if rtype is None:
-            self._records.pop(key, None)
-            return
-        code = getattr(QTYPE, rtype.upper())
-        kept = [item for item in self._records.get(key, []) if item[0] != code]
-        if kept:
-            self._records[key] = kept
-        else:
-            self._records.pop(key, None)
+        self.zone.remove(name, rtype)
 
     def misbehave(
         self, name: str, *, delay: float = 0.0, servfail: bool = False, drop: bool = False
     ) -> None:
         """Mistreat questions about ``name`` (an IP means its reverse name; ``*`` means all)."""
         try:
-            key = _reverse_name(name)
+            key = reverse_name(name)
         except ValueError:
-            key = _normalise(name) if name != "*" else "*"
+            key = normalise(name) if name != "*" else "*"
         self._misbehaviour[key] = Misbehaviour(delay=delay, servfail=servfail, drop=drop)
 
     def behave(self, name: str | None = None) -> None:
@@ -204,9 +131,9 @@ class DNSServer:
             self._misbehaviour.clear()
             return
         try:
-            key = _reverse_name(name)
+            key = reverse_name(name)
         except ValueError:
-            key = _normalise(name) if name != "*" else "*"
+            key = normalise(name) if name != "*" else "*"
         self._misbehaviour.pop(key, None)
 
     # -- where it listens ---------------------------------------------------------------------
@@ -256,7 +183,7 @@ class DNSServer:
         raise OSError(f"no port free for both UDP and TCP on {self.host}: {last}")
 
     async def _start_child(self) -> None:
-        state = (self._records, self._misbehaviour, self.ttl, self.latency, self.host)
+        state = (self.zone.records, self._misbehaviour, self.zone.ttl, self.latency, self.host)
         self._child = child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -316,43 +243,9 @@ class DNSServer:
     def _behaviour(self, name: str) -> Misbehaviour:
         return self._misbehaviour.get(name) or self._misbehaviour.get("*") or Misbehaviour()
 
-    def _has_descendants(self, name: str) -> bool:
-        suffix = "." + name
-        return any(key.endswith(suffix) for key in self._records)
-
     def answer(self, request: DNSRecord) -> DNSRecord:
         """The authoritative reply to ``request`` from the zone (misbehaviour aside)."""
-        reply = request.reply()
-        reply.header.ra = 0
-        reply.header.aa = 1
-        if request.header.opcode != 0:
-            reply.header.rcode = RCODE.NOTIMP
-            return reply
-        if not request.questions:
-            reply.header.rcode = RCODE.FORMERR
-            return reply
-        question = request.q
-        qtype = int(question.qtype)
-        current = _normalise(str(question.qname))
-        owner = question.qname
-        for _hop in range(_MAX_CNAME_CHAIN):
-            records = self._records.get(current)
-            if records is None:
-                if owner is question.qname and not self._has_descendants(current):
-                    reply.header.rcode = RCODE.NXDOMAIN
-                break
-            wanted = [r for r in records if qtype in (r[0], QTYPE.ANY)]
-            if wanted:
-                for rtype, rdata in wanted:
-                    reply.add_answer(RR(owner, rtype, rdata=rdata, ttl=self.ttl))
-                break
-            aliases = [r for r in records if r[0] == QTYPE.CNAME]
-            if not aliases or qtype == QTYPE.CNAME:
-                break  # the name exists without this type: NOERROR, no data
-            reply.add_answer(RR(owner, QTYPE.CNAME, rdata=aliases[0][1], ttl=self.ttl))
-            owner = aliases[0][1].label  # type: ignore[attr-defined]
-            current = _normalise(str(owner))
-        return reply
+        return self.zone.answer(request)
 
     def _handle(self, data: bytes, transport: str) -> tuple[bytes | None, float]:
         """The reply's bytes (None: say nothing) and how long to wait before sending them."""
@@ -366,13 +259,7 @@ class DNSServer:
 
     def prepare(self) -> WireTable:
         """Pack every answer of the zone as it is now (done on the first query otherwise)."""
-        if self._table is None:
-            # a snapshot: a test may add records from another thread meanwhile
-            records = dict(self._records)
-            types = {name: sorted({t for t, _ in items}) for name, items in records.items()}
-            supported = [getattr(QTYPE, kind) for kind in _SUPPORTED]
-            self._table = WireTable(self.answer, records, types, supported)
-        return self._table
+        return self.zone.table()
 
     def _answered(self, data: bytes, transport: str, outcome: str) -> None:
         self.answered += 1
@@ -393,7 +280,7 @@ class DNSServer:
             return None, 0.0
         if not request.questions:
             return bytes(self.answer(request).pack()), 0.0
-        name = _normalise(str(request.q.qname))
+        name = normalise(str(request.q.qname))
         rtype = QTYPE.get(request.q.qtype, str(request.q.qtype))
         behaviour = self._behaviour(name)
         if behaviour.drop:
@@ -468,6 +355,4 @@ class DNSServer:
 
     def records(self) -> Iterable[tuple[str, str, str]]:
         """Every record as (name, type, value) text, for debugging and the demo's listing."""
-        for name, items in sorted(self._records.items()):
-            for rtype, rdata in items:
-                yield name, QTYPE.get(rtype, str(rtype)), str(rdata)
+        return self.zone.listing()

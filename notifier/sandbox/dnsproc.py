@@ -25,7 +25,7 @@ async def _serve() -> None:
         await reader.readexactly(size)
     )
     server = DNSServer(host=host, ttl=ttl, latency=latency)
-    server._records = records
+    server.zone.records = records
     server._misbehaviour = misbehaviour
     server.log_queries = False
     server.prepare()

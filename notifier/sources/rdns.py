@@ -67,8 +67,9 @@ _DOTTED_QUAD = re.compile(r"(?<!\d)(\d{1,3})[-.](\d{1,3})[-.](\d{1,3})[-.](\d{1,
 
 
 @cache
-def _psl(only_icann: bool) -> PublicSuffixList:
-    # the list shipped inside publicsuffixlist's wheel: read once, never downloaded
+def psl(*, only_icann: bool) -> PublicSuffixList:
+    """The public suffix list shipped inside publicsuffixlist's wheel: parsed once a process
+    (for every source that asks), never downloaded."""
     return PublicSuffixList(only_icann=only_icann)
 
 
@@ -106,7 +107,7 @@ def registrable_domain(name: str) -> str | None:
     host = clean_hostname(name)
     if host is None:
         return None
-    found = _psl(False).privatesuffix(host)
+    found = psl(only_icann=False).privatesuffix(host)
     return found if isinstance(found, str) else None
 
 
@@ -147,7 +148,7 @@ def is_generic_hosting_name(name: str, ip: IPAddress | None = None) -> bool:
     if any(_NUMBERED_LABEL.match(label) for label in host.split(".")):
         return True
     # judge only what the registrant chose: the labels left of the ICANN registrable domain
-    base = _psl(True).privatesuffix(host)
+    base = psl(only_icann=True).privatesuffix(host)
     left = host[: -len(base) - 1] if isinstance(base, str) and host != base else ""
     if not left:
         return False
