@@ -8,4 +8,6 @@ from __future__ import annotations
 
 from .library import load
 
+__all__: list[str] = []  # imported for its effect only
+
 load(None)
