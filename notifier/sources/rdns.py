@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import ipaddress
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 import dns.exception
 import dns.name
@@ -63,6 +63,7 @@ _POOL_TOKEN = re.compile(
 # ip-…, host-…, ec2-… as the first label (OVH's ip-51-68-1.eu, AWS's ip-10-0-0-1)
 _POOL_PREFIX = re.compile(r"^(?:ip-|ip\d|host-|ec2-)")
 _NUMBERED_LABEL = re.compile(r"^(?:ip|host|ec2)-\d")
+_LITERAL_CHARS = frozenset("0123456789abcdefABCDEF.:[]%")
 _DOTTED_QUAD = re.compile(r"(?<!\d)(\d{1,3})[-.](\d{1,3})[-.](\d{1,3})[-.](\d{1,3})(?!\d)")
 
 
@@ -80,15 +81,19 @@ def clean_hostname(name: str) -> str | None:
     value = name.strip().rstrip(".")
     if not value or len(value) > 253:
         return None
-    try:
-        ipaddress.ip_address(value.strip("[]"))
-        return None
-    except ValueError:
-        pass
-    try:
-        value = value.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return None
+    if _LITERAL_CHARS.issuperset(value):  # only what an address literal is written with
+        try:
+            ipaddress.ip_address(value.strip("[]"))
+            return None
+        except ValueError:
+            pass
+    if value.isascii():
+        value = value.lower()  # the labels are checked below, as the codec would
+    else:
+        try:
+            value = value.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            return None
     labels = value.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         return None
@@ -132,6 +137,7 @@ def _ip_forms(ip: IPAddress) -> list[str]:
     return [form for form in forms if len(form) >= 7]
 
 
+@lru_cache(maxsize=4096)  # a batch asks about each address's names more than once
 def is_generic_hosting_name(name: str, ip: IPAddress | None = None) -> bool:
     """Whether ``name`` is a provider's pool name rather than a name its customer chose.
 
