@@ -54,6 +54,7 @@ _PROVIDER_DOMAINS = (
     "akamaitechnologies.com",
     "ec2.internal",
 )
+_PROVIDER_SUFFIXES = tuple("." + d for d in _PROVIDER_DOMAINS)
 # words ISPs and hosters put in the names of address pools (a whole token, digits allowed)
 _POOL_TOKEN = re.compile(
     r"^(?:[a-z]*dsl|dyn|dynamic|dynip|static|staticip|pool|cable|cablemodem|customers?|cust"
@@ -80,15 +81,22 @@ def clean_hostname(name: str) -> str | None:
     value = name.strip().rstrip(".")
     if not value or len(value) > 253:
         return None
-    try:
-        ipaddress.ip_address(value.strip("[]"))
-        return None
-    except ValueError:
-        pass
-    try:
-        value = value.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return None
+    literal = value.strip("[]")
+    # only a text of digits and dots, or one with a colon, can be an address literal
+    if ":" in literal or not literal.strip("0123456789."):
+        try:
+            ipaddress.ip_address(literal)
+            return None
+        except ValueError:
+            pass
+    if value.isascii():
+        # what the IDNA codec does to ASCII, whose label-length checks _LABEL makes below
+        value = value.lower()
+    else:
+        try:
+            value = value.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            return None
     labels = value.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         return None
@@ -142,7 +150,7 @@ def is_generic_hosting_name(name: str, ip: IPAddress | None = None) -> bool:
     host = clean_hostname(name)
     if host is None:
         return False
-    if any(host == d or host.endswith("." + d) for d in _PROVIDER_DOMAINS):
+    if host in _PROVIDER_DOMAINS or host.endswith(_PROVIDER_SUFFIXES):
         return True
     # some hosters register the pool names themselves (OVH's ip-51-68-1.eu)
     if any(_NUMBERED_LABEL.match(label) for label in host.split(".")):
@@ -205,13 +213,21 @@ async def _confirm(name: str, ip: IPAddress, ctx: LookupContext) -> str | None:
     return f"its {rdtype} records point elsewhere ({shown})"
 
 
+def _reverse_name(ip: IPAddress) -> str:
+    """The PTR name of ``ip`` as dnspython writes it (``4.3.2.1.in-addr.arpa.``)."""
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        # dnspython puts a mapped IPv4 address under in-addr.arpa
+        return str(dns.reversename.from_address(str(ip)).to_text())
+    return ip.reverse_pointer + "."
+
+
 async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
     """PTR names of the target, forward-confirmed; confirmed names go to ``report.hostnames``."""
     report = SourceReport(source=SOURCE)
     ip = query.target.ip
-    reverse = dns.reversename.from_address(str(ip))
+    reverse = _reverse_name(ip)
     try:
-        found, rrset_text = await _query(reverse.to_text(), "PTR", ctx)
+        found, rrset_text = await _query(reverse, "PTR", ctx)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         report.notes.append(f"no PTR record for {ip}")
         return report
@@ -248,7 +264,7 @@ async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
     report.evidence.append(
         Evidence(
             source=SOURCE,
-            locator=f"PTR {reverse.to_text()}",
+            locator=f"PTR {reverse}",
             sha256=hashlib.sha256(rrset_text.encode()).hexdigest(),
             fetched_at=ctx.clock(),
             detail=header_text(", ".join(names) or "no usable name", limit=500),
