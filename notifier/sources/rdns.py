@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import ipaddress
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 import dns.exception
 import dns.name
@@ -140,6 +140,7 @@ def _ip_forms(ip: IPAddress) -> list[str]:
     return [form for form in forms if len(form) >= 7]
 
 
+@lru_cache(maxsize=4096)  # a batch asks about each address's names more than once
 def is_generic_hosting_name(name: str, ip: IPAddress | None = None) -> bool:
     """Whether ``name`` is a provider's pool name rather than a name its customer chose.
 
