@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from array import array
-from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from ..cache import LookupCache
@@ -13,7 +12,6 @@ from ..compose import check_template
 from ..errors import ConfigError
 from ..ladder import SendOptions
 from ..models import (
-    Contact,
     DeliveryStatus,
     Finding,
     HostHint,
@@ -37,6 +35,7 @@ from .states import (
     FindingOutcome,
     Plan,
     Route,
+    reached,
 )
 
 __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
@@ -313,39 +312,18 @@ class Batch:
             self.result.manual += await self.notifier.prepare_manual(resolution, by_ip[ip_id])
 
     def _outcome(self, index: int, state: int, rounds: list[dict[str, Plan]]) -> FindingOutcome:
-        limit = self.notifier.settings.batch.max_findings_per_message
-        route = self._route(index)
-        recipients: list[str] = []
-        message_ids: list[str] = []
-        if route is not None:
-            for number, plans in enumerate(rounds):
-                if number == 0:
-                    contacts: Iterable[Contact] = route.recipients
-                elif number - 1 < len(route.fallbacks):
-                    contacts = (route.fallbacks[number - 1],)
-                else:
-                    break
-                for contact in contacts:
-                    plan = plans.get(contact.address)
-                    if plan is None:
-                        continue
-                    at = bisect_left(plan.rows, index)
-                    if at == len(plan.rows) or plan.rows[at] != index:
-                        continue
-                    recipients.append(contact.address)
-                    chunk = at // limit
-                    if chunk < len(plan.message_ids) and plan.message_ids[chunk]:
-                        if not plan.priors[at]:
-                            message_ids.append(plan.message_ids[chunk])
         rows = self._rows
         port = rows.row_port[index]
+        recipients, message_ids = reached(
+            index, self._route(index), rounds, self.notifier.settings.batch.max_findings_per_message
+        )
         return FindingOutcome(
             str(rows.ips[rows.row_ip[index]]),
             None if port < 0 else port,
             rows.strings.values[rows.row_text[index]],
             STATE_NAMES[state],
-            tuple(recipients),
-            tuple(message_ids),
+            recipients,
+            message_ids,
             self._errors.get(rows.row_ip[index], ""),
         )
 

@@ -4,6 +4,8 @@ plan, the running counts, and the outcome reported per finding."""
 from __future__ import annotations
 
 from array import array
+from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ __all__ = [
     "FindingOutcome",
     "Plan",
     "Route",
+    "reached",
 ]
 
 # per-finding state, best wins: a finding reached by any recipient is reached
@@ -116,3 +119,33 @@ class Plan:
     rows: array[int] = field(default_factory=lambda: array("I"))
     priors: bytearray = field(default_factory=bytearray)
     message_ids: list[str] = field(default_factory=list)
+
+
+def reached(
+    index: int, route: Route | None, rounds: list[dict[str, Plan]], limit: int
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Who row ``index`` went to over the rounds of the ladder, and the Message-IDs of the
+    messages (``limit`` findings each) that carried it in this run."""
+    recipients: list[str] = []
+    message_ids: list[str] = []
+    if route is None:
+        return (), ()
+    for number, plans in enumerate(rounds):
+        if number == 0:
+            contacts: Iterable[Contact] = route.recipients
+        elif number - 1 < len(route.fallbacks):
+            contacts = (route.fallbacks[number - 1],)
+        else:
+            break
+        for contact in contacts:
+            plan = plans.get(contact.address)
+            if plan is None:
+                continue
+            at = bisect_left(plan.rows, index)
+            if at == len(plan.rows) or plan.rows[at] != index:
+                continue
+            recipients.append(contact.address)
+            chunk = at // limit
+            if chunk < len(plan.message_ids) and plan.message_ids[chunk] and not plan.priors[at]:
+                message_ids.append(plan.message_ids[chunk])
+    return tuple(recipients), tuple(message_ids)
