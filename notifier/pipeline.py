@@ -6,7 +6,8 @@ the CLI's behaviour. It composes the stages and owns only their lifetimes:
 - resolve (``notifier.resolve``): who owns the address, with provenance;
 - the ladder (``notifier.ladder``): who is told, and when the next rung is;
 - the gate (``notifier.gate``): what the log's history and the run's limits allow;
-- compose (``notifier.compose``) and the message guard (``notifier.trust``): the exact bytes;
+- one message (``notifier.sending``): the gate's say, then compose (``notifier.compose``)
+  and the message guard (``notifier.trust``) for the exact bytes;
 - deliver (``notifier.dispatch``): the SMTP pool, with the intent written right before DATA
   and the outcome after, in the ledger (``notifier.ledger``), the only record of what happened.
 """
@@ -14,26 +15,24 @@ the CLI's behaviour. It composes the stages and owns only their lifetimes:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import replace
 from datetime import datetime
 
 from . import __version__
 from .addresses import clean_address
 from .compose import check_template, library_for
-from .compose.pool import Composer, Job
+from .compose.pool import Composer
 from .config import Settings
 from .contacts import ContactRegistry
-from .dispatch import MAX_SMTP_CONNECTIONS, Dispatcher, Handover
+from .dispatch import MAX_SMTP_CONNECTIONS
 from .errors import ConfigError, NotifierError
-from .gate import IN_FLIGHT_REASON, Gate, Refusal
+from .gate import Gate
 from .ladder import DEFAULT_OPTIONS, SendOptions, walk
-from .ledger import GroupCommit, Ledger, Record, format_head, open_ledger
+from .ledger import GroupCommit, Ledger, Record, open_ledger
 from .models import (
     Contact,
     Delivery,
-    DeliveryStatus,
     Finding,
     HostHint,
     IPAddress,
@@ -46,10 +45,11 @@ from .net import RateLimiter, make_http_client, make_resolver
 from .outcome import SendResult, channel_record, contact_record, resolution_record
 from .outreach.manual import prepare as prepare_manual
 from .resolve import resolve
+from .sending import Sender
 from .sources import Cache, LookupContext, Tracer, utcnow
 from .sources.hints import finding_hints
 from .targets import parse_target
-from .trust import EncryptionRequired, MessageGuard
+from .trust import MessageGuard
 
 __all__ = [
     "MAX_SMTP_CONNECTIONS",
@@ -88,7 +88,7 @@ class Notifier:
         self._ledger: Ledger | None = None
         self._gate: Gate | None = None
         self._journal: GroupCommit | None = None
-        self._dispatcher: Dispatcher | None = None
+        self._sender: Sender | None = None
         self._wrote = False
         self._max_messages = self.settings.limits.max_messages_per_run
         self._composer = Composer(self.settings, self.settings.limits.compose_workers)
@@ -191,9 +191,15 @@ class Notifier:
     def sent_this_run(self) -> int:
         return self._gate.sent if self._gate is not None else 0
 
+    def clock(self) -> datetime:
+        return self._clock()
+
+    def trace(self, event: str, fields: Mapping[str, object]) -> None:
+        self._trace(event, dict(fields))
+
     async def log(self, event: str, /, **fields: object) -> Record:
         """Append to the audit log; returns once the record is on disk."""
-        self._wrote = True
+        self.wrote()
         return await self.journal.append(event, **fields)
 
     def prior(self, finding: Finding, recipient: str) -> str | None:
@@ -322,19 +328,6 @@ class Notifier:
 
     # -- one message: gate → compose → deliver → record -------------------------------------
 
-    def _refuse(
-        self, findings: list[Finding], address: str, status: DeliveryStatus, reason: str
-    ) -> None:
-        self.audit.append(
-            "refusal",
-            ip=str(findings[0].ip),
-            recipient=address,
-            status=str(status),
-            reason=reason,
-            finding_keys=[f.key for f in findings],
-        )
-        self._trace("refusal", {"to": address, "reason": reason})
-
     async def deliver(
         self,
         contact: Contact,
@@ -343,130 +336,13 @@ class Notifier:
         result: SendResult,
         options: SendOptions = DEFAULT_OPTIONS,
     ) -> Delivery:
-        """One message to one contact about ``findings``, written ahead to the audit log.
+        """One message to one contact about ``findings`` (``notifier.sending``)."""
+        if self._sender is None:
+            if self._guard is None:
+                raise RuntimeError("use Notifier as 'async with Notifier(...) as n'")
+            self._sender = Sender(self, self._composer, self._guard, self._stack)
+        return await self._sender.deliver(contact, findings, network, result, options)
 
-        Findings already delivered to this contact are left out (unless ``force``); findings
-        an interrupted run may have sent are left out and reported in doubt. Suppressed
-        addresses (SUPPRESSED) and the daily and per-run caps (HELD_BACK) are refused and logged.
-        """
-        dry_run, test_recipient = options.dry_run, options.test_recipient
-        address = contact.address
-        asked = findings
-        if test_recipient:
-            tester = clean_address(test_recipient)
-            if tester is None:
-                raise ConfigError(f"--test-recipient is not an e-mail address: {test_recipient!r}")
-            contact = replace(contact, address=tester)
-
-        def skipped(status: DeliveryStatus, reason: str) -> Delivery:
-            delivery = Delivery(address, "", status, role=contact.role, reason=reason)
-            result.deliveries.append(delivery)
-            return delivery
-
-        # a rehearsal (--test-recipient) always sends: it shows what owners would get
-        if options.checks_history:
-            doubt = "in doubt: an earlier run may have sent this (use --force to resend)"
-            new = [f for f in findings if self.prior(f, contact.address) is None]
-            doubtful = [f for f in findings if self.prior(f, contact.address) == "in-doubt"]
-            busy = [f for f in findings if self.prior(f, contact.address) == "in-flight"]
-            if not new and busy and not doubtful:
-                return skipped(DeliveryStatus.IN_FLIGHT, IN_FLIGHT_REASON)
-            if doubtful:
-                self._refuse(doubtful, contact.address, DeliveryStatus.IN_DOUBT, doubt)
-            if not new:
-                if doubtful:
-                    return skipped(DeliveryStatus.IN_DOUBT, doubt)
-                return skipped(DeliveryStatus.ALREADY_SENT, "delivered in an earlier run")
-            findings = new
-        gate = None if dry_run else self.gate
-        refusal = gate.refusal(contact.address, rehearsal=bool(test_recipient)) if gate else None
-        if refusal is not None:
-            self._refuse(findings, contact.address, *refusal)
-            return skipped(*refusal)
-        if gate is not None:
-            gate.in_flight += 1  # counted against the run cap from here on: no overshoot
-        try:
-            sent = await self._compose_and_hand_over(
-                contact, findings, network, result, options, address
-            )
-        finally:
-            if gate is not None:
-                gate.in_flight -= 1
-        if isinstance(sent, Delivery):
-            if gate is not None and (sent.status != DeliveryStatus.FAILED or sent.attempts):
-                gate.sent += 1
-            result.deliveries.append(sent)
-            return sent
-        status, reason = sent
-        if status == DeliveryStatus.HELD_BACK:
-            self._refuse(findings, contact.address, status, reason)
-        if status not in (DeliveryStatus.IN_DOUBT, DeliveryStatus.IN_FLIGHT):
-            return skipped(status, reason)
-        # another run on this store claimed some of these findings for this contact since we
-        # looked: decide again with what it wrote, and send what is left, if anything
-        return await self.deliver(contact, asked, network, result, options)
-
-    async def _compose_and_hand_over(
-        self,
-        contact: Contact,
-        findings: list[Finding],
-        network: Network | None,
-        result: SendResult,
-        options: SendOptions,
-        intended: str,
-    ) -> Delivery | Refusal:
-        """Compose (and sign or encrypt) the message, then hand it over (not in a dry run)."""
-        now = self._clock()
-        case_ref = options.case_ref or case_reference(findings)
-        log_head = None if options.dry_run else format_head(*self.audit.head())
-        if self._guard is not None:
-            self._guard.prefetch(contact, self.ctx)  # the key's lookup runs while composing
-        composed = await self._composer.compose(
-            Job(
-                findings,
-                contact,
-                template=options.template,
-                case_ref=case_ref,
-                now=now,
-                log_head=log_head,
-                in_reply_to=options.in_reply_to,
-                references=options.references,
-                network=network,
-            )
-        )
-        protection = None
-        if self._guard is not None:
-            try:
-                composed, protection = await self._guard.protect(composed, contact, self.ctx)
-            except EncryptionRequired as exc:
-                self._refuse(findings, contact.address, DeliveryStatus.FAILED, str(exc))
-                return DeliveryStatus.FAILED, str(exc)
-        result.messages.append(composed)
-        if options.dry_run:
-            return Delivery(
-                contact.address,
-                composed.message_id,
-                DeliveryStatus.DRY_RUN,
-                digest=composed.digest,
-                role=contact.role,
-            )
-        handover = Handover(
-            composed,
-            contact,
-            findings,
-            intended=intended if options.test_recipient else None,
-            exclusive=options.checks_history,
-            protection=protection.record() if protection else None,
-        )
+    def wrote(self) -> None:
+        """Note that this run wrote to the log (the TSA anchors such runs)."""
         self._wrote = True
-        sent = await self._dispatch().hand_over(handover)
-        if not isinstance(sent, Delivery):
-            result.messages.remove(composed)
-        return sent
-
-    def _dispatch(self) -> Dispatcher:
-        if self._dispatcher is None:
-            self._dispatcher = Dispatcher(
-                self.settings, self.audit, self.journal, self.gate, self._stack, self._trace
-            )
-        return self._dispatcher

@@ -318,7 +318,8 @@ async def complete(
     # a generic hosting name's domain is the provider's: its registrar and registrant say
     # nothing of the host's owner (and a batch would ask the domain registry once per pool)
     named = tuple(h for h in hostnames if not rdns.is_generic_hosting_name(h, target.ip))
-    names = ",".join(sorted(hostnames))
+    # only generic names: the source has nothing to fetch, so nothing to keep or share
+    names = ",".join(sorted(hostnames)) if named else ""
     reports += await asyncio.gather(
         _cached(
             "security.txt", names, "security.txt", securitytxt.lookup, query, ctx, http_deadline

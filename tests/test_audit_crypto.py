@@ -26,6 +26,7 @@ from notifier.config import Settings
 from notifier.errors import AuditError, ConfigError
 from notifier.ledger import (
     AuditLog,
+    TimestampToken,
     build_timestamp_request,
     format_head,
     head,
@@ -37,11 +38,12 @@ from notifier.ledger import (
     timestamp_head,
     verify,
 )
+from notifier.ledger.timestamps import trusted
 from notifier.sandbox.tsa import TimestampAuthority
 from notifier.sandbox.web import Reply, WebServer
 
 SAMPLE_TSA = TimestampAuthority()
-SAMPLE_REPLY = SAMPLE_TSA.respond(build_timestamp_request("5:" + "e" * 64, 7))
+SAMPLE_REPLY = SAMPLE_TSA.respond(build_timestamp_request("5:" + "e" * 64)[0])
 
 START = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -394,7 +396,7 @@ class TestTimestamp:
         text = "7:" + "c" * 64
         (tmp_path / "head").write_text(text)
         (tmp_path / "ca.pem").write_bytes(authority.ca_pem())
-        (tmp_path / "r.tsr").write_bytes(authority.respond(build_timestamp_request(text, 42)))
+        (tmp_path / "r.tsr").write_bytes(authority.respond(build_timestamp_request(text)[0]))
         result = subprocess.run(
             ["openssl", "ts", "-verify", "-in", "r.tsr", "-data", "head", "-CAfile", "ca.pem"],
             cwd=tmp_path,
@@ -450,3 +452,27 @@ class TestTimestampParsingProperties:
             return
         # only bytes outside what the signature covers may change without notice
         assert token.imprint == hashlib.sha256(("5:" + "e" * 64).encode()).digest()
+
+
+class TestTimestampTrust:
+    """Trust in a token's TSA is checked by rfc3161-client: the chain at the token's genTime."""
+
+    @staticmethod
+    def _token(authority: TimestampAuthority) -> TimestampToken:
+        return parse_timestamp_reply(authority.respond(build_timestamp_request("3:" + "d" * 64)[0]))
+
+    def test_the_ca_or_the_tsas_own_certificate_vouch_for_it(self) -> None:
+        authority = TimestampAuthority(clock=lambda: START)
+        token = self._token(authority)
+        assert trusted(token, [authority.ca_cert])
+        assert trusted(token, [authority.cert])  # the TSA's own certificate as the anchor
+        assert not trusted(token, [TimestampAuthority().ca_cert])
+        assert not trusted(token, [])
+
+    def test_a_reply_that_is_not_der_is_refused(self) -> None:
+        """BER where DER is required (a BOOLEAN TRUE that is not 0xFF) is refused whole."""
+        reply = SAMPLE_REPLY
+        at = reply.index(b"\x01\x01\xff")
+        bent = reply[:at] + b"\x01\x01\x01" + reply[at + 3 :]
+        with pytest.raises(AuditError, match="not valid DER"):
+            parse_timestamp_reply(bent)

@@ -90,9 +90,12 @@ async def test_workers_split_the_messages_and_the_lookups(
     per_recipient = Counter(r for m in messages for r in m.rcpt_tos)
     assert set(per_recipient) == {n.abuse for n in NETWORKS}
     assert set(per_recipient.values()) == {1}, per_recipient  # messages ÷ recipients = 1.00
-    # each network asked once over all workers together (RDAP requests ÷ networks = 1.00)
+    # each network asked once over all workers together (RDAP requests ÷ networks = 1.00), and
+    # each address's PTR once: a worker looks up the blocks it took, the others' from the cache
     asked = sum(sandbox.registries[k].request_count for k in REGISTRIES)
     assert asked == len(NETWORKS)
+    ptr = Counter(q.name for q in sandbox.dns.queries if q.rtype == "PTR")
+    assert len(ptr) == len(HOSTS) and set(ptr.values()) == {1}, ptr
 
     # the work was shared: more than one worker sent messages, and every worker reports every
     # finding as sent (by itself) or already sent (by another), never in doubt

@@ -694,3 +694,24 @@ class TestInFlight:
         assert first.claim("ptr:x", 60)
         first.close()
         second.close()
+
+
+class TestWriteBehind:
+    """A batch's stores are written together: one transaction, seen by others once written."""
+
+    def test_held_back_until_flushed_released_or_closed(self, tmp_path: Path) -> None:
+        first, second = open_cache(tmp_path), open_cache(tmp_path)
+        first.write_behind = 3
+        first.put("k", "a", [1], 60)
+        first.put("k", "b", [2], 60)
+        assert first.get("k", "a") == [1]  # this process sees its own at once
+        assert second.get("k", "a") is None
+        first.put("k", "c", [3], 60)  # the third fills the batch: written
+        assert second.get("k", "a") == [1] and second.get("k", "c") == [3]
+        first.put("k", "d", [4], 60)
+        first.release("registry:x")  # before letting go of anything: written
+        assert second.get("k", "d") == [4]
+        first.put("k", "e", [5], 60)
+        first.close()
+        assert second.get("k", "e") == [5]
+        assert first.stats.stores == 5

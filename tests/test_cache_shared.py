@@ -172,3 +172,14 @@ def test_a_hung_holder_loses_its_mark_when_the_lease_ends(db: str, tmp_path: Pat
     clock.now += 31
     assert second.claim("k", 30)
     assert not first.claim("k", 30)
+
+
+def test_stores_held_back_are_written_in_one_go(db: str, tmp_path: Path) -> None:
+    first, second = _open(db, tmp_path), _open(db, tmp_path)
+    first.write_behind = 100
+    for n in range(50):
+        first.put("ptr", f"127.9.0.{n}", _report(f"n{n}@example.net"), 60)
+    assert second.get("ptr", "127.9.0.7") is None
+    first.flush()
+    got = second.get("ptr", "127.9.0.7")
+    assert got is not None and got[0].contacts[0].address == "n7@example.net"

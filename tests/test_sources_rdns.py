@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import random
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -319,3 +321,39 @@ class TestSandboxNameserver:
             settings = Settings.from_mapping({"dns": {"nameservers": [server.nameserver]}})
             answer = await make_resolver(settings.dns).resolve("a.example", "A")
             assert [r.to_text() for r in answer] == ["127.0.0.1"]
+
+
+def _clean_hostname_before(name: str) -> str | None:
+    """clean_hostname as written before its shortcuts for ASCII names and non-literals."""
+    value = name.strip().rstrip(".")
+    if not value or len(value) > 253:
+        return None
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    try:
+        value = value.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return None
+    labels = value.split(".")
+    if len(labels) < 2 or not all(re.match(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$", x) for x in labels):
+        return None
+    if labels[-1].isdigit():
+        return None
+    return value
+
+
+def test_clean_hostname_shortcuts_change_nothing() -> None:
+    pieces = ["a", "Host", "ip-10-0-0-1", "xn--bcher-kva", "bücher", "1", "255", "0x7f", "-a",
+              "a-", "_dmarc", "x" * 63, "y" * 64, "", " ", "[", "]", "::1", "fe80::1%eth0",
+              "2001:db8::", "\n", "ÿ", "EXAMPLE", "co", "uk", "1.2.3.4"]  # fmt: skip
+    rng = random.Random(5)
+    for _ in range(20000):
+        name = (
+            rng.choice(["", "[", " "])
+            + ".".join(rng.choice(pieces) for _ in range(rng.randrange(1, 5)))
+            + rng.choice(["", ".", "]", " "])
+        )
+        assert clean_hostname(name) == _clean_hostname_before(name), repr(name)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from array import array
-from bisect import bisect_left
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
+from ..cache import LookupCache
 from ..compose import check_template
 from ..errors import ConfigError
 from ..ladder import SendOptions
 from ..models import (
-    Contact,
     DeliveryStatus,
     Finding,
     HostHint,
@@ -25,106 +23,29 @@ from ..models import (
 from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
 from ..sources.hints import MAX_HINTS
 from .columns import Columns, Interned
-from .share import SharedUnits, each, unit_name
+from .share import SharedUnits, block_of, block_unit, each, unit_name
 from .stages import Lookups
+from .states import (
+    ALREADY,
+    CLIMBS,
+    FROM_STATUS,
+    IN_DOUBT,
+    STATE_NAMES,
+    BatchCounts,
+    FindingOutcome,
+    Plan,
+    Route,
+    reached,
+)
 
 __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
-
-# per-finding state, best wins: a finding reached by any recipient is reached
-_NONE, _SUPPRESSED, _FAILED, _HELD, _IN_DOUBT, _ALREADY, _DRY, _SENT = range(8)
-_STATE_NAMES = {
-    _NONE: "no-contact",
-    _FAILED: "failed",
-    _SUPPRESSED: "suppressed",
-    _HELD: "held-back",
-    _IN_DOUBT: "in-doubt",
-    _ALREADY: "already-sent",
-    _DRY: "dry-run",
-    _SENT: "sent",
-}
-_FROM_STATUS = {
-    DeliveryStatus.DELIVERED: _SENT,
-    DeliveryStatus.DRY_RUN: _DRY,
-    DeliveryStatus.ALREADY_SENT: _ALREADY,
-    DeliveryStatus.IN_DOUBT: _IN_DOUBT,
-    # another live worker is delivering it: it is that worker's to report, not in doubt
-    DeliveryStatus.IN_FLIGHT: _ALREADY,
-    DeliveryStatus.SUPPRESSED: _SUPPRESSED,
-    DeliveryStatus.HELD_BACK: _HELD,
-    DeliveryStatus.FAILED: _FAILED,
-}
-# the ladder's rule (notifier.ladder) on a finding's best state: it climbs when nobody was
-# chosen or every chosen contact off the suppression list failed; a limit holds it, not climbs
-_CLIMBS = (_NONE, _FAILED)
 
 _PENDING = -1  # an address's route before its resolution is known
 _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
 _IPS_PER_RECORD = 1000  # addresses named by one resolution record at most
+_WRITE_BEHIND = 256  # lookup cache stores written in one transaction
 _YIELD_EVERY = 256  # submits between two chances for the lookups to run
 _MAX_DELIVERY_WORKERS = 2 * MAX_SMTP_CONNECTIONS  # compose the next messages while others send
-
-
-@dataclass(slots=True)
-class BatchCounts:
-    """Running totals, for the progress bar and the closing summary."""
-
-    read: int = 0
-    problems: int = 0
-    refused: int = 0
-    duplicates: int = 0
-    addresses: int = 0
-    resolved: int = 0
-    queued: int = 0
-    sent: int = 0
-    failed: int = 0
-    skipped: int = 0
-    held_back: int = 0  # messages a sending limit held back (a later run sends them)
-    held_reasons: dict[str, int] = field(default_factory=dict)  # why, and how many each
-    recipients: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class FindingOutcome:
-    """What happened to one finding (one JSON line with ``batch --json``)."""
-
-    ip: str
-    port: int | None
-    finding: str
-    status: str
-    recipients: tuple[str, ...] = ()
-    message_ids: tuple[str, ...] = ()
-    reason: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ip": self.ip,
-            "port": self.port,
-            "finding": self.finding,
-            "status": self.status,
-            "recipients": list(self.recipients),
-            "message_ids": list(self.message_ids),
-            "reason": self.reason,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class _Route:
-    """Who an address's findings go to; addresses resolved alike share one."""
-
-    recipients: tuple[Contact, ...]
-    fallbacks: tuple[Contact, ...]
-    network: Network | None
-
-
-@dataclass(slots=True)
-class _Plan:
-    """One recipient's share of a round: its findings (row numbers, ascending), and per row
-    whether an earlier run already dealt with it; per message, its Message-ID."""
-
-    contact: Contact
-    rows: array[int] = field(default_factory=lambda: array("I"))
-    priors: bytearray = field(default_factory=bytearray)
-    message_ids: list[str] = field(default_factory=list)
 
 
 class Batch:
@@ -167,8 +88,15 @@ class Batch:
         self.result = SendResult()
         # other processes on this input share its messages through the cache (not rehearsals)
         shared = notifier.ctx.cache
-        sharing = shared is not None and hasattr(shared, "claim") and not dry_run
-        self._units = SharedUnits(shared) if sharing and not test_recipient else None  # type: ignore[arg-type]
+        if isinstance(shared, LookupCache):
+            shared.write_behind = _WRITE_BEHIND  # an answer per address: written in bulk
+        share = SharedUnits(shared) if hasattr(shared, "claim") else None  # type: ignore[arg-type]
+        self._share = share
+        self._units = None if dry_run or test_recipient else share
+        # per /24 (v6 /48) block of addresses: whether this process looks it up, and the
+        # addresses of blocks another process took (looked up here from the cache afterwards)
+        self._taken: dict[tuple[int, int], bool] = {}
+        self._theirs: dict[tuple[int, int], list[int]] = {}
 
     def on_outcome(self, callback: Callable[[FindingOutcome], None]) -> None:
         """Also report each finding's outcome to ``callback``."""
@@ -218,7 +146,7 @@ class Batch:
                 rows.ip_ids[finding.ip] = ip_id
                 self._ip_route.append(_PENDING)
                 self.counts.addresses += 1
-                self._lookups.add(ip_id)
+                self._look_up(ip_id, address)
         if not rows.add(ip_id, finding):
             self.counts.duplicates += 1
             return
@@ -230,6 +158,36 @@ class Batch:
 
     # -- lookups ----------------------------------------------------------------------------
 
+    def _look_up(self, ip_id: int, address: IPAddress) -> None:
+        """Queue the address's lookups, unless another process on this input took its block."""
+        if self._share is None:
+            self._lookups.add(ip_id)
+            return
+        block = block_of(address)
+        mine = self._taken.get(block)
+        if mine is None:
+            mine = self._taken[block] = self._share.take(block_unit(block))
+        if mine:
+            self._lookups.add(ip_id)
+        else:
+            self._theirs.setdefault(block, []).append(ip_id)
+
+    async def _look_up_theirs(self) -> None:
+        """Once this process's own lookups are done: let its blocks go, then look up the
+        others' addresses as each block is let go by the process that took it (from the
+        cache it filled; if that process died, by asking again)."""
+        assert self._share is not None
+        for block, mine in self._taken.items():
+            if mine:
+                self._share.give_back(block_unit(block))
+        await self._share.wait_for([block_unit(block) for block in self._theirs])
+        for ids in self._theirs.values():
+            for ip_id in ids:
+                self._lookups.add(ip_id)
+        self._theirs = {}
+        self._taken = {}
+        await self._lookups.wait()
+
     def _target(self, ip_id: int) -> Target:
         host = self._rows.hostname(ip_id)
         hints = tuple(self._hints.get(ip_id, ()))
@@ -240,7 +198,7 @@ class Batch:
             self._group(resolution)
         if resolution.channels and not self.options.dry_run:
             self._channels[ip_id] = resolution
-        route = _Route(resolution.recipients, resolution.fallbacks, resolution.network)
+        route = Route(resolution.recipients, resolution.fallbacks, resolution.network)
         self._ip_route[ip_id] = self._routes.id(route)
         self.counts.resolved += 1
         self._on_progress(self.counts)
@@ -291,7 +249,7 @@ class Batch:
 
     # -- delivery ---------------------------------------------------------------------------
 
-    def _route(self, row: int) -> _Route | None:
+    def _route(self, row: int) -> Route | None:
         route_id = self._ip_route[self._rows.row_ip[row]]
         return self._routes.values[route_id] if route_id > 0 else None
 
@@ -302,15 +260,19 @@ class Batch:
         """
         self._rows.sealed()
         await self._lookups.wait()
+        if self._theirs or self._taken:
+            await self._look_up_theirs()
+        if isinstance(self.notifier.ctx.cache, LookupCache):
+            self.notifier.ctx.cache.flush()  # what was learnt is kept even if sending fails
         await self._log_resolutions()
         rows = len(self._rows)
         state = bytearray(rows)
-        plans: dict[str, _Plan] = {}
+        plans: dict[str, Plan] = {}
         for index in range(rows):
             route = self._route(index)
             if route is not None:
                 for contact in route.recipients:
-                    plans.setdefault(contact.address, _Plan(contact)).rows.append(index)
+                    plans.setdefault(contact.address, Plan(contact)).rows.append(index)
         self.counts.recipients = len(plans)
         rounds = [plans]
         await self._deliver_round(plans, state, 0)
@@ -320,12 +282,12 @@ class Batch:
         while True:
             plans = {}
             for index in range(rows):
-                if state[index] not in _CLIMBS:
+                if state[index] not in CLIMBS:
                     continue
                 route = self._route(index)
                 if route is not None and rung < len(route.fallbacks):
                     contact = route.fallbacks[rung]
-                    plans.setdefault(contact.address, _Plan(contact)).rows.append(index)
+                    plans.setdefault(contact.address, Plan(contact)).rows.append(index)
             if not plans:
                 break
             rung += 1
@@ -349,44 +311,23 @@ class Batch:
         for ip_id, resolution in self._channels.items():
             self.result.manual += await self.notifier.prepare_manual(resolution, by_ip[ip_id])
 
-    def _outcome(self, index: int, state: int, rounds: list[dict[str, _Plan]]) -> FindingOutcome:
-        limit = self.notifier.settings.batch.max_findings_per_message
-        route = self._route(index)
-        recipients: list[str] = []
-        message_ids: list[str] = []
-        if route is not None:
-            for number, plans in enumerate(rounds):
-                if number == 0:
-                    contacts: Iterable[Contact] = route.recipients
-                elif number - 1 < len(route.fallbacks):
-                    contacts = (route.fallbacks[number - 1],)
-                else:
-                    break
-                for contact in contacts:
-                    plan = plans.get(contact.address)
-                    if plan is None:
-                        continue
-                    at = bisect_left(plan.rows, index)
-                    if at == len(plan.rows) or plan.rows[at] != index:
-                        continue
-                    recipients.append(contact.address)
-                    chunk = at // limit
-                    if chunk < len(plan.message_ids) and plan.message_ids[chunk]:
-                        if not plan.priors[at]:
-                            message_ids.append(plan.message_ids[chunk])
+    def _outcome(self, index: int, state: int, rounds: list[dict[str, Plan]]) -> FindingOutcome:
         rows = self._rows
         port = rows.row_port[index]
+        recipients, message_ids = reached(
+            index, self._route(index), rounds, self.notifier.settings.batch.max_findings_per_message
+        )
         return FindingOutcome(
             str(rows.ips[rows.row_ip[index]]),
             None if port < 0 else port,
             rows.strings.values[rows.row_text[index]],
-            _STATE_NAMES[state],
-            tuple(recipients),
-            tuple(message_ids),
+            STATE_NAMES[state],
+            recipients,
+            message_ids,
             self._errors.get(rows.row_ip[index], ""),
         )
 
-    async def _deliver_round(self, plans: dict[str, _Plan], state: bytearray, rung: int) -> None:
+    async def _deliver_round(self, plans: dict[str, Plan], state: bytearray, rung: int) -> None:
         """Every plan of one round (``rung`` 0: the chosen recipients, then each rung of the
         ladder); different recipients in parallel, one's messages in turn."""
 
@@ -415,7 +356,7 @@ class Batch:
         }
         await self._units.round(names, deliver, width=width)
 
-    async def _deliver_plan(self, plan: _Plan, state: bytearray) -> None:
+    async def _deliver_plan(self, plan: Plan, state: bytearray) -> None:
         limit = self.notifier.settings.batch.max_findings_per_message
         address = plan.contact.address
         checks = self.options.checks_history
@@ -434,7 +375,7 @@ class Batch:
                 plan.contact, findings, network, scratch, self.options
             )
             self.result.deliveries.extend(scratch.deliveries)
-            outcome = _FROM_STATUS[delivery.status]
+            outcome = FROM_STATUS[delivery.status]
             if delivery.status == DeliveryStatus.DELIVERED:
                 self.counts.sent += 1
             elif delivery.status == DeliveryStatus.FAILED:
@@ -449,7 +390,7 @@ class Batch:
             plan.message_ids.append(delivery.message_id)
             for offset, (i, prior) in enumerate(zip(chunk, priors, strict=True)):
                 # a finding the message left out keeps what an earlier run did with it
-                mine = {"delivered": _ALREADY, "in-doubt": _IN_DOUBT}.get(prior or "", outcome)
+                mine = {"delivered": ALREADY, "in-doubt": IN_DOUBT}.get(prior or "", outcome)
                 state[i] = max(state[i], mine)
                 plan.priors[start + offset] = prior is not None
             self._on_progress(self.counts)

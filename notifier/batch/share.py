@@ -1,16 +1,21 @@
 """Work units: several ``notify batch`` processes on one input (one machine with the file
-store, or many with ``[state] url``) share its messages instead of racing for them.
+store, or many with ``[state] url``) share its lookups and its messages instead of racing.
 
-A unit is one recipient's message in one round of the ladder, named by the round, the address
-and a digest of the findings it carries, so every process reading the same input names it
-alike. A process takes a unit with a mark in the shared cache (``LookupCache.claim``): while its
-holder lives, others leave it alone and go on with the next. Once every unit of a round was
-tried, a process comes back to those another held, takes each when its mark is gone and
-"delivers" it as usual: the ledger then says what the holder sent (already sent: nothing goes
-out again), so every process reports every finding and climbs the ladder alike. A holder killed
-mid-unit loses its mark at once (its process is gone; on another machine, its database
-session), a hung one when the lease ends; the next taker sends what the ledger says was not
-sent, and whatever the killed one may have sent stays in doubt.
+Lookups are shared by address block (a /24, v6 /48): the first process to see a block takes it
+and looks up its addresses, filling the shared cache; the others leave those addresses until
+their own lookups are done and the taker has let the block go, then resolve them from the cache
+(a block whose taker died is taken and looked up afresh).
+
+Messages are shared by unit: one recipient's message in one round of the ladder, named by the
+round, the address and a digest of the findings it carries, so every process reading the same
+input names it alike. A process takes a unit with a mark in the shared cache
+(``LookupCache.claim``): while its holder lives, others leave it alone and go on with the next.
+Once every unit of a round was tried, a process comes back to those another held, takes each
+when its mark is gone and "delivers" it as usual: the ledger then says what the holder sent
+(already sent: nothing goes out again), so every process reports every finding and climbs the
+ladder alike. A holder killed mid-unit loses its mark at once (its process is gone; on another
+machine, its database session), a hung one when the lease ends; the next taker sends what the
+ledger says was not sent, and whatever the killed one may have sent stays in doubt.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import hashlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
-__all__ = ["SharedUnits", "each", "unit_name"]
+from ..models import IPAddress
+
+__all__ = ["SharedUnits", "block_of", "block_unit", "each", "unit_name"]
 
 LEASE = 600.0  # seconds a hung holder keeps a unit (a message's retries fit well inside)
 POLL = 0.2  # seconds between looks at a unit another process is sending
@@ -33,6 +40,19 @@ class _Shared(Protocol):
 
 
 _T = TypeVar("_T")
+
+
+_BLOCK = {4: 24, 6: 48}  # addresses looked up together: a registry's smallest networks
+
+
+def block_of(ip: IPAddress) -> tuple[int, int]:
+    shift = ip.max_prefixlen - _BLOCK[ip.version]
+    return ip.version, int(ip) >> shift
+
+
+def block_unit(block: tuple[int, int]) -> str:
+    version, number = block
+    return f"lookups:{version}:{number:x}/{_BLOCK[version]}"
 
 
 def unit_name(rung: int, address: str, finding_keys: Iterable[str]) -> str:
@@ -53,6 +73,15 @@ class SharedUnits:
 
     def give_back(self, unit: str) -> None:
         self._shared.release(unit)
+
+    async def wait_for(self, units: list[str]) -> None:
+        """Until no live process holds any of ``units`` (each taken and let go at once)."""
+        for unit in units:
+            while True:  # the holder is another process: nothing here can wake us
+                if self.take(unit):
+                    break
+                await asyncio.sleep(POLL)
+            self.give_back(unit)
 
     async def round(
         self,

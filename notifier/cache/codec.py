@@ -28,21 +28,31 @@ __all__ = [
 _REPORTS_FORMAT = 1
 
 
+_PLAIN = (str, int, float, bool, type(None))
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _encode(value: Any) -> Any:
     """A JSON-able image of a model value, by the value's own type."""
-    if value is None or isinstance(value, bool | int | float):
+    kind = type(value)
+    if kind in _PLAIN:  # exact types: a StrEnum member is a str too, and takes the next path
         return value
-    if isinstance(value, Enum):  # before str: a StrEnum is a str too
+    if isinstance(value, Enum):
         return value.value
-    if isinstance(value, str):
+    if isinstance(value, str | int | float):
         return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list | tuple):
+    if kind is list or kind is tuple:
         return [_encode(item) for item in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    raise TypeError(f"cannot serialise {type(value).__name__} for the cache")
+    names = _FIELD_NAMES.get(kind)
+    if names is None:
+        if not dataclasses.is_dataclass(value) or isinstance(value, type):
+            if isinstance(value, datetime):
+                return value.isoformat()
+            if isinstance(value, list | tuple):
+                return [_encode(item) for item in value]
+            raise TypeError(f"cannot serialise {kind.__name__} for the cache")
+        names = _FIELD_NAMES[kind] = tuple(f.name for f in dataclasses.fields(value))
+    return {name: _encode(getattr(value, name)) for name in names}
 
 
 _HINTS: dict[type, dict[str, Any]] = {}

@@ -104,6 +104,9 @@ class LookupCache(RangeLayer):
         self._memory_items = max(1, memory_items)
         self._unavailable = False
         self._local_ids = 0  # ids of values kept only in memory count down from -1
+        # stores held back to be written together (0: each at once); see ``write_behind``
+        self.write_behind = 0
+        self._unwritten: dict[tuple[str, bytes], tuple[str, float]] = {}
         self._reset_memory()
 
     @classmethod
@@ -130,7 +133,8 @@ class LookupCache(RangeLayer):
         self.close()
 
     def close(self) -> None:
-        """Close the database; a later call opens it again."""
+        """Write what is held back, close the database; a later call opens it again."""
+        self.flush()
         try:
             self.store.close()
         except StoreError as exc:
@@ -167,11 +171,33 @@ class LookupCache(RangeLayer):
             return
         expires = self._clock() + ttl
         self.stats.stores += 1
+        if self.write_behind > 0:
+            self._unwritten[(kind, key_bytes(key))] = (text, expires)
+            self._remember_entry(kind, key, expires, text)
+            if len(self._unwritten) >= self.write_behind:
+                self.flush()
+            return
         self._guarded(
             "put", lambda: self._db().put(kind, key_bytes(key), text, expires), None, retry=True
         )
         # after the write: setting a corrupt file aside empties the memory layer
         self._remember_entry(kind, key, expires, text)
+
+    def flush(self) -> None:
+        """Write the stores held back (``write_behind``) in one transaction.
+
+        A batch stores an answer per address; written together they cost one transaction (on
+        PostgreSQL, one round trip) instead of one each. Other processes see them once
+        written: before this process lets go of anything it holds (``release``), and when it
+        claims something (they may be waiting for what it learnt).
+        """
+        if not self._unwritten:
+            return
+        rows = [
+            (kind, key, text, expires) for (kind, key), (text, expires) in self._unwritten.items()
+        ]
+        self._unwritten = {}
+        self._guarded("put", lambda: self._db().put_many(rows), None, retry=True)
 
     def lookup_range(self, kind: str, ip: IPAddress) -> Any:
         """The value of the most specific live range of ``kind`` holding ``ip``, or ``None``."""
@@ -235,6 +261,7 @@ class LookupCache(RangeLayer):
         same server again). A holder that died (even by SIGKILL) loses its mark at once; one
         that hangs, when the lease ends. With no database every claim succeeds: the process
         then works alone."""
+        self.flush()
         now = self._clock()
         return bool(
             self._guarded("claim", lambda: self._db().claim(key_bytes(key), lease, now), True)
@@ -242,6 +269,7 @@ class LookupCache(RangeLayer):
 
     def release(self, key: str) -> None:
         """Drop this process's mark on ``key`` (its answer is in the cache, or it gave up)."""
+        self.flush()
         self._guarded("release", lambda: self._db().release(key_bytes(key)), None)
 
     # -- internals: entries ------------------------------------------------------------------
@@ -277,7 +305,9 @@ class LookupCache(RangeLayer):
         self._guarded("drop", lambda: self._db().delete(kind, key_bytes(key)), None)
 
     def _get_db(self, kind: str, key: str, now: float) -> Any:
-        row = self._db().get(kind, key_bytes(key), now)
+        row = self._unwritten.get((kind, key_bytes(key))) or self._db().get(
+            kind, key_bytes(key), now
+        )
         if row is None:
             return None
         text, expires = row

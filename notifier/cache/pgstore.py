@@ -119,6 +119,17 @@ class PgStore:
         )
 
     @_translated
+    def put_many(self, rows: list[tuple[str, bytes, str, float]]) -> None:
+        conn = self._db()
+        with conn.transaction(), conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO cache_entries (kind, key, value, expires) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, "
+                "expires = excluded.expires",
+                rows,
+            )
+
+    @_translated
     def delete(self, kind: str, key: bytes) -> None:
         self._db().execute("DELETE FROM cache_entries WHERE kind = %s AND key = %s", (kind, key))
 

@@ -71,6 +71,9 @@ class Store(Protocol):
 
     def put(self, kind: str, key: bytes, text: str, expires: float) -> None: ...
 
+    def put_many(self, rows: list[tuple[str, bytes, str, float]]) -> None:
+        """Several ``put`` in one transaction."""
+
     def delete(self, kind: str, key: bytes) -> None: ...
 
     def store_range(
@@ -230,6 +233,16 @@ class SqliteStore:
             "INSERT OR REPLACE INTO entries (kind, key, value, expires) VALUES (?, ?, ?, ?)",
             (kind, key, text, expires),
         )
+
+    @_translated
+    def put_many(self, rows: list[tuple[str, bytes, str, float]]) -> None:
+        conn = self._db()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT OR REPLACE INTO entries (kind, key, value, expires) VALUES (?, ?, ?, ?)",
+                rows,
+            )
 
     @_translated
     def delete(self, kind: str, key: bytes) -> None:

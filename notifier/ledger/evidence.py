@@ -13,17 +13,15 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from ..errors import AuditError
 from .chain import HEX64, format_head
 from .report import Problem, VerifyReport
-from .timestamps import OID_SHA256, parse_timestamp_reply, token_claims
+from .timestamps import OID_SHA256, parse_timestamp_reply, token_claims, trusted
 
 if TYPE_CHECKING:
     from .verify import _RecordChecker
@@ -276,28 +274,14 @@ def _check_token(
         report.problems.append(Problem(count, "timestamp", f"{name}: {exc}"))
         return
     expected = hashlib.sha256(format_head(count, full).encode("utf-8")).digest()
-    if token.hash_algorithm != str(OID_SHA256) or token.imprint != expected:
+    if token.hash_algorithm != OID_SHA256 or token.imprint != expected:
         report.problems.append(
             Problem(count, "timestamp", f"{name} does not timestamp the head of line {count}")
         )
         return
-    if trust is not None and not _trusted(token.signer, trust, token.gen_time):
+    if trust is not None and not trusted(token, trust):
         report.problems.append(
             Problem(count, "timestamp", f"{name} is signed by an untrusted TSA certificate")
         )
         return
     report.timestamps.append((count, token.gen_time))
-
-
-def _trusted(cert: x509.Certificate, trust: list[x509.Certificate], when: datetime) -> bool:
-    if not cert.not_valid_before_utc <= when <= cert.not_valid_after_utc:
-        return False
-    for anchor in trust:
-        if cert == anchor:
-            return True
-        try:
-            cert.verify_directly_issued_by(anchor)
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-        return True
-    return False

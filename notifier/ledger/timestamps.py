@@ -1,4 +1,12 @@
-"""RFC 3161 time-stamps over the chain head."""
+"""RFC 3161 time-stamps over the chain head.
+
+The ``rfc3161-client`` library builds the query, decodes the reply (status, the token, its
+TSTInfo and certificates) and, when ``verify`` is given trusted TSA certificates, checks the
+token against them (the chain at genTime, the critical time-stamping key usage). What it cannot
+do stays here: checking the token's CMS signature with the certificate the token carries, with
+no trust anchor at all (its verifier needs a root and exposes no signer's signed attributes),
+which is what ``timestamp_head`` and a verify without ``[audit] tsa_ca`` rely on.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +14,9 @@ import asyncio
 import hashlib
 import os
 import re
-import secrets
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +32,14 @@ from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
 from pyasn1.type import univ
 from pyasn1_modules import rfc3161, rfc5652
+from rfc3161_client import (
+    HashAlgorithm,
+    TimestampRequestBuilder,
+    TimeStampResponse,
+    VerificationError,
+    VerifierBuilder,
+    decode_timestamp_response,
+)
 
 from ..errors import AuditError
 from .chain import format_head, parse_head
@@ -39,13 +54,14 @@ __all__ = [
     "parse_timestamp_reply",
     "timestamp_head",
     "token_claims",
+    "trusted",
 ]
 
 MAX_TSA_REPLY = 256 * 1024
 TOKEN_NAME = re.compile(r"(\d{1,12})-([0-9a-f]{16})\.tsr")
 
 
-OID_SHA256 = univ.ObjectIdentifier("2.16.840.1.101.3.4.2.1")
+OID_SHA256 = "2.16.840.1.101.3.4.2.1"
 _DIGESTS: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "1.3.14.3.2.26": hashes.SHA1,
     "2.16.840.1.101.3.4.2.4": hashes.SHA224,
@@ -85,22 +101,25 @@ class TimestampToken:
     hash_algorithm: str  # OID
     imprint: bytes
     signer: x509.Certificate
+    reply: TimeStampResponse = field(repr=False, compare=False)
 
 
 def token_name(count: int, last_hash: str) -> str:
     return f"{count}-{last_hash[:16]}.tsr"
 
 
-def build_timestamp_request(head_text: str, nonce: int) -> bytes:
-    """A DER ``TimeStampReq`` over ``sha256(head_text)`` asking for the TSA certificate."""
-    request = rfc3161.TimeStampReq()
-    request["version"] = 1
-    imprint = request["messageImprint"]
-    imprint["hashAlgorithm"]["algorithm"] = OID_SHA256
-    imprint["hashedMessage"] = hashlib.sha256(head_text.encode("utf-8")).digest()
-    request["nonce"] = nonce
-    request["certReq"] = True
-    return bytes(der_encoder.encode(request))
+def build_timestamp_request(head_text: str) -> tuple[bytes, int]:
+    """A DER ``TimeStampReq`` over ``sha256(head_text)`` asking for the TSA certificate, and
+    the random nonce it carries."""
+    request = TimestampRequestBuilder(
+        data=head_text.encode("utf-8"),
+        hash_algorithm=HashAlgorithm.SHA256,
+        nonce=True,
+        cert_req=True,
+    ).build()
+    nonce = request.nonce
+    assert nonce is not None  # asked for above
+    return request.as_bytes(), nonce
 
 
 def _decode(data: bytes, spec: Any, what: str) -> Any:
@@ -148,52 +167,56 @@ def parse_timestamp_reply(data: bytes) -> TimestampToken:
 
 
 def _parse_timestamp_reply(data: bytes) -> TimestampToken:
-    reply = _decode(data, rfc3161.TimeStampResp(), "timestamp reply")
-    status = int(reply["status"]["status"])
+    try:
+        reply = decode_timestamp_response(data)
+    except ValueError as exc:
+        raise AuditError(f"timestamp reply is not valid DER: {str(exc)[:120]}") from None
+    status = reply.status
     if status not in (0, 1):
-        text = ""
-        if reply["status"]["statusString"].isValue:
-            text = ": " + " ".join(str(s) for s in reply["status"]["statusString"])[:200]
+        said = reply.status_string
+        text = (": " + " ".join(said)[:200]) if said else ""
         raise AuditError(f"the TSA refused the request ({_STATUS.get(status, status)}{text})")
-    token = reply["timeStampToken"]
-    if not token.isValue:
-        raise AuditError("the TSA granted the request but sent no token")
-    if token["contentType"] != rfc5652.id_signedData:
-        raise AuditError("the timestamp token is not CMS SignedData")
-    signed = _decode(bytes(token["content"]), rfc5652.SignedData(), "timestamp token")
-    content = signed["encapContentInfo"]
-    if content["eContentType"] != rfc3161.id_ct_TSTInfo or not content["eContent"].isValue:
-        raise AuditError("the timestamp token does not hold a TSTInfo")
-    tst_der = bytes(content["eContent"])
-    info = _decode(tst_der, rfc3161.TSTInfo(), "TSTInfo")
-    signer = _check_cms_signature(signed, tst_der)
-    if not info["genTime"].isValue:
-        raise AuditError("the timestamp token has no genTime")
-    gen_time = info["genTime"].asDateTime
+    try:
+        info = reply.tst_info
+        token = reply.time_stamp_token()
+    except ValueError:
+        raise AuditError("the TSA granted the request but sent no token") from None
+    certs = [x509.load_der_x509_certificate(der) for der in reply.signed_data.certificates]
+    signer = _check_cms_signature(token, certs)
+    gen_time = info.gen_time
     gen_time = gen_time.replace(tzinfo=UTC) if gen_time.tzinfo is None else gen_time.astimezone(UTC)
-    imprint = info["messageImprint"]
+    imprint = info.message_imprint
     return TimestampToken(
         gen_time=gen_time,
-        serial=int(info["serialNumber"]),
-        policy=str(info["policy"]),
-        nonce=int(info["nonce"]) if info["nonce"].isValue else None,
-        hash_algorithm=str(imprint["hashAlgorithm"]["algorithm"]),
-        imprint=bytes(imprint["hashedMessage"]),
+        serial=info.serial_number,
+        policy=info.policy.dotted_string,
+        nonce=info.nonce,
+        hash_algorithm=imprint.hash_algorithm.dotted_string,
+        imprint=imprint.message,
         signer=signer,
+        reply=reply,
     )
 
 
-def _check_cms_signature(signed: Any, content: bytes) -> x509.Certificate:
-    """Verify the single SignerInfo over ``content`` (RFC 5652 §5.4) with its embedded cert."""
+def _check_cms_signature(token_der: bytes, certs: list[x509.Certificate]) -> x509.Certificate:
+    """Verify the token's single SignerInfo over its TSTInfo (RFC 5652 §5.4) with the
+    certificate the token carries; return that certificate.
+
+    The library decoded the same token bytes already; the signed attributes and the signature
+    it does not expose are read here.
+    """
+    token = _decode(token_der, rfc5652.ContentInfo(), "timestamp token")
+    if token["contentType"] != rfc5652.id_signedData:
+        raise AuditError("the timestamp token is not CMS SignedData")
+    signed = _decode(bytes(token["content"]), rfc5652.SignedData(), "timestamp token")
+    encap = signed["encapContentInfo"]
+    if encap["eContentType"] != rfc3161.id_ct_TSTInfo or not encap["eContent"].isValue:
+        raise AuditError("the timestamp token does not hold a TSTInfo")
+    content = bytes(encap["eContent"])
     infos = signed["signerInfos"]
     if len(infos) != 1:
         raise AuditError(f"the timestamp token has {len(infos)} signers, expected 1")
     info = infos[0]
-    certs = [
-        x509.load_der_x509_certificate(bytes(der_encoder.encode(choice["certificate"])))
-        for choice in (signed["certificates"] if signed["certificates"].isValue else [])
-        if choice.getName() == "certificate"
-    ]
     signer = _find_signer(info["sid"], certs)
     digest_oid = str(info["digestAlgorithm"]["algorithm"])
     if digest_oid not in _DIGESTS:
@@ -262,6 +285,25 @@ def _find_signer(sid: Any, certs: list[x509.Certificate]) -> x509.Certificate:
     raise AuditError("the timestamp token's signer certificate is not in the token")
 
 
+def trusted(token: TimestampToken, trust: Iterable[x509.Certificate]) -> bool:
+    """Whether one of the ``trust`` certificates vouches for the token at its genTime."""
+    anchors = list(trust)
+    signer = token.signer
+    # a trust list may name the TSA's own certificate, which OpenSSL only accepts with its issuer
+    if (
+        signer in anchors
+        and signer.not_valid_before_utc <= token.gen_time <= signer.not_valid_after_utc
+    ):
+        return True
+    if not anchors:
+        return False
+    try:
+        VerifierBuilder(roots=anchors).build().verify(token.reply, token.imprint)
+    except (VerificationError, ValueError):
+        return False
+    return True
+
+
 async def timestamp_head(
     url: str,
     head: str,
@@ -279,8 +321,7 @@ async def timestamp_head(
     """
     count, digest = parse_head(head)
     text = format_head(count, digest)
-    nonce = secrets.randbits(63) | 1
-    query = build_timestamp_request(text, nonce)
+    query, nonce = build_timestamp_request(text)
     headers = {
         "Content-Type": "application/timestamp-query",
         "Accept": "application/timestamp-reply",
@@ -304,7 +345,7 @@ async def timestamp_head(
     if token.nonce != nonce:
         raise AuditError("the TSA's reply carries another nonce: not an answer to our request")
     if (
-        token.hash_algorithm != str(OID_SHA256)
+        token.hash_algorithm != OID_SHA256
         or token.imprint != hashlib.sha256(text.encode("utf-8")).digest()
     ):
         raise AuditError("the TSA timestamped something other than our head")

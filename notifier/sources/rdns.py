@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import ipaddress
 import re
-from functools import cache
+from functools import cache, lru_cache
 
 import dns.exception
 import dns.name
@@ -54,6 +54,7 @@ _PROVIDER_DOMAINS = (
     "akamaitechnologies.com",
     "ec2.internal",
 )
+_PROVIDER_SUFFIXES = tuple("." + d for d in _PROVIDER_DOMAINS)
 # words ISPs and hosters put in the names of address pools (a whole token, digits allowed)
 _POOL_TOKEN = re.compile(
     r"^(?:[a-z]*dsl|dyn|dynamic|dynip|static|staticip|pool|cable|cablemodem|customers?|cust"
@@ -67,8 +68,9 @@ _DOTTED_QUAD = re.compile(r"(?<!\d)(\d{1,3})[-.](\d{1,3})[-.](\d{1,3})[-.](\d{1,
 
 
 @cache
-def _psl(only_icann: bool) -> PublicSuffixList:
-    # the list shipped inside publicsuffixlist's wheel: read once, never downloaded
+def psl(*, only_icann: bool) -> PublicSuffixList:
+    """The public suffix list shipped inside publicsuffixlist's wheel: parsed once a process
+    (for every source that asks), never downloaded."""
     return PublicSuffixList(only_icann=only_icann)
 
 
@@ -79,15 +81,22 @@ def clean_hostname(name: str) -> str | None:
     value = name.strip().rstrip(".")
     if not value or len(value) > 253:
         return None
-    try:
-        ipaddress.ip_address(value.strip("[]"))
-        return None
-    except ValueError:
-        pass
-    try:
-        value = value.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        return None
+    literal = value.strip("[]")
+    # only a text of digits and dots, or one with a colon, can be an address literal
+    if ":" in literal or not literal.strip("0123456789."):
+        try:
+            ipaddress.ip_address(literal)
+            return None
+        except ValueError:
+            pass
+    if value.isascii():
+        # what the IDNA codec does to ASCII, whose label-length checks _LABEL makes below
+        value = value.lower()
+    else:
+        try:
+            value = value.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            return None
     labels = value.split(".")
     if len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
         return None
@@ -106,7 +115,7 @@ def registrable_domain(name: str) -> str | None:
     host = clean_hostname(name)
     if host is None:
         return None
-    found = _psl(False).privatesuffix(host)
+    found = psl(only_icann=False).privatesuffix(host)
     return found if isinstance(found, str) else None
 
 
@@ -131,6 +140,7 @@ def _ip_forms(ip: IPAddress) -> list[str]:
     return [form for form in forms if len(form) >= 7]
 
 
+@lru_cache(maxsize=4096)  # a batch asks about each address's names more than once
 def is_generic_hosting_name(name: str, ip: IPAddress | None = None) -> bool:
     """Whether ``name`` is a provider's pool name rather than a name its customer chose.
 
@@ -141,13 +151,13 @@ def is_generic_hosting_name(name: str, ip: IPAddress | None = None) -> bool:
     host = clean_hostname(name)
     if host is None:
         return False
-    if any(host == d or host.endswith("." + d) for d in _PROVIDER_DOMAINS):
+    if host in _PROVIDER_DOMAINS or host.endswith(_PROVIDER_SUFFIXES):
         return True
     # some hosters register the pool names themselves (OVH's ip-51-68-1.eu)
     if any(_NUMBERED_LABEL.match(label) for label in host.split(".")):
         return True
     # judge only what the registrant chose: the labels left of the ICANN registrable domain
-    base = _psl(True).privatesuffix(host)
+    base = psl(only_icann=True).privatesuffix(host)
     left = host[: -len(base) - 1] if isinstance(base, str) and host != base else ""
     if not left:
         return False
@@ -204,13 +214,21 @@ async def _confirm(name: str, ip: IPAddress, ctx: LookupContext) -> str | None:
     return f"its {rdtype} records point elsewhere ({shown})"
 
 
+def _reverse_name(ip: IPAddress) -> str:
+    """The PTR name of ``ip`` as dnspython writes it (``4.3.2.1.in-addr.arpa.``)."""
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        # dnspython puts a mapped IPv4 address under in-addr.arpa
+        return str(dns.reversename.from_address(str(ip)).to_text())
+    return ip.reverse_pointer + "."
+
+
 async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
     """PTR names of the target, forward-confirmed; confirmed names go to ``report.hostnames``."""
     report = SourceReport(source=SOURCE)
     ip = query.target.ip
-    reverse = dns.reversename.from_address(str(ip))
+    reverse = _reverse_name(ip)
     try:
-        found, rrset_text = await _query(reverse.to_text(), "PTR", ctx)
+        found, rrset_text = await _query(reverse, "PTR", ctx)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         report.notes.append(f"no PTR record for {ip}")
         return report
@@ -247,7 +265,7 @@ async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
     report.evidence.append(
         Evidence(
             source=SOURCE,
-            locator=f"PTR {reverse.to_text()}",
+            locator=f"PTR {reverse}",
             sha256=hashlib.sha256(rrset_text.encode()).hexdigest(),
             fetched_at=ctx.clock(),
             detail=header_text(", ".join(names) or "no usable name", limit=500),

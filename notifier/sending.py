@@ -1,0 +1,217 @@
+"""One message to one contact: the gate's say, compose (and sign or encrypt), hand over to the
+SMTP pool, and record. ``Notifier.deliver`` is the front; the fallback ladder and the batch call
+it for each message."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from .addresses import clean_address
+from .compose.pool import Composer, Job
+from .config import Settings
+from .dispatch import Dispatcher, Handover
+from .errors import ConfigError
+from .gate import IN_FLIGHT_REASON, Gate, Refusal
+from .ladder import DEFAULT_OPTIONS, SendOptions
+from .ledger import GroupCommit, Ledger, format_head
+from .models import Contact, Delivery, DeliveryStatus, Finding, Network, case_reference
+from .outcome import SendResult
+from .sources import LookupContext
+from .trust import EncryptionRequired, MessageGuard
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["Sender"]
+
+
+class _Run(Protocol):
+    """What a message needs of the run it belongs to (``Notifier``)."""
+
+    settings: Settings
+
+    @property
+    def ctx(self) -> LookupContext: ...
+
+    @property
+    def audit(self) -> Ledger: ...
+
+    @property
+    def gate(self) -> Gate: ...
+
+    @property
+    def journal(self) -> GroupCommit: ...
+
+    def clock(self) -> datetime: ...
+
+    def trace(self, event: str, fields: Mapping[str, object]) -> None: ...
+
+    def prior(self, finding: Finding, recipient: str) -> str | None: ...
+
+    def wrote(self) -> None: ...
+
+
+class Sender:
+    """Delivers single messages for one run."""
+
+    def __init__(
+        self, run: _Run, composer: Composer, guard: MessageGuard, stack: AsyncExitStack
+    ) -> None:
+        self._n = run
+        self._composer = composer
+        self._guard: MessageGuard | None = guard
+        self._stack = stack
+        self._dispatcher: Dispatcher | None = None
+
+    def _refuse(
+        self, findings: list[Finding], address: str, status: DeliveryStatus, reason: str
+    ) -> None:
+        self._n.audit.append(
+            "refusal",
+            ip=str(findings[0].ip),
+            recipient=address,
+            status=str(status),
+            reason=reason,
+            finding_keys=[f.key for f in findings],
+        )
+        self._n.trace("refusal", {"to": address, "reason": reason})
+
+    async def deliver(
+        self,
+        contact: Contact,
+        findings: list[Finding],
+        network: Network | None,
+        result: SendResult,
+        options: SendOptions = DEFAULT_OPTIONS,
+    ) -> Delivery:
+        """One message to one contact about ``findings``, written ahead to the audit log.
+
+        Findings already delivered to this contact are left out (unless ``force``); findings
+        an interrupted run may have sent are left out and reported in doubt. Suppressed
+        addresses (SUPPRESSED) and the daily and per-run caps (HELD_BACK) are refused and logged.
+        """
+        dry_run, test_recipient = options.dry_run, options.test_recipient
+        address = contact.address
+        asked = findings
+        if test_recipient:
+            tester = clean_address(test_recipient)
+            if tester is None:
+                raise ConfigError(f"--test-recipient is not an e-mail address: {test_recipient!r}")
+            contact = replace(contact, address=tester)
+
+        def skipped(status: DeliveryStatus, reason: str) -> Delivery:
+            delivery = Delivery(address, "", status, role=contact.role, reason=reason)
+            result.deliveries.append(delivery)
+            return delivery
+
+        # a rehearsal (--test-recipient) always sends: it shows what owners would get
+        if options.checks_history:
+            doubt = "in doubt: an earlier run may have sent this (use --force to resend)"
+            new = [f for f in findings if self._n.prior(f, contact.address) is None]
+            doubtful = [f for f in findings if self._n.prior(f, contact.address) == "in-doubt"]
+            busy = [f for f in findings if self._n.prior(f, contact.address) == "in-flight"]
+            if not new and busy and not doubtful:
+                return skipped(DeliveryStatus.IN_FLIGHT, IN_FLIGHT_REASON)
+            if doubtful:
+                self._refuse(doubtful, contact.address, DeliveryStatus.IN_DOUBT, doubt)
+            if not new:
+                if doubtful:
+                    return skipped(DeliveryStatus.IN_DOUBT, doubt)
+                return skipped(DeliveryStatus.ALREADY_SENT, "delivered in an earlier run")
+            findings = new
+        gate = None if dry_run else self._n.gate
+        refusal = gate.refusal(contact.address, rehearsal=bool(test_recipient)) if gate else None
+        if refusal is not None:
+            self._refuse(findings, contact.address, *refusal)
+            return skipped(*refusal)
+        if gate is not None:
+            gate.in_flight += 1  # counted against the run cap from here on: no overshoot
+        try:
+            sent = await self._compose_and_hand_over(
+                contact, findings, network, result, options, address
+            )
+        finally:
+            if gate is not None:
+                gate.in_flight -= 1
+        if isinstance(sent, Delivery):
+            if gate is not None and (sent.status != DeliveryStatus.FAILED or sent.attempts):
+                gate.sent += 1
+            result.deliveries.append(sent)
+            return sent
+        status, reason = sent
+        if status == DeliveryStatus.HELD_BACK:
+            self._refuse(findings, contact.address, status, reason)
+        if status not in (DeliveryStatus.IN_DOUBT, DeliveryStatus.IN_FLIGHT):
+            return skipped(status, reason)
+        # another run on this store claimed some of these findings for this contact since we
+        # looked: decide again with what it wrote, and send what is left, if anything
+        return await self.deliver(contact, asked, network, result, options)
+
+    async def _compose_and_hand_over(
+        self,
+        contact: Contact,
+        findings: list[Finding],
+        network: Network | None,
+        result: SendResult,
+        options: SendOptions,
+        intended: str,
+    ) -> Delivery | Refusal:
+        """Compose (and sign or encrypt) the message, then hand it over (not in a dry run)."""
+        now = self._n.clock()
+        case_ref = options.case_ref or case_reference(findings)
+        log_head = None if options.dry_run else format_head(*self._n.audit.head())
+        if self._guard is not None:
+            self._guard.prefetch(contact, self._n.ctx)  # the key's lookup runs while composing
+        composed = await self._composer.compose(
+            Job(
+                findings,
+                contact,
+                template=options.template,
+                case_ref=case_ref,
+                now=now,
+                log_head=log_head,
+                in_reply_to=options.in_reply_to,
+                references=options.references,
+                network=network,
+            )
+        )
+        protection = None
+        if self._guard is not None:
+            try:
+                composed, protection = await self._guard.protect(composed, contact, self._n.ctx)
+            except EncryptionRequired as exc:
+                self._refuse(findings, contact.address, DeliveryStatus.FAILED, str(exc))
+                return DeliveryStatus.FAILED, str(exc)
+        result.messages.append(composed)
+        if options.dry_run:
+            return Delivery(
+                contact.address,
+                composed.message_id,
+                DeliveryStatus.DRY_RUN,
+                digest=composed.digest,
+                role=contact.role,
+            )
+        handover = Handover(
+            composed,
+            contact,
+            findings,
+            intended=intended if options.test_recipient else None,
+            exclusive=options.checks_history,
+            protection=protection.record() if protection else None,
+        )
+        self._n.wrote()
+        sent = await self._dispatch().hand_over(handover)
+        if not isinstance(sent, Delivery):
+            result.messages.remove(composed)
+        return sent
+
+    def _dispatch(self) -> Dispatcher:
+        if self._dispatcher is None:
+            run = self._n
+            self._dispatcher = Dispatcher(
+                run.settings, run.audit, run.journal, run.gate, self._stack, run.trace
+            )
+        return self._dispatcher
