@@ -17,8 +17,8 @@ from datetime import datetime
 from ..models import Contact, Finding, Network, Role, Target
 from ..models import Resolution as Resolved
 from .chain import Record
-from .rebuild import LEVELS, contact_of, level_of, network_of
-from .records import Bounce, Entry, Fallback, Resolution
+from .rebuild import LEVELS, contact_of, findings_of, level_of, network_of
+from .records import Bounce, Entry, Fallback, Intent, Resolution
 
 __all__ = ["CaseLadder", "CaseState", "MessageState"]
 
@@ -69,8 +69,6 @@ class CaseState:
     ref: str
     ips: list[str] = field(default_factory=list)
     findings: dict[str, Record] = field(default_factory=dict)  # key -> the intent's finding
-    # the findings rebuilt (Finding.key -> Finding, first seen first): what is sent again
-    rebuilt: dict[str, Finding] = field(default_factory=dict)
     messages: list[MessageState] = field(default_factory=list)
     followups: list[tuple[datetime | None, str]] = field(default_factory=list)  # (when, level)
     acked: bool = False
@@ -80,6 +78,25 @@ class CaseState:
     fallbacks: list[Fallback] = field(default_factory=list)
     opened: datetime | None = None
     timeline: list[Entry] = field(default_factory=list)  # every record about the case, in order
+    _rebuilt: dict[str, Finding] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def rebuilt(self) -> dict[str, Finding]:
+        """The case's findings as domain objects (by ``Finding.key``, first seen first): what a
+        follow-up or a fallback sends again. Built on first use: a review never needs them."""
+        if self._rebuilt is None:
+            found: dict[str, Finding] = {}
+            for entry in self.timeline:
+                if isinstance(entry, Intent):
+                    for finding in findings_of(entry):
+                        found.setdefault(finding.key, finding)
+            self._rebuilt = found
+        return self._rebuilt
+
+    def add_intent(self, intent: Intent, message: MessageState) -> None:
+        self.messages.append(message)
+        self.timeline.append(intent)
+        self._rebuilt = None
 
     def delivered(self) -> list[MessageState]:
         return [m for m in self.messages if m.status == "delivered"]

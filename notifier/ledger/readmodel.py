@@ -275,16 +275,13 @@ class ReadModel(CaseLadder):
         case = self.cases.get(sent.case)
         if case is None:
             case = self.cases[sent.case] = CaseState(sent.case, opened=sent.sent_at)
-        case.messages.append(sent)
-        case.timeline.append(intent)
-        rebuilt = findings_of(intent)
-        for ip in [sent.ip, *(str(f.ip) for f in rebuilt)]:
+        case.add_intent(intent, sent)
+        # an older intent carries its findings as text lines only: read back, shown as they say
+        rebuilt = [] if intent.findings else findings_of(intent)
+        shown = intent.findings or [_as_written(f) for f in rebuilt]
+        for ip in [sent.ip, *(str(f.get("ip", "")) for f in shown)]:
             if ip and ip not in case.ips:
                 case.ips.append(ip)
-        for item in rebuilt:
-            case.rebuilt.setdefault(item.key, item)
-        # an older intent carries its findings as text lines only: shown as what they say
-        shown = intent.findings or [_as_written(f) for f in rebuilt]
         keys = intent.finding_keys or [f.key for f in rebuilt]
         for key, finding in zip(keys, shown, strict=False):
             case.findings.setdefault(key, finding)
