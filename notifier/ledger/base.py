@@ -8,23 +8,35 @@ written once here.
 from __future__ import annotations
 
 import abc
+import base64
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import IO, Literal, TextIO
 
 import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from . import query
-from .chain import EVENT, Clock, Record, canonical, format_head, normalise_fields
+from .chain import (
+    EVENT,
+    MAX_RECORD_BYTES,
+    Clock,
+    Record,
+    canonical,
+    format_head,
+    normalise_fields,
+    record_hash,
+    utc_iso,
+)
+from .evidence import Artifacts
 from .keys import key_id
 from .readmodel import ReadModel
 from .records import Entry, check
 from .timestamps import parse_timestamp_reply, timestamp_head, token_name
-from .verify import VerifyReport
+from .verify import VerifyReport, verify
 
 __all__ = ["Ledger", "prepare", "LiveView"]
 
@@ -77,6 +89,17 @@ class Ledger(abc.ABC):
         """Whether the process that wrote intents as ``worker`` is still running."""
 
     @abc.abstractmethod
+    def _chain_source(self) -> Path | IO[bytes]:
+        """The chain as JSON Lines, for ``verify``."""
+
+    @abc.abstractmethod
+    def _artifacts(self) -> Artifacts:
+        """The messages, tokens and published head the chain names, for ``verify``."""
+
+    @abc.abstractmethod
+    def _intent_worker(self) -> str:
+        """The worker id an intent is written under (the store may claim it first)."""
+
     def verify(
         self,
         *,
@@ -84,7 +107,37 @@ class Ledger(abc.ABC):
         public_key: ed25519.Ed25519PublicKey | None = None,
         tsa_trust: Iterable[x509.Certificate] | None = None,
     ) -> VerifyReport:
-        """Check the chain and everything it names (messages, tokens, published heads)."""
+        """Check the chain and everything it names (messages, tokens, published heads); the
+        store's own key checks the signatures unless another is given."""
+        if public_key is None and self._signer is not None:
+            public_key = self._signer.public_key()
+        return verify(
+            self._chain_source(),
+            head=head,
+            public_key=public_key,
+            tsa_trust=tsa_trust,
+            artifacts=self._artifacts(),
+        )
+
+    def _seal(self, event: str, fields: Record, seq: int, prev: str) -> tuple[Record, str]:
+        """The record as stored, numbered, timed, chained to ``prev``, hashed and (an outcome,
+        when a key is set) signed; and its line. ``ValueError`` when the line is too long."""
+        record: Record = {**fields, "seq": seq, "time": utc_iso(self._clock()), "event": event}
+        if event == "intent" and record.get("worker") is None:
+            record["worker"] = self._intent_worker()
+        record["prev"] = prev
+        signer = self._signer if event == "outcome" else None
+        if signer is not None:
+            record["key_id"] = self._key_id
+        record["hash"] = record_hash(record)
+        if signer is not None:
+            signature = signer.sign(bytes.fromhex(record["hash"]))
+            record["sig"] = base64.b64encode(signature).decode("ascii")
+        line = canonical(record)
+        size = len(line.encode("utf-8")) + 1
+        if size > MAX_RECORD_BYTES:
+            raise ValueError(f"audit record too large ({size} bytes)")
+        return record, line
 
     # ---------------------------------------------------------------- writing
 

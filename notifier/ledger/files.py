@@ -11,50 +11,31 @@ Files under the state directory::
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import fcntl
 import hashlib
-import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from ..errors import AuditError, AuditIntegrityError
+from ..errors import AuditError
 from .base import Guard, Ledger
-from .chain import (
-    GENESIS,
-    HEX64,
-    LOG_NAME,
-    MAX_RECORD_BYTES,
-    Clock,
-    LineError,
-    Record,
-    canonical,
-    last_hash,
-    parse_line,
-    record_hash,
-    utc_iso,
+from .chain import HEX64, LOG_NAME, Clock, Record
+from .evidence import FileArtifacts
+from .filechain import (
+    Counted,
+    append_lines,
+    count_head,
+    detect_torn,
+    locked,
+    next_link,
+    read_records,
+    write_head_mark,
 )
-from .evidence import FileArtifacts, format_head_mark
-from .fileio import (
-    Tail,
-    TornTail,
-    atomic_write,
-    count_lines,
-    file_sha256,
-    fsync_dir,
-    iter_lines,
-    make_dir,
-    read_tail,
-)
+from .fileio import Tail, TornTail, atomic_write, file_sha256, make_dir, read_tail
 from .keys import load_signing_key
 from .torn import move_torn, record_orphans
-from .verify import VerifyReport, verify
 from .workers import FileWorkers
 
 __all__ = ["AuditLog"]
@@ -89,10 +70,10 @@ class AuditLog(Ledger):
         self.head_path = self.path.with_name(self.path.name + ".head")
         self.workers = FileWorkers(self.state_dir / "workers")
         self.worker = self.workers.worker
-        self.torn_tail: TornTail | None = self._detect_torn()
+        self.torn_tail: TornTail | None = detect_torn(self.path)
         self._orphans_checked = False
         # (inode, offset, complete lines before it): where ``head`` stopped counting last time
-        self._counted: tuple[int, int, int] | None = None
+        self._counted: Counted | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock) -> AuditLog:
@@ -110,7 +91,7 @@ class AuditLog(Ledger):
         others. A guard sees the log as it is on disk, with no other writer able to add to it."""
         if not items:
             return []
-        with self._locked() as fd:
+        with locked(self.path, self._lock_path) as fd:
             tail = self._repair(fd)
             keep = [guard is None or guard() for guard in guards]
             chosen = [item for item, kept in zip(items, keep, strict=True) if kept]
@@ -119,7 +100,7 @@ class AuditLog(Ledger):
 
     def recover(self) -> Record | None:
         """Move a torn last line aside now; return the ``torn-tail`` record, or None if intact."""
-        with self._locked() as fd:
+        with locked(self.path, self._lock_path) as fd:
             tail = read_tail(fd)
             if tail.torn is None:
                 self.torn_tail = None
@@ -163,89 +144,22 @@ class AuditLog(Ledger):
         Lines are counted once: a later call counts only what was appended since, so quoting
         the head in every message of a long run does not re-read the whole log each time.
         """
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            self._counted = None
-            return 0, GENESIS
-        except OSError as exc:
-            raise AuditError(f"cannot read {self.path}: {exc.strerror}") from None
-        try:
-            inode = os.fstat(fd).st_ino
-            tail = read_tail(fd)
-            if tail.last is None:
-                self._counted = None
-                return 0, GENESIS
-            known = self._counted
-            if known is not None and known[0] == inode and known[1] <= tail.end:
-                count = known[2] + count_lines(fd, tail.end, start=known[1])
-            else:
-                count = count_lines(fd, tail.end)
-        finally:
-            os.close(fd)
-        digest = last_hash(tail.last, count)
-        self._counted = (inode, tail.end, count)
+        count, digest, self._counted = count_head(self.path, self._counted)
         return count, digest
 
-    def verify(
-        self,
-        *,
-        head: tuple[int, str] | None = None,
-        public_key: ed25519.Ed25519PublicKey | None = None,
-        tsa_trust: Iterable[x509.Certificate] | None = None,
-    ) -> VerifyReport:
-        """:func:`verify` over this log with its own message store and timestamp tokens."""
-        if public_key is None and self._signer is not None:
-            public_key = self._signer.public_key()
-        return verify(
-            self.path,
-            head=head,
-            public_key=public_key,
-            tsa_trust=tsa_trust,
-            artifacts=FileArtifacts(self.messages_dir, self.timestamps_dir, self.head_path),
-        )
+    def _chain_source(self) -> Path:
+        return self.path
 
-    def records_from(self, offset: int = 0, line: int = 0) -> Iterator[tuple[Record, int]]:
-        """Each complete record after the first ``line`` lines (``offset`` bytes) of the log,
-        with the offset just past it: a reader keeping up with what this and other processes
-        append.
-
-        A torn last line ends the stream. Raises ``AuditIntegrityError`` on a line that is not
-        a record, or when the log is shorter than ``offset`` (it was cut or replaced).
-        """
-        try:
-            handle = self.path.open("rb")
-        except FileNotFoundError:
-            if offset:
-                raise AuditIntegrityError("the audit log disappeared", line=line) from None
-            return
-        except OSError as exc:
-            raise AuditError(f"cannot read {self.path}: {exc.strerror}") from None
-        with handle:
-            if os.fstat(handle.fileno()).st_size < offset:
-                raise AuditIntegrityError("the audit log became shorter", line=line)
-            handle.seek(offset)
-            for raw in iter_lines(handle):
-                line += 1
-                if not raw.endswith(b"\n"):
-                    if len(raw) > MAX_RECORD_BYTES:
-                        raise AuditIntegrityError(f"line {line} is too long", line=line)
-                    return
-                try:
-                    value = json.loads(raw)
-                except (ValueError, RecursionError):
-                    raise AuditIntegrityError(f"line {line} is not JSON", line=line) from None
-                if not isinstance(value, dict):
-                    raise AuditIntegrityError(f"line {line} is not a record", line=line)
-                offset += len(raw)
-                yield value, offset
+    def _artifacts(self) -> FileArtifacts:
+        return FileArtifacts(self.messages_dir, self.timestamps_dir, self.head_path)
 
     def alive(self, worker: str) -> bool:
         return self.workers.alive(worker)
 
     def follow(self, cursor: int = 0) -> Iterator[tuple[Record, int]]:
-        """Each record after byte offset ``cursor``, with the offset just past it."""
-        return self.records_from(cursor)
+        """Each record after byte offset ``cursor``, with the offset just past it: a reader
+        keeping up with what this and other processes append."""
+        return read_records(self.path, cursor)
 
     def message_digests(self) -> Iterator[str]:
         try:
@@ -270,125 +184,24 @@ class AuditLog(Ledger):
 
     # ---------------------------------------------------------------- internals
 
-    def _detect_torn(self) -> TornTail | None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise AuditError(f"cannot read {self.path}: {exc.strerror}") from None
-        try:
-            return read_tail(fd).torn
-        finally:
-            os.close(fd)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[int]:
-        """Hold the sidecar lock and yield a read/append descriptor on the log."""
-        try:
-            make_dir(self.state_dir)
-            lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            raise AuditError(f"cannot open the audit log lock: {exc.strerror}") from None
-        try:
-            self._acquire(lock_fd)
-            try:
-                created = not self.path.exists()
-                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                if created:
-                    fsync_dir(self.state_dir)
-            except OSError as exc:
-                raise AuditError(f"cannot open {self.path}: {exc.strerror}") from None
-            try:
-                yield fd
-            finally:
-                os.close(fd)
-        finally:
-            os.close(lock_fd)  # closing the descriptor releases the flock
-
-    @staticmethod
-    def _acquire(lock_fd: int) -> None:
-        # a blocking flock queues in the kernel, so a busy writer cannot starve another the way
-        # polling would; the lock is held only for a tail read and one write + fsync
-        try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            raise AuditError(f"cannot lock the audit log: {exc.strerror}") from None
+    def _intent_worker(self) -> str:
+        return self.workers.register()
 
     def _write_record(self, fd: int, tail: Tail, event: str, fields: Record) -> Record:
         return self._write_records(fd, tail, [(event, fields)])[0]
 
     def _write_records(self, fd: int, tail: Tail, items: list[tuple[str, Record]]) -> list[Record]:
-        if tail.last is None:
-            seq, prev = 1, GENESIS
-        else:
-            try:
-                last = parse_line(tail.last)
-            except LineError as exc:
-                line = tail.end and count_lines(fd, tail.end)
-                raise AuditIntegrityError(
-                    f"the last line of the audit log is damaged ({exc.detail}); "
-                    "nothing appended: run the log verification",
-                    line=line,
-                ) from None
-            seq, prev = last["seq"] + 1, last["hash"]
+        seq, prev = next_link(fd, tail)
         records: list[Record] = []
         lines: list[bytes] = []
         for event, fields in items:
-            if event == "intent" and fields.get("worker") is None:
-                fields = {**fields, "worker": self.workers.register()}
-            record: Record = {
-                **fields,
-                "seq": seq,
-                "time": utc_iso(self._clock()),
-                "event": event,
-            }
-            record["prev"] = prev
-            if self._signer is not None and event == "outcome":
-                record["key_id"] = self._key_id
-            record["hash"] = record_hash(record)
-            if self._signer is not None and event == "outcome":
-                signature = self._signer.sign(bytes.fromhex(record["hash"]))
-                record["sig"] = base64.b64encode(signature).decode("ascii")
-            encoded = (canonical(record) + "\n").encode("utf-8")
-            if len(encoded) > MAX_RECORD_BYTES:
-                raise ValueError(f"audit record too large ({len(encoded)} bytes)")
+            record, line = self._seal(event, fields, seq, prev)
             records.append(record)
-            lines.append(encoded)
+            lines.append((line + "\n").encode("utf-8"))
             seq, prev = seq + 1, record["hash"]
-        data = b"".join(lines)
-        try:
-            written = os.write(fd, data)
-        except OSError as exc:
-            self._roll_back(fd, tail.size)
-            raise AuditError(f"cannot write the audit log: {exc.strerror}") from None
-        if written != len(data):
-            self._roll_back(fd, tail.size)
-            raise AuditError("cannot write the audit log: short write (disk full?)")
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise AuditError(f"cannot flush the audit log to disk: {exc.strerror}") from None
-        self._mark(records[-1]["seq"], records[-1]["hash"])
+        append_lines(fd, tail.size, b"".join(lines))
+        write_head_mark(self.head_path, records[-1]["seq"], records[-1]["hash"])
         return records
-
-    def _mark(self, count: int, digest: str) -> None:
-        # one fixed-size write at offset 0: never torn into a shorter, still-parsable head; not
-        # synced (a stale mark is an older head, which the log still holds)
-        try:
-            fd = os.open(self.head_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                os.pwrite(fd, format_head_mark(count, digest), 0)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise AuditError(f"cannot record the log head: {exc.strerror}") from None
-
-    @staticmethod
-    def _roll_back(fd: int, size: int) -> None:
-        # a partial line left behind would be recovered as torn later; cutting it now is cleaner
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, size)
 
     def _repair(self, fd: int) -> Tail:
         """The tail to append after, once a torn last line is moved aside and recorded.

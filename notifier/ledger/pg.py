@@ -13,35 +13,28 @@ an intent whose worker still holds its lock is being delivered, not in doubt (``
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import IO, Any
 
 import psycopg
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ..errors import AuditError, AuditIntegrityError, ConfigError
 from .base import Guard, Ledger
 from .chain import (
     HEX64,
-    MAX_RECORD_BYTES,
     Clock,
     LineError,
     Record,
-    canonical,
     parse_line,
-    record_hash,
-    utc_iso,
 )
 from .schema import SCHEMA_VERSION, check_version, current_version, migrate
 from .timestamps import TOKEN_NAME
-from .verify import VerifyReport, verify
 
 __all__ = ["PgLedger", "connect", "redact", "setup"]
 
@@ -122,12 +115,7 @@ class PgLedger(Ledger):
             for (event, fields), kept in zip(items, keep, strict=True):
                 if not kept:
                     continue
-                record = self._seal({**fields, "seq": seq, "time": utc_iso(self._clock())}, event)
-                record["prev"] = prev
-                record = self._sign(record)
-                line = canonical(record)
-                if len(line.encode()) + 1 > MAX_RECORD_BYTES:
-                    raise ValueError(f"audit record too large ({len(line)} bytes)")
+                record, line = self._seal(event, fields, seq, prev)
                 rows.append((seq, line))
                 written.append(record)
                 seq, prev = seq + 1, record["hash"]
@@ -138,22 +126,8 @@ class PgLedger(Ledger):
         records = iter(written)
         return [next(records) if kept else None for kept in keep]
 
-    def _seal(self, record: Record, event: str) -> Record:
-        record["event"] = event
-        if event == "intent" and record.get("worker") is None:
-            record["worker"] = self.worker
-        return record
-
-    def _sign(self, record: Record) -> Record:
-        signed = self._signer is not None and record["event"] == "outcome"
-        if signed:
-            record["key_id"] = self._key_id
-        record["hash"] = record_hash(record)
-        if signed:
-            assert self._signer is not None
-            signature = self._signer.sign(bytes.fromhex(record["hash"]))
-            record["sig"] = base64.b64encode(signature).decode("ascii")
-        return record
+    def _intent_worker(self) -> str:
+        return self.worker
 
     def follow(self, cursor: int = 0) -> Iterator[tuple[Record, int]]:
         """Each record after sequence number ``cursor``, with its own number as the next."""
@@ -163,10 +137,6 @@ class PgLedger(Ledger):
             except LineError as exc:
                 raise AuditIntegrityError(f"line {seq}: {exc.detail}", line=seq) from None
             yield record, seq
-
-    def records_from(self, offset: int = 0, line: int = 0) -> Iterator[tuple[Record, int]]:
-        """As the file store's: ``offset`` is the sequence number read up to."""
-        return self.follow(offset)
 
     def _lines(self, after: int = 0, batch: int = 2000) -> Iterator[tuple[int, str]]:
         while True:
@@ -267,21 +237,16 @@ class PgLedger(Ledger):
         count, digest = self.head()
         return (count, digest) if count else None
 
-    def verify(
-        self,
-        *,
-        head: tuple[int, str] | None = None,
-        public_key: ed25519.Ed25519PublicKey | None = None,
-        tsa_trust: Iterable[x509.Certificate] | None = None,
-    ) -> VerifyReport:
+    def _chain_source(self) -> IO[bytes]:
         """The chain as stored, line for line, checked as the file store's is."""
-        if public_key is None and self._signer is not None:
-            public_key = self._signer.public_key()
         spool = tempfile.SpooledTemporaryFile(max_size=64 << 20)  # noqa: SIM115
         for _seq, line in self._lines():
             spool.write(line.encode("utf-8") + b"\n")
         spool.seek(0)
-        return verify(spool, head=head, public_key=public_key, tsa_trust=tsa_trust, artifacts=self)
+        return spool
+
+    def _artifacts(self) -> PgLedger:
+        return self
 
 
 def setup(url: str, *, initial: bool) -> str:
