@@ -290,3 +290,47 @@ def current_rss_kb() -> int:
     except OSError:
         pass
     return 0
+
+
+def descendants() -> list[int]:
+    """Process ids of this process's descendants (compose workers and their server), now."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+    found: list[int] = []
+    wanted = {os.getpid()}
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if parent in wanted and pid not in wanted:
+                wanted.add(pid)
+                found.append(pid)
+                changed = True
+    return found
+
+
+def descendants_usage() -> tuple[float, int]:
+    """CPU seconds used so far and peak resident KiB, summed over this process's descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = 0.0
+    peak = 0
+    for pid in descendants():
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rpartition(")")[2].split()
+            cpu += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as handle:
+                for line in handle:
+                    if line.startswith("VmHWM:"):
+                        peak += int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return cpu, peak

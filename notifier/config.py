@@ -212,8 +212,8 @@ class LimitSettings(_Section):
     # DNS queries (and lookups by host name) a batch keeps in flight, all to the one resolver
     dns_concurrency: int = Field(default=256, ge=1, le=4096)
     per_domain_per_minute: int = Field(default=30, ge=1)
-    # processes composing a run's messages once it has more than a few; unset: one per core,
-    # 0: compose in the sending process
+    # processes composing a run's messages once it has more than a few; unset: one per core but
+    # the sending process's (at least one), 0: compose in the sending process
     compose_workers: int | None = Field(default=None, ge=0, le=64)
 
 

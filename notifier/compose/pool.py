@@ -3,9 +3,9 @@
 Rendering and MIME generation are pure CPU (some 5 ms for a 40-finding message); in a batch of
 hundreds of messages they would hold the one core the event loop also needs for SMTP, the
 audit log and the lookups still running. ``Composer`` composes the first ``IN_PROCESS_FIRST``
-messages of a run itself, then starts one worker process per core (once per run) and hands
-every further message to them, so a ``send`` never pays for processes and a batch composes on
-the other cores.
+messages of a run itself, then starts worker processes (once per run: one per core but the one
+the sending process keeps busy, at least one) and hands every further message to them, so a
+``send`` never pays for processes and a batch composes on the other cores.
 
 A worker runs the same ``compose`` on the same settings and templates and sends back the exact
 bytes and the fields of the log record; the object form of the message is read back from those
@@ -87,11 +87,12 @@ def _compose_in_worker(job: Job) -> ComposedMessage | None:
 
 
 def default_workers() -> int:
-    """One worker per core this process may run on."""
+    """One worker per core this process may run on, but for the one the sending process uses."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
 
 
 class Composer:
@@ -127,7 +128,7 @@ class Composer:
         # forkserver: workers start from a clean process, not a fork of this one with its
         # threads and open connections; the server imports the composer once for all of them
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload([__name__, f"{__package__}.warm"])
         try:
             self._pool = ProcessPoolExecutor(
                 self.workers,
