@@ -130,31 +130,36 @@ def _address(raw: str) -> str | None:
     return cleaned
 
 
+def _scalars(
+    node: yaml.Node, wrong: str, budget: _Budget, problems: list[Problem]
+) -> Iterator[tuple[yaml.Node, str]]:
+    """Each (node, text) of a scalar or a list of scalars; anything else is the ``wrong``
+    problem."""
+    items = list(node.value) if isinstance(node, yaml.SequenceNode) else [node]
+    for item in items:
+        budget.spend()
+        text = _text(item)
+        if text is None:
+            problems.append(_at(item, wrong))
+        else:
+            yield item, text
+
+
 def _addresses(
     node: yaml.Node, key: str, budget: _Budget, problems: list[Problem]
 ) -> tuple[str, ...]:
-    items: list[yaml.Node]
-    if isinstance(node, yaml.SequenceNode):
-        items = list(node.value)
-        if not items:
-            problems.append(_at(node, f"{key}: email list is empty"))
-    else:
-        items = [node]
+    if isinstance(node, yaml.SequenceNode) and not node.value:
+        problems.append(_at(node, f"{key}: email list is empty"))
     found: list[str] = []
-    for item in items:
-        budget.spend()
-        raw = _text(item)
-        if raw is None:
-            problems.append(_at(item, f"{key}: email must be an address or a list of addresses"))
-            continue
+    wrong = f"{key}: email must be an address or a list of addresses"
+    for item, raw in _scalars(node, wrong, budget, problems):
         node_id = id(item)
         if node_id not in budget.checked:
             budget.checked[node_id] = _address(raw)
         address = budget.checked[node_id]
         if address is None:
             problems.append(_at(item, f"{key}: not a usable e-mail address: {_shown(raw)}"))
-            continue
-        if address not in found:
+        elif address not in found:
             found.append(address)
     return tuple(found)
 
@@ -162,30 +167,20 @@ def _addresses(
 def _strings(
     node: yaml.Node, key: str, field: str, budget: _Budget, problems: list[Problem]
 ) -> tuple[str, ...]:
-    items = list(node.value) if isinstance(node, yaml.SequenceNode) else [node]
-    values: list[str] = []
-    for item in items:
-        budget.spend()
-        value = _text(item)
-        if value is None:
-            problems.append(_at(item, f"{key}: {field} must be text or a list of text"))
-            continue
-        values.append(header_text(value, limit=500))
-    return tuple(values)
+    wrong = f"{key}: {field} must be text or a list of text"
+    return tuple(
+        header_text(value, limit=500) for _, value in _scalars(node, wrong, budget, problems)
+    )
 
 
 def _languages(
     node: yaml.Node, key: str, budget: _Budget, problems: list[Problem]
 ) -> tuple[str, ...]:
     """Language tags, lower-cased and each once, in the order written (first preferred)."""
-    items = list(node.value) if isinstance(node, yaml.SequenceNode) else [node]
     tags: list[str] = []
-    for item in items:
-        budget.spend()
-        value = _text(item)
-        if value is None:
-            problems.append(_at(item, f"{key}: languages must be text or a list of text"))
-        elif not _LANGUAGE.match(value.strip()):
+    wrong = f"{key}: languages must be text or a list of text"
+    for item, value in _scalars(node, wrong, budget, problems):
+        if not _LANGUAGE.match(value.strip()):
             problems.append(_at(item, f"{key}: not a language tag: {_shown(value)} (e.g. en, de)"))
         elif value.strip().lower() not in tags:
             tags.append(value.strip().lower())

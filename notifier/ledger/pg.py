@@ -180,16 +180,20 @@ class PgLedger(Ledger):
 
     def store_message(self, raw: bytes) -> str:
         digest = hashlib.sha256(raw).hexdigest()
+        self._keep(
+            "INSERT INTO messages (digest, raw) VALUES (%s, %s) ON CONFLICT (digest) DO NOTHING",
+            (digest, raw),
+            f"cannot store message {digest}",
+        )
+        return digest
+
+    def _keep(self, sql: str, params: tuple[object, ...], failure: str) -> None:
+        """Run one write beside the chain (a message, a token); ``AuditError`` if it fails."""
         with self._locks[1]:
             try:
-                self._read.execute(
-                    "INSERT INTO messages (digest, raw) VALUES (%s, %s) "
-                    "ON CONFLICT (digest) DO NOTHING",
-                    (digest, raw),
-                )
+                self._read.execute(sql, params)
             except psycopg.Error as exc:
-                raise AuditError(f"cannot store message {digest}: {exc}") from None
-        return digest
+                raise AuditError(f"{failure}: {exc}") from None
 
     def load_message(self, digest: str) -> bytes:
         if not HEX64.fullmatch(digest):
@@ -210,15 +214,12 @@ class PgLedger(Ledger):
         return bytes(rows[0][0]) if rows else None
 
     def _store_token(self, name: str, reply: bytes) -> str:
-        with self._locks[1]:
-            try:
-                self._read.execute(
-                    "INSERT INTO tokens (name, reply) VALUES (%s, %s) "
-                    "ON CONFLICT (name) DO UPDATE SET reply = excluded.reply",
-                    (name, reply),
-                )
-            except psycopg.Error as exc:
-                raise AuditError(f"cannot store the timestamp token: {exc}") from None
+        self._keep(
+            "INSERT INTO tokens (name, reply) VALUES (%s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET reply = excluded.reply",
+            (name, reply),
+            "cannot store the timestamp token",
+        )
         return f"{self.where}: {name}"
 
     def token_names(self) -> list[tuple[int, str, str]]:

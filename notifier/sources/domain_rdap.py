@@ -30,7 +30,7 @@ from ..addresses import clean_address, header_text
 from ..errors import SourceError, SourceProtocolError, SourceUnavailable
 from ..models import Contact, Evidence, Role, SourceReport
 from . import LookupContext, Query, rdns
-from .rdap import RDAPClient, contacts_from_entities, load_bootstrap, walk_entities
+from .rdap import RDAPClient, contacts_from_entities, host_of, load_bootstrap, walk_entities
 
 __all__ = [
     "DomainRecord",
@@ -300,7 +300,7 @@ async def _one(domain: str, ctx: LookupContext, report: SourceReport) -> None:
     report.notes.extend(answer.notes)
     report.evidence.append(answer.evidence(ctx.clock(), SOURCE))
     if answer.status == 404:
-        report.notes.append(f"{_host(answer.final_url)} has no RDAP record for {domain} (404)")
+        report.notes.append(f"{host_of(answer.final_url)} has no RDAP record for {domain} (404)")
         return
     if answer.status != 200 or answer.data is None:
         raise SourceUnavailable(f"{answer.final_url}: HTTP {answer.status}", source=SOURCE)
@@ -313,7 +313,7 @@ async def _one(domain: str, ctx: LookupContext, report: SourceReport) -> None:
         try:
             second = await client.get(related)
         except SourceError as exc:
-            report.notes.append(f"registrar RDAP for {domain} at {_host(related)} failed: {exc}")
+            report.notes.append(f"registrar RDAP for {domain} at {host_of(related)} failed: {exc}")
             continue
         report.notes.extend(second.notes)
         report.evidence.append(second.evidence(ctx.clock(), SOURCE))
@@ -388,10 +388,6 @@ async def _whois(domain: str, ctx: LookupContext, report: SourceReport) -> None:
         return
     report.notes.extend(notes)
     report.contacts = _merge(report.contacts, contacts)
-
-
-def _host(url: str) -> str:
-    return (urlsplit(url).hostname or "").lower()
 
 
 def _netloc(url: str) -> str:

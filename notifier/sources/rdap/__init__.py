@@ -42,6 +42,7 @@ __all__ = [
     "walk_entities",
     "contacts_from_entities",
     "guess_registry",
+    "host_of",
     "decode_json",
     "load_bootstrap",
     "clear_bootstrap_cache",
