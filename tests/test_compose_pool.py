@@ -105,3 +105,53 @@ async def test_few_messages_or_no_workers_stay_in_process() -> None:
     for number in range(IN_PROCESS_FIRST + 3):
         assert (await none.compose(job(number))).built is not None
     assert few._pool is None and none._pool is None
+
+
+_KILLED_RUN = """
+import asyncio, sys
+sys.path.insert(0, sys.argv[1])
+from test_compose_pool import SETTINGS, _pool_ready, job
+from notifier.compose.pool import Composer
+async def main():
+    composer = Composer(SETTINGS, workers=2)
+    await _pool_ready(composer)
+    print(" ".join(str(p) for p in composer._pool._processes), flush=True)
+    await asyncio.sleep(600)
+asyncio.run(main())
+"""
+
+
+def test_a_killed_run_leaves_no_workers_behind() -> None:
+    """A worker holds its own end of the job queue, so it cannot hear its run die; it watches
+    the run's process instead, and ends (and the fork server with it) once the run is gone."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    run = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_RUN, str(Path(__file__).parent)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert run.stdout is not None
+    workers = [int(p) for p in run.stdout.readline().split()]
+    assert len(workers) == 2
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        # a finished child of the fork server is a zombie until the server reaps it
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+
+    assert all(alive(p) for p in workers)
+    run.kill()  # SIGKILL: no shutdown, no atexit
+    run.wait()
+    deadline = time.monotonic() + 10
+    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(p) for p in workers)

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -34,6 +36,7 @@ __all__ = ["IN_PROCESS_FIRST", "Composer", "Job"]
 # messages a run composes itself before it starts workers: a send, a follow-up round or a small
 # batch never waits for processes to start
 IN_PROCESS_FIRST = 8
+_OWNER_CHECK = 1.0  # seconds between a worker's looks at whether its run still lives
 
 _settings: Settings | None = None  # a worker's copy, set once when it starts
 
@@ -67,10 +70,25 @@ class Job:
         )
 
 
-def _start_worker(settings: Settings) -> None:
+def _start_worker(settings: Settings, owner: int) -> None:
     global _settings
     _settings = settings
+    # a worker holds its own end of the job queue, so it never hears its run die: a run killed
+    # (SIGKILL) would leave its workers, and the fork server they keep alive, behind for good
+    threading.Thread(target=_exit_with, args=(owner,), daemon=True).start()
     library_for(settings)  # compiled once per worker, before its first message
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker once the process it composes for is gone."""
+    while True:
+        time.sleep(_OWNER_CHECK)
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except OSError:
+            pass  # alive, another user's (not ours to judge)
 
 
 def _ready() -> bool:
@@ -134,7 +152,7 @@ class Composer:
                 self.workers,
                 mp_context=context,
                 initializer=_start_worker,
-                initargs=(self.settings,),
+                initargs=(self.settings, os.getpid()),
             )
             # until every worker has started, messages are composed here, not queued behind it
             self._warm = [self._pool.submit(_ready) for _ in range(self.workers)]
