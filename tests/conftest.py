@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from notifier.config import Settings
+from notifier.net import RateLimiter, make_http_client, make_resolver
+from notifier.sandbox.dns import DNSServer
+from notifier.sources import LookupContext
 from notifier.testing import Sandbox
 
 CORPUS = Path(
@@ -46,3 +50,24 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
     """
     async with Sandbox(directory=tmp_path) as box:
         yield box
+
+
+@pytest.fixture
+async def dns_server() -> AsyncIterator[DNSServer]:
+    """A loopback nameserver with an empty zone; the test adds the records it needs."""
+    server = DNSServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def ctx(dns_server: DNSServer) -> AsyncIterator[LookupContext]:
+    """A source's lookup context on ``dns_server``; modules that need another define their own."""
+    settings = Settings.from_mapping(
+        {"dns": {"nameservers": [dns_server.nameserver], "timeout": 0.3}}
+    )
+    resolver = make_resolver(settings.dns)
+    http = make_http_client(settings.http, resolver, user_agent="notifier-test")
+    yield LookupContext(settings=settings, resolver=resolver, http=http, limiter=RateLimiter(100))
+    await http.aclose()

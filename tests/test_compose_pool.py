@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from ipaddress import ip_address
+from pathlib import Path
 
 import pytest
 
@@ -62,15 +66,15 @@ async def _pool_ready(composer: Composer) -> None:
     for number in range(IN_PROCESS_FIRST + 1):
         # the first after the few starts the workers, and is composed here while they start
         assert (await composer.compose(job(number))).built is not None
-    for future in composer._warm:
-        await asyncio.wrap_future(future)
+    assert composer._starter is not None
+    await asyncio.to_thread(composer._starter.join)
+    assert composer._ready.is_set()
 
 
 async def test_workers_compose_the_same_bytes() -> None:
     composer = Composer(SETTINGS, workers=1)
     try:
         await _pool_ready(composer)
-        assert composer._pool is not None
         for number in range(6):
             remote = await composer.compose(job(number))
             assert remote.built is None  # the bytes came back, not the object
@@ -107,51 +111,64 @@ async def test_few_messages_or_no_workers_stay_in_process() -> None:
     assert few._pool is None and none._pool is None
 
 
-_KILLED_RUN = """
-import asyncio, sys
-sys.path.insert(0, sys.argv[1])
-from test_compose_pool import SETTINGS, _pool_ready, job
-from notifier.compose.pool import Composer
+SENDER = """
+import asyncio, sys, time
+sys.path.insert(0, {tests!r})
+from test_compose_pool import SETTINGS, job
+from notifier.compose.pool import IN_PROCESS_FIRST, Composer
+
 async def main():
-    composer = Composer(SETTINGS, workers=2)
-    await _pool_ready(composer)
-    print(" ".join(str(p) for p in composer._pool._processes), flush=True)
-    await asyncio.sleep(600)
-asyncio.run(main())
+    composer = Composer(SETTINGS, workers=1)
+    for number in range(IN_PROCESS_FIRST + 1):
+        await composer.compose(job(number))
+    await asyncio.to_thread(composer._starter.join)
+    await composer.compose(job(1))
+    print("ready", flush=True)
+    time.sleep(60)
+
+if __name__ == "__main__":
+    asyncio.run(main())
 """
 
 
-def test_a_killed_run_leaves_no_workers_behind() -> None:
-    """A worker holds its own end of the job queue, so it cannot hear its run die; it watches
-    the run's process instead, and ends (and the fork server with it) once the run is gone."""
-    import os
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
+def _descendants(root: int) -> set[int]:
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rpartition(")")[2].split()[1]
+                )
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = set(), {root}
+    while frontier:
+        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
 
-    run = subprocess.Popen(
-        [sys.executable, "-c", _KILLED_RUN, str(Path(__file__).parent)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert run.stdout is not None
-    workers = [int(p) for p in run.stdout.readline().split()]
-    assert len(workers) == 2
 
-    def alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        # a finished child of the fork server is a zombie until the server reaps it
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(")")[-1].split()[0] != "Z"
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
-    assert all(alive(p) for p in workers)
-    run.kill()  # SIGKILL: no shutdown, no atexit
-    run.wait()
-    deadline = time.monotonic() + 10
-    while any(alive(p) for p in workers) and time.monotonic() < deadline:
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_workers_end_with_a_sender_killed_outright(tmp_path: Path) -> None:
+    script = tmp_path / "sender.py"
+    script.write_text(SENDER.format(tests=str(Path(__file__).parent)))
+    sender = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    try:
+        assert sender.stdout is not None and sender.stdout.readline() == b"ready\n"
+        helpers = _descendants(sender.pid)
+        assert helpers  # the workers' server and a worker (and the resource tracker)
+    finally:
+        sender.kill()
+        sender.wait()
+    deadline = time.monotonic() + 15
+    while any(_running(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(alive(p) for p in workers)
+    assert not [pid for pid in helpers if _running(pid)]

@@ -6,7 +6,6 @@ import ipaddress
 import random
 import re
 import time
-from collections.abc import AsyncIterator
 
 import dns.resolver
 import pytest
@@ -14,7 +13,7 @@ import pytest
 from notifier.config import Settings
 from notifier.errors import SourceTimeout, SourceUnavailable
 from notifier.models import Target
-from notifier.net import RateLimiter, make_http_client, make_resolver
+from notifier.net import make_resolver
 from notifier.sandbox.dns import DNSServer
 from notifier.sources import LookupContext, Query
 from notifier.sources.rdns import (
@@ -23,25 +22,6 @@ from notifier.sources.rdns import (
     lookup,
     registrable_domain,
 )
-
-
-@pytest.fixture
-async def dns_server() -> AsyncIterator[DNSServer]:
-    server = DNSServer()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def ctx(dns_server: DNSServer) -> AsyncIterator[LookupContext]:
-    settings = Settings.from_mapping(
-        {"dns": {"nameservers": [dns_server.nameserver], "timeout": 0.3}}
-    )
-    resolver = make_resolver(settings.dns)
-    http = make_http_client(settings.http, resolver, user_agent="notifier-test")
-    yield LookupContext(settings=settings, resolver=resolver, http=http, limiter=RateLimiter(100))
-    await http.aclose()
 
 
 def query(ip: str) -> Query:

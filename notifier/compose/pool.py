@@ -9,9 +9,10 @@ the sending process keeps busy, at least one) and hands every further message to
 
 A worker runs the same ``compose`` on the same settings and templates and sends back the exact
 bytes and the fields of the log record; the object form of the message is read back from those
-bytes only if something asks for it. Whatever goes wrong in a worker (a template error, a dead
-worker) makes the message be composed again here, so a failure is raised exactly as without
-workers; a dead pool is not restarted.
+bytes only if something asks for it. The workers are started by a thread beside the event loop
+(starting one waits for their server to import the package) and used once every one is up.
+Whatever goes wrong in a worker (a template error, a dead worker) makes the message be composed
+again here, so a failure is raised exactly as without workers; a dead pool is not restarted.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import asyncio
 import multiprocessing
 import os
 import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -36,7 +36,6 @@ __all__ = ["IN_PROCESS_FIRST", "Composer", "Job"]
 # messages a run composes itself before it starts workers: a send, a follow-up round or a small
 # batch never waits for processes to start
 IN_PROCESS_FIRST = 8
-_OWNER_CHECK = 1.0  # seconds between a worker's looks at whether its run still lives
 
 _settings: Settings | None = None  # a worker's copy, set once when it starts
 
@@ -70,25 +69,24 @@ class Job:
         )
 
 
-def _start_worker(settings: Settings, owner: int) -> None:
+def _start_worker(settings: Settings) -> None:
     global _settings
     _settings = settings
-    # a worker holds its own end of the job queue, so it never hears its run die: a run killed
-    # (SIGKILL) would leave its workers, and the fork server they keep alive, behind for good
-    threading.Thread(target=_exit_with, args=(owner,), daemon=True).start()
+    threading.Thread(target=_exit_with_sender, name="sender-watch", daemon=True).start()
     library_for(settings)  # compiled once per worker, before its first message
 
 
-def _exit_with(owner: int) -> None:
-    """End this worker once the process it composes for is gone."""
-    while True:
-        time.sleep(_OWNER_CHECK)
-        try:
-            os.kill(owner, 0)
-        except ProcessLookupError:
-            os._exit(0)
-        except OSError:
-            pass  # alive, another user's (not ours to judge)
+def _exit_with_sender() -> None:
+    """End this worker when the sending process is gone.
+
+    A worker waits for its next message on a pipe it also holds the writing end of, so a
+    sending process killed outright (SIGKILL) would leave it, and the server it came from,
+    waiting forever. The parent's sentinel becomes readable the moment that process ends.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()
+        os._exit(0)
 
 
 def _ready() -> bool:
@@ -121,14 +119,15 @@ class Composer:
         self.workers = default_workers() if workers is None else workers
         self.composed = 0  # messages asked for in this run
         self._pool: ProcessPoolExecutor | None = None
-        self._warm: list[Future[bool]] = []
+        self._starter: threading.Thread | None = None
+        self._ready = threading.Event()  # every worker has answered once
         self._broken = False
 
     async def compose(self, job: Job) -> ComposedMessage:
         """``job`` composed: in a worker once the run has many messages, else here."""
         self.composed += 1
-        pool = self._ensure_pool()
-        if pool is not None and all(f.done() for f in self._warm):
+        pool = self._usable_pool()
+        if pool is not None:
             try:
                 composed = await asyncio.wrap_future(pool.submit(_compose_in_worker, job))
             except Exception:  # a worker died (BrokenProcessPool) or could not take the job
@@ -138,11 +137,19 @@ class Composer:
                 return composed
         return job.run(self.settings)
 
-    def _ensure_pool(self) -> ProcessPoolExecutor | None:
-        if self._pool is not None or self._broken:
-            return self._pool
-        if self.workers < 1 or self.composed <= IN_PROCESS_FIRST:
+    def _usable_pool(self) -> ProcessPoolExecutor | None:
+        if self._broken:
             return None
+        if self._ready.is_set():
+            return self._pool
+        if self._starter is None and self.workers >= 1 and self.composed > IN_PROCESS_FIRST:
+            # started beside the event loop: starting a process waits for the server to have
+            # imported the package, which would hold up every lookup and SMTP exchange
+            self._starter = threading.Thread(target=self._start, name="compose-workers")
+            self._starter.start()
+        return None  # until every worker is up, messages are composed here
+
+    def _start(self) -> None:
         # forkserver: workers start from a clean process, not a fork of this one with its
         # threads and open connections; the server imports the composer once for all of them
         context = multiprocessing.get_context("forkserver")
@@ -152,16 +159,18 @@ class Composer:
                 self.workers,
                 mp_context=context,
                 initializer=_start_worker,
-                initargs=(self.settings, os.getpid()),
+                initargs=(self.settings,),
             )
-            # until every worker has started, messages are composed here, not queued behind it
-            self._warm = [self._pool.submit(_ready) for _ in range(self.workers)]
-        except (OSError, RuntimeError):
+            for started in [self._pool.submit(_ready) for _ in range(self.workers)]:
+                started.result()
+        except Exception:  # no process could be started here: compose in this one
             self._broken = True
-            return None
-        return self._pool
+            return
+        self._ready.set()
 
     def close(self) -> None:
+        if self._starter is not None:
+            self._starter.join()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -296,9 +296,7 @@ async def _one(domain: str, ctx: LookupContext, report: SourceReport) -> None:
     suffix, urls = match
     report.notes.append(f"RDAP bootstrap: {domain} is under {suffix}, served by {urls[0]}")
     client = RDAPClient(ctx, source=SOURCE)
-    answer = await client.get(f"{urls[0]}domain/{quote(domain)}")
-    report.notes.extend(answer.notes)
-    report.evidence.append(answer.evidence(ctx.clock(), SOURCE))
+    answer = await client.fetch(f"{urls[0]}domain/{quote(domain)}", report)
     if answer.status == 404:
         report.notes.append(f"{host_of(answer.final_url)} has no RDAP record for {domain} (404)")
         return
@@ -311,12 +309,10 @@ async def _one(domain: str, ctx: LookupContext, report: SourceReport) -> None:
         if related.rstrip("/") == answer.final_url.rstrip("/"):
             continue
         try:
-            second = await client.get(related)
+            second = await client.fetch(related, report)
         except SourceError as exc:
             report.notes.append(f"registrar RDAP for {domain} at {host_of(related)} failed: {exc}")
             continue
-        report.notes.extend(second.notes)
-        report.evidence.append(second.evidence(ctx.clock(), SOURCE))
         if second.status != 200 or second.data is None:
             report.notes.append(f"registrar RDAP {related}: HTTP {second.status}")
             continue

@@ -77,9 +77,7 @@ async def _lookup(addr: IPAddress, ctx: LookupContext) -> SourceReport:
     base = urls[0]
     report.notes.append(f"RDAP bootstrap: {addr} is in {entry}, served by {base}")
     client = RDAPClient(ctx)
-    answer = await client.get(f"{base}ip/{addr}")
-    report.notes.extend(answer.notes)
-    report.evidence.append(answer.evidence(ctx.clock()))
+    answer = await client.fetch(f"{base}ip/{addr}", report)
     if answer.status == 404:
         report.notes.append(f"{host_of(answer.final_url)} has no RDAP record for {addr} (404)")
         return report
@@ -87,7 +85,7 @@ async def _lookup(addr: IPAddress, ctx: LookupContext) -> SourceReport:
         raise SourceUnavailable(f"{answer.final_url}: HTTP {answer.status}", source=SOURCE)
     record = parse_rdap(answer.data)
     if record.abbreviated and not record.abuse_found:
-        resolved = await _resolve_entities(record, answer, client, ctx, report)
+        resolved = await _resolve_entities(record, answer, client, report)
         if resolved:
             record = parse_rdap(answer.data, resolved=resolved)
     report.network = record.network
@@ -108,7 +106,6 @@ async def _resolve_entities(
     record: RDAPRecord,
     answer: RDAPAnswer,
     client: RDAPClient,
-    ctx: LookupContext,
     report: SourceReport,
 ) -> dict[str, dict[str, Any]]:
     """Fetch abuse entities the answer only abbreviated (RFC 9083 allows it).
@@ -121,12 +118,10 @@ async def _resolve_entities(
     for handle in record.abbreviated:
         url = f"{base}entity/{quote(handle, safe='')}"
         try:
-            fetched = await client.get(url)
+            fetched = await client.fetch(url, report)
         except SourceError as exc:
             report.notes.append(f"could not fetch abuse entity {handle}: {exc}")
             continue
-        report.notes.extend(fetched.notes)
-        report.evidence.append(fetched.evidence(ctx.clock()))
         if fetched.status == 200 and fetched.data is not None:
             resolved[handle] = fetched.data
         else:

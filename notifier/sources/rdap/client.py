@@ -24,7 +24,7 @@ from tenacity import (
 
 from ... import net
 from ...errors import SourceUnavailable
-from ...models import Evidence
+from ...models import Evidence, SourceReport
 from .. import LookupContext
 from .bootstrap import decode_json
 from .parse import SOURCE, rate_limited
@@ -108,6 +108,13 @@ class RDAPClient:
         self.ctx = ctx
         self.source = source
         self.requests = 0
+
+    async def fetch(self, url: str, report: SourceReport) -> RDAPAnswer:
+        """``get``, with the answer's notes and evidence added to ``report``."""
+        answer = await self.get(url)
+        report.notes.extend(answer.notes)
+        report.evidence.append(answer.evidence(self.ctx.clock(), self.source))
+        return answer
 
     async def get(self, url: str) -> RDAPAnswer:
         """GET ``url`` with retries on 429/5xx/rate-limit notices; 404 and others are returned.
