@@ -464,8 +464,9 @@ class TestSigkill:
         assert figures.evidence is not None and not figures.evidence.duplicates
         assert figures.evidence.torn_tails >= 1  # moved aside and recorded, not dropped
         # the kills did land inside transactions, not only before or after them (the intent is
-        # written right before DATA, so that window is short: a few kills in fifty land in it)
-        assert figures.kills_leaving_doubt >= KILLS // 25, figures
+        # written right before DATA, so that window is short: one to four kills in fifty land
+        # in it, fewer on a loaded machine, where the runs around the window are slower)
+        assert figures.kills_leaving_doubt >= 1, figures
 
 
 class TestConcurrentRuns:
