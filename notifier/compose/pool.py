@@ -33,9 +33,10 @@ from .mime import ComposedMessage
 
 __all__ = ["IN_PROCESS_FIRST", "Composer", "Job"]
 
-# messages a run composes itself before it starts workers: a send, a follow-up round or a small
-# batch never waits for processes to start
-IN_PROCESS_FIRST = 8
+# messages a run composes itself before it starts workers: starting them costs the machine about
+# a second of CPU (their server imports the package), what composing some 150 messages costs, so
+# a send, a follow-up round or a small batch never pays for processes
+IN_PROCESS_FIRST = 50
 
 _settings: Settings | None = None  # a worker's copy, set once when it starts
 
