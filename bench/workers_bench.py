@@ -78,6 +78,7 @@ async def run_round(
         statuses = [p.returncode for p in procs]
         rirs = [sandbox.registries[k] for k in benchlib.REGISTRY_KEYS]
         rdap = sum(r.request_count for r in rirs)
+        throttled = sum(r.throttled for r in rirs)
         pairs: Counter[tuple[str, str]] = Counter()
         for message in sandbox.smtp.messages:
             text = message.raw.decode("utf-8", "replace")
@@ -108,6 +109,7 @@ async def run_round(
         "rdap_requests": rdap,
         "networks": networks,
         "rdap_per_network": round(rdap / max(1, networks), 2),
+        "throttled": throttled,
         "exit_statuses": statuses,
         "stderr_tail": [e.decode(errors="replace")[-300:] for _, e in results if e][:1],
         "verify": verify.stdout.strip() or verify.stderr.strip(),
@@ -133,14 +135,14 @@ async def main(args: argparse.Namespace) -> None:
                 reports.append(await run_round(n, "", bw, rows, work, args.rate))
     print(
         "| store | workers | wall s | messages | msg/s | messages ÷ recipients | duplicates "
-        "| RDAP ÷ networks | verify |"
+        "| RDAP ÷ networks | 429s | verify |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in reports:
         print(
             f"| {r['store']} | {r['workers']} | {r['wall_s']} | {r['messages']} | "
             f"{r['messages_per_s']} | {r['messages_per_recipient']} | {r['duplicate_pairs']} | "
-            f"{r['rdap_per_network']} | "
+            f"{r['rdap_per_network']} | {r['throttled']} | "
             f"{r['verify'][:60]} |"
         )
     for r in reports:

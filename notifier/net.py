@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-import time
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -28,6 +27,7 @@ from .config import DNSSettings, HTTPSettings
 from .errors import SourceProtocolError, SourceTimeout, SourceUnavailable
 from .models import IPAddress
 from .public import is_public_address
+from .ratelimit import Pacer, RateLimiter
 
 __all__ = [
     "is_public_address",
@@ -40,6 +40,7 @@ __all__ = [
     "fetch",
     "UntrustedCertificate",
     "tcp_exchange",
+    "Pacer",
     "RateLimiter",
 ]
 
@@ -350,31 +351,3 @@ async def tcp_exchange(
         ) from None
     except ConnectionError as exc:
         raise SourceUnavailable(f"{host}:{port}: {exc}", source=source) from None
-
-
-class RateLimiter:
-    """Requests per second per key (a registry host), spaced evenly; ``pause`` honours 429s."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic):
-        self._interval = 1.0 / rate
-        self._clock = clock
-        self._next: dict[str, float] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def wait(self, key: str) -> None:
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            now = self._clock()
-            start = max(now, self._next.get(key, now))
-            self._next[key] = start + self._interval
-            if start > now:
-                await asyncio.sleep(start - now)
-                # a busy event loop wakes us late: the next request keeps its distance from
-                # when this one really leaves, or several would leave together and exhaust the
-                # server's burst (nine tenths of an interval: a late start is caught up slowly)
-                self._next[key] = max(self._next[key], self._clock() + self._interval * 0.9)
-
-    def pause(self, key: str, seconds: float) -> None:
-        """The server asked us to wait (429 Retry-After): nobody queries it before then."""
-        until = self._clock() + seconds
-        self._next[key] = max(self._next.get(key, 0.0), until)

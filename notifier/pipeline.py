@@ -41,7 +41,7 @@ from .models import (
     Target,
     case_reference,
 )
-from .net import RateLimiter, make_http_client, make_resolver
+from .net import Pacer, RateLimiter, make_http_client, make_resolver
 from .outcome import SendResult, channel_record, contact_record, resolution_record
 from .outreach.manual import prepare as prepare_manual
 from .resolve import resolve
@@ -112,7 +112,11 @@ class Notifier:
             settings=settings,
             resolver=resolver,
             http=http,
-            limiter=RateLimiter(settings.rdap.rate_per_second),
+            limiter=RateLimiter(
+                settings.rdap.rate_per_second,
+                # with a shared cache, the processes sharing it keep to the rate together
+                shared=self._cache if isinstance(self._cache, Pacer) else None,
+            ),
             clock=self._clock,
             trace=self._trace,
             contacts=ContactRegistry.load(settings.contacts.file or None),

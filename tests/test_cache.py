@@ -715,3 +715,51 @@ class TestWriteBehind:
         first.close()
         assert second.get("k", "e") == [5]
         assert first.stats.stores == 5
+
+
+class TestPace:
+    """Turns at a server, shared by the processes of one machine through the cache file."""
+
+    def test_turns_are_spaced_across_instances(self, tmp_path: Path) -> None:
+        first, second = open_cache(tmp_path), open_cache(tmp_path)
+        waits = [c.reserve("rate:rdap.example", 0.5) for c in (first, second, first, second)]
+        assert waits[0] is not None and waits[0] <= 0.05
+        for before, after in zip(waits, waits[1:], strict=False):
+            assert after is not None and before is not None
+            assert 0.4 <= after - before <= 0.6  # one interval apart, whoever asks
+        assert first.reserve("rate:other.example", 0.5) == pytest.approx(0.0, abs=0.05)
+
+    def test_a_pause_holds_every_instance(self, tmp_path: Path) -> None:
+        first, second = open_cache(tmp_path), open_cache(tmp_path)
+        first.reserve("rate:rdap.example", 0.0, 30.0)  # HTTP 429, Retry-After: 30
+        wait = second.reserve("rate:rdap.example", 0.5)
+        assert wait is not None and 29 <= wait <= 30.5
+
+    def test_without_a_database_the_process_paces_itself(self, tmp_path: Path) -> None:
+        blocked = tmp_path / "not-a-dir"
+        blocked.write_text("")
+        cache = LookupCache(blocked / CACHE_FILE)
+        assert cache.reserve("rate:rdap.example", 0.5) is None
+
+
+async def test_two_limiters_sharing_a_cache_keep_one_rate(tmp_path: Path) -> None:
+    """Two processes' limiters (here two instances, each with its own cache connection) asking
+    one registry at once: together they keep to its rate, as one limiter would."""
+    import asyncio
+    import time
+
+    from notifier.net import RateLimiter
+
+    limiters = [RateLimiter(10, shared=open_cache(tmp_path)) for _ in range(2)]
+    started = time.monotonic()
+    times: list[float] = []
+
+    async def ask(limiter: RateLimiter) -> None:
+        await limiter.wait("rdap.example")
+        times.append(time.monotonic() - started)
+
+    await asyncio.gather(*(ask(limiters[n % 2]) for n in range(6)))
+    times.sort()
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert min(gaps) >= 0.08, gaps  # 10 a second: a tenth of a second apart, not two at once
+    assert times[-1] <= 0.5 + 0.2

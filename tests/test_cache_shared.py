@@ -183,3 +183,13 @@ def test_stores_held_back_are_written_in_one_go(db: str, tmp_path: Path) -> None
     first.flush()
     got = second.get("ptr", "127.9.0.7")
     assert got is not None and got[0].contacts[0].address == "n7@example.net"
+
+
+def test_turns_at_a_registry_are_shared_by_the_server_clock(db: str, tmp_path: Path) -> None:
+    first, second = _open(db, tmp_path), _open(db, tmp_path)
+    waits = [c.reserve("rate:rdap.example", 0.5) for c in (first, second, first)]
+    assert all(w is not None for w in waits)
+    assert 0.4 <= waits[1] - waits[0] <= 0.6 and 0.4 <= waits[2] - waits[1] <= 0.6  # type: ignore[operator]
+    first.reserve("rate:whois.example", 0.0, 20.0)
+    wait = second.reserve("rate:whois.example", 0.5)
+    assert wait is not None and 19 <= wait <= 20.5

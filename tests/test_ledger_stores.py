@@ -229,7 +229,9 @@ def test_schema_versions_name_the_command_that_fixes_them(pg_url: str, tmp_path:
     result = runner.invoke(app, ["db", "init", "--config", str(config)])
     assert result.exit_code == 2 and "notify db migrate" in result.stderr
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("DROP TABLE cache_entries, cache_values, cache_ranges, cache_in_flight")
+        conn.execute(
+            "DROP TABLE cache_entries, cache_values, cache_ranges, cache_in_flight, cache_pace"
+        )
     result = runner.invoke(app, ["db", "migrate", "--config", str(config)])
     assert result.exit_code == 0, result.output
     with psycopg.connect(pg_url, autocommit=True) as conn:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from .codec import JSON_CODEC, REPORTS_CODEC, Codec, dump_reports, load_reports
 from .core import CACHE_FILE, CacheStats, EventHook, LookupCache, new_holder
-from .store import SqliteStore, Store, StoreError
+from .protocol import Store, StoreError
+from .store import SqliteStore
 
 __all__ = [
     "CACHE_FILE",

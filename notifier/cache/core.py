@@ -19,14 +19,9 @@ from typing import Any
 from ..models import IPAddress
 from .codec import DEFAULT_CODECS, JSON_CODEC, Codec
 from .index import Range, RangeIndex, key_bytes
+from .protocol import Store, StoreCorrupt, StoreError, StoreUnavailable
 from .ranges import RangeLayer
-from .store import (
-    SqliteStore,
-    Store,
-    StoreCorrupt,
-    StoreError,
-    StoreUnavailable,
-)
+from .store import SqliteStore
 
 if typing.TYPE_CHECKING:
     from ..config import Settings
@@ -271,6 +266,14 @@ class LookupCache(RangeLayer):
         """Drop this process's mark on ``key`` (its answer is in the cache, or it gave up)."""
         self.flush()
         self._guarded("release", lambda: self._db().release(key_bytes(key)), None)
+
+    def reserve(self, key: str, interval: float, hold: float = 0.0) -> float | None:
+        """Take the next turn for ``key`` among every process sharing the store (turns
+        ``interval`` seconds apart, none in the next ``hold``): seconds until it; ``None``
+        without a database, when the process must pace itself alone."""
+        self.flush()
+        found = self._guarded("reserve", lambda: self._db().reserve(key, interval, hold), None)
+        return None if found is None else float(found)
 
     # -- internals: entries ------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store import HEX_WIDTH
+from .protocol import HEX_WIDTH
 
 __all__ = ["FAILED", "Range", "RangeIndex", "key_bytes", "parse_range"]
 

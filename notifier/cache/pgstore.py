@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from .store import IndexRow, Networks, RangeRow, StoreError, StoreUnavailable, hex128
+from .protocol import IndexRow, Networks, RangeRow, StoreError, StoreUnavailable, hex128
 
 __all__ = ["PgStore"]
 
@@ -234,6 +234,28 @@ class PgStore:
         row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (lock,)).fetchone()
         # taken: nobody holds it, so its holder is gone (the lock ends with this transaction)
         return not (row is not None and row[0])
+
+    @_translated
+    def reserve(self, key: str, interval: float, hold: float) -> float:
+        conn = self._db()
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO cache_pace (key, next) VALUES (%s, 0) ON CONFLICT DO NOTHING", (key,)
+            )
+            # the server's clock: workers on several machines pace by one clock
+            row = conn.execute(
+                "SELECT next, extract(epoch FROM clock_timestamp())::float8 "
+                "FROM cache_pace WHERE key = %s FOR UPDATE",
+                (key,),
+            ).fetchone()
+            assert row is not None
+            now = float(row[1])
+            start = max(now + hold, float(row[0]))
+            conn.execute(
+                "UPDATE cache_pace SET next = %s WHERE key = %s",
+                (start + interval if interval else start, key),
+            )
+        return start - now
 
     @_translated
     def release(self, key: bytes) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from ..models import IPAddress
 from .codec import Codec
 from .index import FAILED, Range, RangeIndex, parse_range
-from .store import IndexRow, Store, hex128
+from .protocol import IndexRow, Store, hex128
 
 __all__ = ["RangeLayer"]
 

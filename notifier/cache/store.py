@@ -1,102 +1,34 @@
-"""What the cache asks of a database, and the embedded answer: one SQLite file.
-
-``LookupCache`` keeps the hot part in memory and asks a ``Store`` for the rest. A store turns its
-driver's failures into ``StoreError`` (the call becomes a miss) or ``StoreCorrupt`` (the file is
-damaged: set it aside and start over); ``StoreUnavailable`` means it cannot be opened at all.
-"""
+"""The embedded store behind the lookup cache: one SQLite file under ``state.dir``."""
 
 from __future__ import annotations
 
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-__all__ = [
-    "IndexRow",
-    "RangeRow",
-    "SqliteStore",
-    "Store",
-    "StoreCorrupt",
-    "StoreError",
-    "StoreUnavailable",
-    "hex128",
-]
+from .protocol import (
+    IndexRow,
+    Networks,
+    RangeRow,
+    StoreCorrupt,
+    StoreError,
+    StoreUnavailable,
+    hex128,
+)
 
-HEX_WIDTH = 32  # 128 bits: IPv6 ints overflow SQLite's INTEGER; fixed-width hex sorts like ints
-_SCHEMA_VERSION = 2
+__all__ = ["SqliteStore"]
+
+_SCHEMA_VERSION = 3
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 _MAX_ASIDE = 100
 
-# (kind, version, prefixlen, start, end, value_id, expires): a stored range, read on open
-IndexRow = tuple[Any, Any, Any, Any, Any, Any, Any]
-# (prefixlen, start, end, value_id, expires, value): a range holding one address
-RangeRow = tuple[Any, Any, Any, Any, Any, Any]
-Networks = dict[tuple[int, int, int], int]  # (version, prefixlen, start) → end
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-class StoreError(Exception):
-    """A database call failed; the cache treats it as a miss or a skipped store."""
-
-
-class StoreCorrupt(StoreError):
-    """The database file is damaged."""
-
-
-class StoreUnavailable(StoreError):
-    """The database cannot be opened; the cache works from memory."""
-
-
-def hex128(number: int) -> str:
-    return format(number, f"0{HEX_WIDTH}x")
-
-
-class Store(Protocol):
-    """The database behind a ``LookupCache`` (``SqliteStore``, or ``PgStore`` for a team)."""
-
-    where: str
-
-    def open(self, now: float) -> list[IndexRow] | None:
-        """Connect if not connected; then every live range (to index), else ``None``."""
-
-    def close(self) -> None: ...
-
-    def get(self, kind: str, key: bytes, now: float) -> tuple[Any, Any] | None:
-        """``(value, expires)`` of a live entry."""
-
-    def put(self, kind: str, key: bytes, text: str, expires: float) -> None: ...
-
-    def put_many(self, rows: list[tuple[str, bytes, str, float]]) -> None:
-        """Several ``put`` in one transaction."""
-
-    def delete(self, kind: str, key: bytes) -> None: ...
-
-    def store_range(
-        self, kind: str, networks: Networks, text: str, expires: float
-    ) -> tuple[int, set[int]]:
-        """Keep one value for every range; its id and the ids of values it replaced."""
-
-    def ranges_at(
-        self, kind: str, version: int, starts: list[str], number: str, now: float
-    ) -> list[RangeRow]:
-        """The live ranges among ``starts`` holding ``number``, most specific first."""
-
-    def range_value(self, value_id: int) -> tuple[Any, Any] | None: ...
-
-    def drop_values(self, value_ids: Iterable[int]) -> None: ...
-
-    def claim(self, key: bytes, lease: float, now: float) -> bool:
-        """Mark ``key`` as being fetched by this process; False while a live other holds it."""
-
-    def release(self, key: bytes) -> None: ...
-
-    def set_aside(self) -> str:
-        """Move a damaged database out of the way (``OSError`` if it cannot be); where to."""
 
 
 def _translated(method: _F) -> _F:
@@ -143,6 +75,10 @@ CREATE TABLE in_flight (
     key BLOB PRIMARY KEY,
     holder TEXT NOT NULL,
     lease_until REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE pace (
+    key TEXT PRIMARY KEY,
+    next REAL NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -342,6 +278,18 @@ class SqliteStore:
             "DELETE FROM in_flight WHERE key = ? AND holder = ?", (key, self._holder)
         )
 
+    @_translated
+    def reserve(self, key: str, interval: float, hold: float) -> float:
+        conn = self._db()
+        with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            now = time.time()  # one file, one machine: one clock
+            row = conn.execute("SELECT next FROM pace WHERE key = ?", (key,)).fetchone()
+            start = max(now + hold, float(row[0]) if row else now)
+            turn = start + interval if interval else start
+            conn.execute("INSERT OR REPLACE INTO pace (key, next) VALUES (?, ?)", (key, turn))
+        return start - now
+
     def set_aside(self) -> str:
         self._conn = None  # the caller closed it
         aside: Path | None = None
@@ -373,7 +321,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if version == _SCHEMA_VERSION:  # another process got here first
             return
         # an older layout, or a file we do not know: a cache can always start over
-        for table in ("entries", "ranges", "range_values", "in_flight"):
+        for table in ("entries", "ranges", "range_values", "in_flight", "pace"):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
         for statement in _SCHEMA.split(";"):
             if statement.strip():

@@ -45,7 +45,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     (
         # 3: the lookup cache by name and by address range, as the file store keeps it
-        # (expiry in seconds since the epoch), what is being fetched, and the batch's work units
+        # (expiry in seconds since the epoch), what is being fetched, and each registry's pace
         "DROP TABLE IF EXISTS lookup_cache",
         "DROP TABLE IF EXISTS in_flight",
         """CREATE TABLE cache_entries (
@@ -76,6 +76,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             holder text NOT NULL,
             lease_until double precision NOT NULL
         )""",
+        # each registry's next free turn, so workers together keep to its rate
+        "CREATE TABLE cache_pace (key text PRIMARY KEY, next double precision NOT NULL)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
