@@ -51,6 +51,8 @@ from .sources.hints import finding_hints
 from .targets import parse_target
 from .trust import MessageGuard
 
+_KEYS_AHEAD = 32  # recipients' key lookups under way ahead of their messages
+
 __all__ = [
     "MAX_SMTP_CONNECTIONS",
     "Notifier",
@@ -329,6 +331,25 @@ class Notifier:
                 )
 
         await walk(recipients, fallbacks, deliver, on_climb)
+
+    def prefetch_keys(self, contacts: Sequence[Contact]) -> asyncio.Task[None] | None:
+        """Look up the recipients' OpenPGP keys ahead of their messages, in the order given and
+        a few at a time (a batch's messages then find their keys waiting)."""
+        guard = self._guard
+        if guard is None or not contacts:
+            return None
+        ctx = self.ctx
+
+        async def walk() -> None:
+            window = asyncio.Semaphore(_KEYS_AHEAD)
+            for contact in contacts:
+                await window.acquire()
+                lookup = guard.prefetch(contact, ctx)
+                if lookup is None:  # no key is looked for in this run
+                    return
+                lookup.add_done_callback(lambda _: window.release())
+
+        return asyncio.get_running_loop().create_task(walk())
 
     # -- one message: gate → compose → deliver → record -------------------------------------
 

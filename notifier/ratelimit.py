@@ -40,16 +40,15 @@ class RateLimiter:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def wait(self, key: str) -> None:
-        if self._shared is not None:
-            delay = self._shared.reserve(f"rate:{key}", self._interval)
-            if delay is not None:
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                return
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             now = self._clock()
             start = max(now, self._next.get(key, now))
+            if self._shared is not None:
+                # the team's next turn, no sooner than this process's own
+                turn = self._shared.reserve(f"rate:{key}", self._interval, start - now)
+                if turn is not None:
+                    start = max(start, now + turn)
             self._next[key] = start + self._interval
             if start > now:
                 await asyncio.sleep(start - now)

@@ -110,9 +110,10 @@ class Sender:
         # a rehearsal (--test-recipient) always sends: it shows what owners would get
         if options.checks_history:
             doubt = "in doubt: an earlier run may have sent this (use --force to resend)"
-            new = [f for f in findings if self._n.prior(f, contact.address) is None]
-            doubtful = [f for f in findings if self._n.prior(f, contact.address) == "in-doubt"]
-            busy = [f for f in findings if self._n.prior(f, contact.address) == "in-flight"]
+            priors = [self._n.prior(f, contact.address) for f in findings]
+            new = [f for f, p in zip(findings, priors, strict=True) if p is None]
+            doubtful = [f for f, p in zip(findings, priors, strict=True) if p == "in-doubt"]
+            busy = [f for f, p in zip(findings, priors, strict=True) if p == "in-flight"]
             if not new and busy and not doubtful:
                 return skipped(DeliveryStatus.IN_FLIGHT, IN_FLIGHT_REASON)
             if doubtful:

@@ -275,7 +275,12 @@ class Batch:
                     plans.setdefault(contact.address, Plan(contact)).rows.append(index)
         self.counts.recipients = len(plans)
         rounds = [plans]
-        await self._deliver_round(plans, state, 0)
+        keys = self.notifier.prefetch_keys([plans[a].contact for a in sorted(plans)])
+        try:
+            await self._deliver_round(plans, state, 0)
+        finally:
+            if keys is not None:
+                keys.cancel()
 
         # the ladder: findings nobody took climb to their next fallback, rung by rung
         rung = 0

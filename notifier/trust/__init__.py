@@ -89,10 +89,12 @@ class MessageGuard:
             self._keyring.close()
             self._keyring = None
 
-    def prefetch(self, contact: Contact, ctx: LookupContext) -> None:
-        """Start looking up the recipient's key now, while its message is being composed."""
+    def prefetch(self, contact: Contact, ctx: LookupContext) -> asyncio.Task[KeyLookup] | None:
+        """Start looking up the recipient's key now, before its message is sent; the lookup,
+        or None when no key is looked for."""
         if self.settings.pgp.encrypt and self._keyring is not None:
-            self._lookup(contact, ctx, self._keyring)
+            return self._lookup(contact, ctx, self._keyring)
+        return None
 
     def _lookup(
         self, contact: Contact, ctx: LookupContext, keyring: Keyring
