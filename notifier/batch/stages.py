@@ -62,25 +62,35 @@ class _Turns:
         self._per_tick = per_tick
         self._spent = 0
         self._reset_due = False
-        self._tick: asyncio.Future[None] | None = None  # resolved when the next iteration starts
+        # the waiting, longest first: each iteration wakes only as many as it has turns for
+        # (waking them all to find most of them must wait again cost more than the work)
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
-    def _reset(self) -> None:
-        self._spent = 0
-        self._reset_due = False
-        tick, self._tick = self._tick, None
-        if tick is not None and not tick.done():
-            tick.set_result(None)
-
-    async def take(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._spent >= self._per_tick:
-            if self._tick is None:
-                self._tick = loop.create_future()
-            await self._tick
-        self._spent += 1
+    def _schedule(self) -> None:
         if not self._reset_due:
             self._reset_due = True
-            loop.call_soon(self._reset)
+            asyncio.get_running_loop().call_soon(self._reset)
+
+    def _reset(self) -> None:
+        self._reset_due = False
+        self._spent = 0
+        while self._waiters and self._spent < self._per_tick:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled waiter takes no turn
+                waiter.set_result(None)
+                self._spent += 1
+        if self._spent:
+            self._schedule()
+
+    async def take(self) -> None:
+        if self._spent < self._per_tick and not self._waiters:
+            self._spent += 1
+            self._schedule()
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._schedule()
+        await waiter  # the turn was counted when it was handed over
 
 
 class _Answered:
