@@ -14,8 +14,9 @@ from notifier.sandbox.dns import DNSServer
 from notifier.sources import LookupContext
 from notifier.testing import Sandbox
 
+# an empty NOTIFY_CORPUS counts as unset, not as the current folder
 CORPUS = Path(
-    os.environ.get("NOTIFY_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
+    os.environ.get("NOTIFY_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
 )
 
 
