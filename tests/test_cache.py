@@ -268,7 +268,7 @@ class TestRanges:
         with open_cache(tmp_path) as again:
             assert again.lookup_range("net", ip_address("10.9.9.9")) == "new"
         with raw(tmp_path) as db:
-            assert db.execute("SELECT COUNT(*) FROM range_values").fetchone() == (1,)
+            assert db.execute("SELECT COUNT(*) FROM cache_values").fetchone() == (1,)
 
     def test_ipv6_whole_space_and_single_address(self, cache: LookupCache, tmp_path: Path) -> None:
         """::/0 holds every v6 address, a /128 only itself, and both survive reopening."""
@@ -416,9 +416,9 @@ class TestExpiry:
             assert second.lookup_range("net", ip_address("10.0.0.1")) is None
             assert second.get("k", "keep") == "v"
         with raw(tmp_path) as db:
-            assert db.execute("SELECT COUNT(*) FROM entries").fetchone() == (1,)
-            assert db.execute("SELECT COUNT(*) FROM ranges").fetchone() == (0,)
-            assert db.execute("SELECT COUNT(*) FROM range_values").fetchone() == (0,)
+            assert db.execute("SELECT COUNT(*) FROM cache_entries").fetchone() == (1,)
+            assert db.execute("SELECT COUNT(*) FROM cache_ranges").fetchone() == (0,)
+            assert db.execute("SELECT COUNT(*) FROM cache_values").fetchone() == (0,)
 
     def test_zero_ttl_keeps_nothing(self, cache: LookupCache) -> None:
         """A ttl of zero or less stores nothing."""
@@ -505,9 +505,9 @@ class TestPersistence:
         cache.store_range("net", ["10.0.0.0/8"], "v", 60)
         cache.lookup_range("net", ip_address("10.0.0.1"))
         with raw(tmp_path) as db:
-            db.execute("DELETE FROM entries")
-            db.execute("DELETE FROM ranges")
-            db.execute("DELETE FROM range_values")
+            db.execute("DELETE FROM cache_entries")
+            db.execute("DELETE FROM cache_ranges")
+            db.execute("DELETE FROM cache_values")
         assert cache.get("k", "x") == "v"
         assert cache.lookup_range("net", ip_address("10.0.0.1")) == "v"
 
@@ -555,17 +555,17 @@ class TestCorruption:
             first.put("k", "y", "v", 60)
         with raw(tmp_path) as db:
             db.execute(
-                'UPDATE entries SET value = \'{"format": 1, "reports": [3]}\''
+                'UPDATE cache_entries SET value = \'{"format": 1, "reports": [3]}\''
                 " WHERE kind = 'registry'"
             )
-            db.execute("UPDATE entries SET value = '{broken' WHERE key = X'79'")
+            db.execute("UPDATE cache_entries SET value = '{broken' WHERE key = X'79'")
         with open_cache(tmp_path, on_event=events) as second:
             assert second.get("registry", "EX") is None
             assert second.get("k", "y") is None
             assert second.get("k", "x") == "v"
             assert second.stats.dropped == 2
         with raw(tmp_path) as db:
-            keys = {row[0] for row in db.execute("SELECT key FROM entries")}
+            keys = {row[0] for row in db.execute("SELECT key FROM cache_entries")}
         assert keys == {b"x"}
         assert events.names() == ["cache-corrupt-row", "cache-corrupt-row"]
 
@@ -578,15 +578,15 @@ class TestCorruption:
             first.store_range("registry", ["10.1.0.0/16"], [SourceReport("narrow")], 60)
         with raw(tmp_path) as db:
             db.execute(
-                "UPDATE range_values SET value = 'garbage' "
-                "WHERE id = (SELECT value_id FROM ranges WHERE prefixlen = 16)"
+                "UPDATE cache_values SET value = 'garbage' "
+                "WHERE id = (SELECT value_id FROM cache_ranges WHERE prefixlen = 16)"
             )
         with open_cache(tmp_path, on_event=events) as second:
             assert second.lookup_range("registry", ip_address("10.1.0.1")) == [
                 SourceReport("broad")
             ]
         with raw(tmp_path) as db:
-            assert db.execute("SELECT prefixlen FROM ranges").fetchall() == [(8,)]
+            assert db.execute("SELECT prefixlen FROM cache_ranges").fetchall() == [(8,)]
         assert events.names() == ["cache-corrupt-row"]
 
     def test_malformed_range_rows_are_dropped_on_open(self, tmp_path: Path, events: Events) -> None:
@@ -596,15 +596,15 @@ class TestCorruption:
             first.store_range("net", ["11.0.0.0/8"], "bad-hex", 60)
             first.store_range("net", ["12.0.0.0/8"], "bad-len", 60)
         with raw(tmp_path) as db:
-            db.execute("UPDATE ranges SET start = 'zz' WHERE value_id = 2")
-            db.execute("UPDATE ranges SET prefixlen = 99 WHERE value_id = 3")
+            db.execute("UPDATE cache_ranges SET start = 'zz' WHERE value_id = 2")
+            db.execute("UPDATE cache_ranges SET prefixlen = 99 WHERE value_id = 3")
         with open_cache(tmp_path, on_event=events) as second:
             assert second.lookup_range("net", ip_address("10.0.0.1")) == "good"
             assert second.lookup_range("net", ip_address("11.0.0.1")) is None
             assert second.lookup_range("net", ip_address("12.0.0.1")) is None
             assert second.stats.dropped == 2
         with raw(tmp_path) as db:
-            assert db.execute("SELECT COUNT(*) FROM range_values").fetchone() == (1,)
+            assert db.execute("SELECT COUNT(*) FROM cache_values").fetchone() == (1,)
         assert "cache-corrupt-row" in events.names()
 
     def test_corrupt_file_is_set_aside_and_recreated(self, tmp_path: Path, events: Events) -> None:
@@ -688,7 +688,7 @@ class TestInFlight:
                               capture_output=True, text=True, check=True)  # fmt: skip
         with sqlite3.connect(path) as conn:
             conn.execute(
-                "INSERT INTO in_flight (key, holder, lease_until) VALUES (?, ?, ?)",
+                "INSERT INTO cache_in_flight (key, holder, lease_until) VALUES (?, ?, ?)",
                 (b"ptr:x", f"{gone.stdout.strip()}:dead", time.time() + 60),
             )
         assert first.claim("ptr:x", 60)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from .protocol import IndexRow, Networks, RangeRow, StoreError, StoreUnavailable, hex128
+from .sql import UPSERT, SqlStore
 
 __all__ = ["PgStore"]
 
@@ -44,7 +45,7 @@ def _lock_id(holder: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-class PgStore:
+class PgStore(SqlStore):
     """The ``Store`` of a ``LookupCache`` shared through PostgreSQL."""
 
     def __init__(self, url: str, holder: str) -> None:
@@ -97,41 +98,18 @@ class PgStore:
         return self._conn
 
     @_translated
-    def get(self, kind: str, key: bytes, now: float) -> tuple[Any, Any] | None:
-        row = (
-            self._db()
-            .execute(
-                "SELECT value, expires FROM cache_entries "
-                "WHERE kind = %s AND key = %s AND expires > %s",
-                (kind, key, now),
-            )
-            .fetchone()
-        )
-        return None if row is None else (row[0], row[1])
+    def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        return self._db().execute(sql.replace("?", "%s").encode(), params).fetchone()
 
     @_translated
-    def put(self, kind: str, key: bytes, text: str, expires: float) -> None:
-        self._db().execute(
-            "INSERT INTO cache_entries (kind, key, value, expires) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, "
-            "expires = excluded.expires",
-            (kind, key, text, expires),
-        )
+    def _run(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._db().execute(sql.replace("?", "%s").encode(), params)
 
     @_translated
     def put_many(self, rows: list[tuple[str, bytes, str, float]]) -> None:
         conn = self._db()
         with conn.transaction(), conn.cursor() as cursor:
-            cursor.executemany(
-                "INSERT INTO cache_entries (kind, key, value, expires) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, "
-                "expires = excluded.expires",
-                rows,
-            )
-
-    @_translated
-    def delete(self, kind: str, key: bytes) -> None:
-        self._db().execute("DELETE FROM cache_entries WHERE kind = %s AND key = %s", (kind, key))
+            cursor.executemany(UPSERT.replace("?", "%s").encode(), rows)
 
     @_translated
     def store_range(
@@ -184,15 +162,6 @@ class PgStore:
             )
             .fetchall()
         )
-
-    @_translated
-    def range_value(self, value_id: int) -> tuple[Any, Any] | None:
-        row = (
-            self._db()
-            .execute("SELECT value, expires FROM cache_values WHERE id = %s", (value_id,))
-            .fetchone()
-        )
-        return None if row is None else (row[0], row[1])
 
     @_translated
     def drop_values(self, value_ids: Iterable[int]) -> None:
@@ -256,12 +225,6 @@ class PgStore:
                 (start + interval if interval else start, key),
             )
         return start - now
-
-    @_translated
-    def release(self, key: bytes) -> None:
-        self._db().execute(
-            "DELETE FROM cache_in_flight WHERE key = %s AND holder = %s", (key, self._holder)
-        )
 
     def set_aside(self) -> str:
         raise OSError("a shared database is never moved aside")

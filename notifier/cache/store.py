@@ -19,10 +19,11 @@ from .protocol import (
     StoreUnavailable,
     hex128,
 )
+from .sql import UPSERT, SqlStore
 
 __all__ = ["SqliteStore"]
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4  # 4: the tables named as in PostgreSQL
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 _MAX_ASIDE = 100
@@ -48,20 +49,20 @@ def _translated(method: _F) -> _F:
 
 
 _SCHEMA = """
-CREATE TABLE entries (
+CREATE TABLE cache_entries (
     kind TEXT NOT NULL,
     key BLOB NOT NULL,
     value TEXT NOT NULL,
     expires REAL NOT NULL,
     PRIMARY KEY (kind, key)
 ) WITHOUT ROWID;
-CREATE TABLE range_values (
+CREATE TABLE cache_values (
     id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,
     value TEXT NOT NULL,
     expires REAL NOT NULL
 );
-CREATE TABLE ranges (
+CREATE TABLE cache_ranges (
     kind TEXT NOT NULL,
     version INTEGER NOT NULL,
     start TEXT NOT NULL,
@@ -70,13 +71,13 @@ CREATE TABLE ranges (
     value_id INTEGER NOT NULL,
     PRIMARY KEY (kind, version, start, prefixlen)
 ) WITHOUT ROWID;
-CREATE INDEX ranges_value ON ranges (value_id);
-CREATE TABLE in_flight (
+CREATE INDEX cache_ranges_value ON cache_ranges (value_id);
+CREATE TABLE cache_in_flight (
     key BLOB PRIMARY KEY,
     holder TEXT NOT NULL,
     lease_until REAL NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE pace (
+CREATE TABLE cache_pace (
     key TEXT PRIMARY KEY,
     next REAL NOT NULL
 ) WITHOUT ROWID;
@@ -98,7 +99,7 @@ def _holder_alive(holder: str) -> bool:
     return True
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """``<state.dir>/cache.sqlite``: mode 0600, WAL, created on first use, shared by the
     processes of one machine through short transactions under SQLite's busy timeout."""
 
@@ -130,7 +131,7 @@ class SqliteStore:
             _purge(conn, now)
             rows = conn.execute(
                 """SELECT r.kind, r.version, r.prefixlen, r.start, r."end", r.value_id, v.expires
-                FROM ranges r JOIN range_values v ON v.id = r.value_id"""
+                FROM cache_ranges r JOIN cache_values v ON v.id = r.value_id"""
             ).fetchall()
         except BaseException:
             conn.close()
@@ -152,37 +153,20 @@ class SqliteStore:
         return self._conn
 
     @_translated
-    def get(self, kind: str, key: bytes, now: float) -> tuple[Any, Any] | None:
-        row = (
-            self._db()
-            .execute(
-                "SELECT value, expires FROM entries WHERE kind = ? AND key = ? AND expires > ?",
-                (kind, key, now),
-            )
-            .fetchone()
-        )
-        return None if row is None else (row[0], row[1])
+    def _one(self, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._db().execute(sql, params).fetchone()
+        return row
 
     @_translated
-    def put(self, kind: str, key: bytes, text: str, expires: float) -> None:
-        self._db().execute(
-            "INSERT OR REPLACE INTO entries (kind, key, value, expires) VALUES (?, ?, ?, ?)",
-            (kind, key, text, expires),
-        )
+    def _run(self, sql: str, params: tuple[Any, ...]) -> None:
+        self._db().execute(sql, params)
 
     @_translated
     def put_many(self, rows: list[tuple[str, bytes, str, float]]) -> None:
         conn = self._db()
         with conn:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(
-                "INSERT OR REPLACE INTO entries (kind, key, value, expires) VALUES (?, ?, ?, ?)",
-                rows,
-            )
-
-    @_translated
-    def delete(self, kind: str, key: bytes) -> None:
-        self._db().execute("DELETE FROM entries WHERE kind = ? AND key = ?", (kind, key))
+            conn.executemany(UPSERT, rows)
 
     @_translated
     def store_range(
@@ -192,7 +176,7 @@ class SqliteStore:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             cursor = conn.execute(
-                "INSERT INTO range_values (kind, value, expires) VALUES (?, ?, ?)",
+                "INSERT INTO cache_values (kind, value, expires) VALUES (?, ?, ?)",
                 (kind, text, expires),
             )
             value_id = cursor.lastrowid
@@ -200,21 +184,21 @@ class SqliteStore:
             replaced: set[int] = set()
             for (version, prefixlen, start), end in networks.items():
                 row = conn.execute(
-                    "SELECT value_id FROM ranges "
+                    "SELECT value_id FROM cache_ranges "
                     "WHERE kind = ? AND version = ? AND start = ? AND prefixlen = ?",
                     (kind, version, hex128(start), prefixlen),
                 ).fetchone()
                 if row is not None:
                     replaced.add(row[0])
                 conn.execute(
-                    "INSERT OR REPLACE INTO ranges"
+                    "INSERT OR REPLACE INTO cache_ranges"
                     ' (kind, version, start, "end", prefixlen, value_id) VALUES (?, ?, ?, ?, ?, ?)',
                     (kind, version, hex128(start), hex128(end), prefixlen, value_id),
                 )
             for old in replaced:
                 conn.execute(
-                    "DELETE FROM range_values WHERE id = ? "
-                    "AND NOT EXISTS (SELECT 1 FROM ranges WHERE value_id = ?)",
+                    "DELETE FROM cache_values WHERE id = ? "
+                    "AND NOT EXISTS (SELECT 1 FROM cache_ranges WHERE value_id = ?)",
                     (old, old),
                 )
         return value_id, replaced
@@ -228,7 +212,7 @@ class SqliteStore:
             self._db()
             .execute(
                 f"""SELECT r.prefixlen, r.start, r."end", r.value_id, v.expires, v.value
-                FROM ranges r JOIN range_values v ON v.id = r.value_id
+                FROM cache_ranges r JOIN cache_values v ON v.id = r.value_id
                 WHERE r.kind = ? AND r.version = ? AND r.start IN ({marks})
                   AND r."end" >= ? AND v.expires > ?
                 ORDER BY r.prefixlen DESC, r.value_id DESC""",  # noqa: S608 - only placeholders
@@ -238,22 +222,13 @@ class SqliteStore:
         )
 
     @_translated
-    def range_value(self, value_id: int) -> tuple[Any, Any] | None:
-        row = (
-            self._db()
-            .execute("SELECT value, expires FROM range_values WHERE id = ?", (value_id,))
-            .fetchone()
-        )
-        return None if row is None else (row[0], row[1])
-
-    @_translated
     def drop_values(self, value_ids: Iterable[int]) -> None:
         conn = self._db()
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             for value_id in value_ids:
-                conn.execute("DELETE FROM ranges WHERE value_id = ?", (value_id,))
-                conn.execute("DELETE FROM range_values WHERE id = ?", (value_id,))
+                conn.execute("DELETE FROM cache_ranges WHERE value_id = ?", (value_id,))
+                conn.execute("DELETE FROM cache_values WHERE id = ?", (value_id,))
 
     @_translated
     def claim(self, key: bytes, lease: float, now: float) -> bool:
@@ -261,22 +236,18 @@ class SqliteStore:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             held = conn.execute(
-                "SELECT holder, lease_until FROM in_flight WHERE key = ?", (key,)
+                "SELECT holder, lease_until FROM cache_in_flight WHERE key = ?", (key,)
             ).fetchone()
             if held is not None and (held[1] <= now or not _holder_alive(held[0])):
-                conn.execute("DELETE FROM in_flight WHERE key = ?", (key,))
+                conn.execute("DELETE FROM cache_in_flight WHERE key = ?", (key,))
             conn.execute(
-                "INSERT OR IGNORE INTO in_flight (key, holder, lease_until) VALUES (?, ?, ?)",
+                "INSERT OR IGNORE INTO cache_in_flight (key, holder, lease_until) VALUES (?, ?, ?)",
                 (key, self._holder, now + lease),
             )
-            row = conn.execute("SELECT holder FROM in_flight WHERE key = ?", (key,)).fetchone()
+            row = conn.execute(
+                "SELECT holder FROM cache_in_flight WHERE key = ?", (key,)
+            ).fetchone()
         return row is None or row[0] == self._holder
-
-    @_translated
-    def release(self, key: bytes) -> None:
-        self._db().execute(
-            "DELETE FROM in_flight WHERE key = ? AND holder = ?", (key, self._holder)
-        )
 
     @_translated
     def reserve(self, key: str, interval: float, hold: float) -> float:
@@ -284,10 +255,10 @@ class SqliteStore:
         with conn:
             conn.execute("BEGIN IMMEDIATE")
             now = time.time()  # one file, one machine: one clock
-            row = conn.execute("SELECT next FROM pace WHERE key = ?", (key,)).fetchone()
+            row = conn.execute("SELECT next FROM cache_pace WHERE key = ?", (key,)).fetchone()
             start = max(now + hold, float(row[0]) if row else now)
             turn = start + interval if interval else start
-            conn.execute("INSERT OR REPLACE INTO pace (key, next) VALUES (?, ?)", (key, turn))
+            conn.execute("INSERT OR REPLACE INTO cache_pace (key, next) VALUES (?, ?)", (key, turn))
         return start - now
 
     def set_aside(self) -> str:
@@ -321,7 +292,18 @@ def _migrate(conn: sqlite3.Connection) -> None:
         if version == _SCHEMA_VERSION:  # another process got here first
             return
         # an older layout, or a file we do not know: a cache can always start over
-        for table in ("entries", "ranges", "range_values", "in_flight", "pace"):
+        for table in (
+            "entries",
+            "ranges",
+            "range_values",
+            "in_flight",
+            "pace",  # the layouts before 4
+            "cache_entries",
+            "cache_ranges",
+            "cache_values",
+            "cache_in_flight",
+            "cache_pace",
+        ):
             conn.execute(f"DROP TABLE IF EXISTS {table}")
         for statement in _SCHEMA.split(";"):
             if statement.strip():
@@ -332,13 +314,14 @@ def _migrate(conn: sqlite3.Connection) -> None:
 def _purge(conn: sqlite3.Connection, now: float) -> None:
     with conn:
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("DELETE FROM entries WHERE expires <= ?", (now,))
+        conn.execute("DELETE FROM cache_entries WHERE expires <= ?", (now,))
         conn.execute(
-            "DELETE FROM ranges WHERE value_id IN (SELECT id FROM range_values WHERE expires <= ?)",
+            "DELETE FROM cache_ranges "
+            "WHERE value_id IN (SELECT id FROM cache_values WHERE expires <= ?)",
             (now,),
         )
         conn.execute(
-            "DELETE FROM range_values WHERE expires <= ? "
-            "OR NOT EXISTS (SELECT 1 FROM ranges WHERE value_id = range_values.id)",
+            "DELETE FROM cache_values WHERE expires <= ? "
+            "OR NOT EXISTS (SELECT 1 FROM cache_ranges WHERE value_id = cache_values.id)",
             (now,),
         )
