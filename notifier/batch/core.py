@@ -23,7 +23,7 @@ from ..models import (
 from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
 from ..sources.hints import MAX_HINTS
 from .columns import Columns, Interned
-from .share import SharedUnits, block_of, block_unit, each, unit_name
+from .share import Blocks, SharedUnits, each, unit_name
 from .stages import Lookups
 from .states import (
     ALREADY,
@@ -86,17 +86,13 @@ class Batch:
         self._lookups = Lookups(notifier.ctx, self._target, self._resolved, self._unresolved)
         self._alike: dict[tuple[Any, ...], tuple[Resolution, list[str]]] = {}
         self.result = SendResult()
-        # other processes on this input share its messages through the cache (not rehearsals)
-        shared = notifier.ctx.cache
-        if isinstance(shared, LookupCache):
-            shared.write_behind = _WRITE_BEHIND  # an answer per address: written in bulk
-        share = SharedUnits(shared) if hasattr(shared, "claim") else None  # type: ignore[arg-type]
-        self._share = share
-        self._units = None if dry_run or test_recipient else share
-        # per /24 (v6 /48) block of addresses: whether this process looks it up, and the
-        # addresses of blocks another process took (looked up here from the cache afterwards)
-        self._taken: dict[tuple[int, int], bool] = {}
-        self._theirs: dict[tuple[int, int], list[int]] = {}
+        # other processes on this input share its lookups and messages through the cache
+        cache = notifier.ctx.cache
+        share = SharedUnits(cache) if isinstance(cache, LookupCache) else None
+        if isinstance(cache, LookupCache):
+            cache.write_behind = _WRITE_BEHIND  # an answer per address: written in bulk
+        self._blocks = Blocks(share) if share is not None else None
+        self._units = None if dry_run or test_recipient else share  # not for rehearsals
 
     def on_outcome(self, callback: Callable[[FindingOutcome], None]) -> None:
         """Also report each finding's outcome to ``callback``."""
@@ -160,33 +156,8 @@ class Batch:
 
     def _look_up(self, ip_id: int, address: IPAddress) -> None:
         """Queue the address's lookups, unless another process on this input took its block."""
-        if self._share is None:
+        if self._blocks is None or self._blocks.mine(address, ip_id):
             self._lookups.add(ip_id)
-            return
-        block = block_of(address)
-        mine = self._taken.get(block)
-        if mine is None:
-            mine = self._taken[block] = self._share.take(block_unit(block))
-        if mine:
-            self._lookups.add(ip_id)
-        else:
-            self._theirs.setdefault(block, []).append(ip_id)
-
-    async def _look_up_theirs(self) -> None:
-        """Once this process's own lookups are done: let its blocks go, then look up the
-        others' addresses as each block is let go by the process that took it (from the
-        cache it filled; if that process died, by asking again)."""
-        assert self._share is not None
-        for block, mine in self._taken.items():
-            if mine:
-                self._share.give_back(block_unit(block))
-        await self._share.wait_for([block_unit(block) for block in self._theirs])
-        for ids in self._theirs.values():
-            for ip_id in ids:
-                self._lookups.add(ip_id)
-        self._theirs = {}
-        self._taken = {}
-        await self._lookups.wait()
 
     def _target(self, ip_id: int) -> Target:
         host = self._rows.hostname(ip_id)
@@ -260,8 +231,11 @@ class Batch:
         """
         self._rows.sealed()
         await self._lookups.wait()
-        if self._theirs or self._taken:
-            await self._look_up_theirs()
+        if self._blocks is not None:
+            # the others' addresses, from the cache their takers filled, once they let go
+            for ip_id in await self._blocks.theirs():
+                self._lookups.add(ip_id)
+            await self._lookups.wait()
         if isinstance(self.notifier.ctx.cache, LookupCache):
             self.notifier.ctx.cache.flush()  # what was learnt is kept even if sending fails
         await self._log_resolutions()

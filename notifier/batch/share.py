@@ -27,7 +27,7 @@ from typing import Protocol, TypeVar
 
 from ..models import IPAddress
 
-__all__ = ["SharedUnits", "block_of", "block_unit", "each", "unit_name"]
+__all__ = ["Blocks", "SharedUnits", "each", "unit_name"]
 
 LEASE = 600.0  # seconds a hung holder keeps a unit (a message's retries fit well inside)
 POLL = 0.2  # seconds between looks at a unit another process is sending
@@ -45,12 +45,12 @@ _T = TypeVar("_T")
 _BLOCK = {4: 24, 6: 48}  # addresses looked up together: a registry's smallest networks
 
 
-def block_of(ip: IPAddress) -> tuple[int, int]:
+def _block_of(ip: IPAddress) -> tuple[int, int]:
     shift = ip.max_prefixlen - _BLOCK[ip.version]
     return ip.version, int(ip) >> shift
 
 
-def block_unit(block: tuple[int, int]) -> str:
+def _block_unit(block: tuple[int, int]) -> str:
     version, number = block
     return f"lookups:{version}:{number:x}/{_BLOCK[version]}"
 
@@ -115,6 +115,37 @@ class SharedUnits:
 
         await each(sorted(names), first, width)
         await each(sorted(later), second, width)
+
+
+class Blocks:
+    """Which address blocks this process looks up, and the addresses of the blocks another
+    process took, set aside until it lets them go."""
+
+    def __init__(self, units: SharedUnits) -> None:
+        self._units = units
+        self._taken: dict[tuple[int, int], bool] = {}
+        self._theirs: dict[tuple[int, int], list[int]] = {}
+
+    def mine(self, ip: IPAddress, ip_id: int) -> bool:
+        """Whether this process looks ``ip`` up now (otherwise it is set aside)."""
+        block = _block_of(ip)
+        mine = self._taken.get(block)
+        if mine is None:
+            mine = self._taken[block] = self._units.take(_block_unit(block))
+        if not mine:
+            self._theirs.setdefault(block, []).append(ip_id)
+        return mine
+
+    async def theirs(self) -> list[int]:
+        """Once this process's own lookups are done: let its blocks go, then the addresses set
+        aside, as each block is let go by the process that took it (or that process dies)."""
+        for block, mine in self._taken.items():
+            if mine:
+                self._units.give_back(_block_unit(block))
+        await self._units.wait_for([_block_unit(block) for block in self._theirs])
+        later = [ip_id for ids in self._theirs.values() for ip_id in ids]
+        self._taken, self._theirs = {}, {}
+        return later
 
 
 async def each(items: list[_T], work: Callable[[_T], Awaitable[None]], width: int) -> None:
