@@ -84,6 +84,7 @@ class Notifier:
         self._cache = cache
         self._clock = clock
         self._trace: Tracer = trace or (lambda event, fields: None)
+        self._tracing = trace is not None
         self._stack = AsyncExitStack()
         self._ctx: LookupContext | None = None
         self._guard: MessageGuard | None = None
@@ -127,6 +128,7 @@ class Notifier:
             ),
             clock=self._clock,
             trace=self._trace,
+            tracing=self._tracing,
             contacts=ContactRegistry.load(settings.contacts.file or None),
             cache=self._cache,
         )
