@@ -82,6 +82,7 @@ class Notifier:
         self._cache = cache
         self._clock = clock
         self._trace: Tracer = trace or (lambda event, fields: None)
+        self._tracing = trace is not None
         self._stack = AsyncExitStack()
         self._ctx: LookupContext | None = None
         self._guard: MessageGuard | None = None
@@ -103,7 +104,13 @@ class Notifier:
         agent = settings.http.user_agent or (
             f"notifier/{__version__} (responsible disclosure; contact {settings.sender.address})"
         )
-        http = make_http_client(settings.http, resolver, user_agent=agent)
+        http = make_http_client(
+            settings.http,
+            resolver,
+            user_agent=agent,
+            # host names of connections through a batch's c-ares channel while it has one
+            bulk_dns=lambda: self._ctx.bulk_dns if self._ctx is not None else None,
+        )
         self._stack.push_async_callback(http.aclose)
         self._guard = MessageGuard(settings)
         self._stack.callback(self._guard.close)
@@ -119,6 +126,7 @@ class Notifier:
             ),
             clock=self._clock,
             trace=self._trace,
+            tracing=self._tracing,
             contacts=ContactRegistry.load(settings.contacts.file or None),
             cache=self._cache,
         )

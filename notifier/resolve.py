@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from .models import (
@@ -75,7 +74,8 @@ async def _cached(
     async with _gate(ctx, f"{kind}:{key}", shared=kind != "ptr"):
         hit = ctx.cache.get(kind, key)
         if hit is not None:
-            ctx.trace("cache-hit", {"kind": kind, "key": key})
+            if ctx.tracing:
+                ctx.trace("cache-hit", {"kind": kind, "key": key})
             cached: list[SourceReport] = hit
             return cached[0]
         report = await _run(name, lookup, query, ctx, deadline)
@@ -87,7 +87,8 @@ async def _cached(
 async def _run(
     name: str, lookup: Lookup, query: Query, ctx: LookupContext, deadline: float
 ) -> SourceReport:
-    ctx.trace("source-start", {"source": name, "ip": str(query.target.ip)})
+    if ctx.tracing:
+        ctx.trace("source-start", {"source": name, "ip": str(query.target.ip)})
     try:
         async with asyncio.timeout(deadline):
             report = await lookup(query, ctx)
@@ -95,6 +96,8 @@ async def _run(
         report = SourceReport(name, error=f"no answer within {deadline:g} s")
     except Exception as exc:  # noqa: BLE001 - one source's failure never sinks the others
         report = SourceReport(name, error=str(exc) or type(exc).__name__)
+    if not ctx.tracing:
+        return report
     ctx.trace(
         "source-done",
         {
@@ -122,44 +125,66 @@ class _Gate:
     users: int = 0
 
 
-@asynccontextmanager
-async def _gate(ctx: LookupContext, key: str, *, shared: bool = True) -> AsyncIterator[None]:
+class _gate:  # noqa: N801 - used as ``async with _gate(...)``, like the function it was
     """Hold the lock named ``key`` (and, when ``shared``, the mark other processes see); it is
-    forgotten when nobody holds or awaits it."""
-    gate = ctx.inflight.get(key)
-    if not isinstance(gate, _Gate):
-        gate = ctx.inflight[key] = _Gate()
-    gate.users += 1
-    try:
-        async with gate.lock, _shared(ctx, key if shared else ""):
-            yield
-    finally:
+    forgotten when nobody holds or awaits it. A class, not a generator: it is entered a few
+    times per address of a batch."""
+
+    __slots__ = ("_ctx", "_key", "_shared", "_gate")
+
+    def __init__(self, ctx: LookupContext, key: str, *, shared: bool = True) -> None:
+        self._ctx = ctx
+        self._key = key
+        self._shared = shared and getattr(ctx.cache, "claim", None) is not None
+
+    async def __aenter__(self) -> None:
+        inflight = self._ctx.inflight
+        gate = inflight.get(self._key)
+        if not isinstance(gate, _Gate):
+            gate = inflight[self._key] = _Gate()
+        self._gate = gate
+        gate.users += 1
+        try:
+            await gate.lock.acquire()
+        except BaseException:
+            self._leave()
+            raise
+        if self._shared:
+            try:
+                await _claim(self._ctx, self._key)
+            except BaseException:
+                gate.lock.release()
+                self._leave()
+                raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            if self._shared:
+                self._ctx.cache.release(self._key)  # type: ignore[union-attr]
+        finally:
+            self._gate.lock.release()
+            self._leave()
+
+    def _leave(self) -> None:
+        gate = self._gate
         gate.users -= 1
-        if not gate.users and ctx.inflight.get(key) is gate:
-            del ctx.inflight[key]
+        if not gate.users and self._ctx.inflight.get(self._key) is gate:
+            del self._ctx.inflight[self._key]
 
 
 _SHARED_LEASE = 60.0  # seconds another process may hold a key before it counts as gone
 _SHARED_POLL = 0.05
 
 
-@asynccontextmanager
-async def _shared(ctx: LookupContext, key: str) -> AsyncIterator[None]:
+async def _claim(ctx: LookupContext, key: str) -> None:
     """Across processes sharing the cache: while another holds ``key`` (is fetching it), wait,
     then find its answer in the cache instead of asking the server again."""
-    claim = getattr(ctx.cache, "claim", None)
-    if claim is None or not key:
-        yield
-        return
+    claim = ctx.cache.claim  # type: ignore[union-attr]
     # polled: the holder is another process, which no in-process event can hear from
     for _ in range(int(_SHARED_LEASE / _SHARED_POLL)):
         if claim(key, _SHARED_LEASE):
-            break
+            return
         await asyncio.sleep(_SHARED_POLL)
-    try:
-        yield
-    finally:
-        ctx.cache.release(key)  # type: ignore[union-attr]
 
 
 def _block(target: Target, length: int) -> str:
@@ -175,7 +200,8 @@ async def _registry(query: Query, ctx: LookupContext) -> list[SourceReport]:
     if ctx.cache is not None:
         cached = ctx.cache.lookup_range("registry", target.ip)
         if cached is not None:  # the common case in a batch: no lock, no mark
-            ctx.trace("cache-hit", {"kind": "registry", "ip": str(target.ip)})
+            if ctx.tracing:
+                ctx.trace("cache-hit", {"kind": "registry", "ip": str(target.ip)})
             reports: list[SourceReport] = cached
             return reports
     coarse = _block(target, _COARSE[version])
@@ -219,7 +245,8 @@ async def _registry_locked(
     if ctx.cache is not None:
         cached = ctx.cache.lookup_range("registry", query.target.ip)
         if cached is not None:
-            ctx.trace("cache-hit", {"kind": "registry", "ip": str(query.target.ip)})
+            if ctx.tracing:
+                ctx.trace("cache-hit", {"kind": "registry", "ip": str(query.target.ip)})
             reports: list[SourceReport] = cached
             return reports, []
     rdap_deadline = settings.rdap.timeout * 4 + settings.rdap.max_retry_after
@@ -320,7 +347,7 @@ async def complete(
     named = tuple(h for h in hostnames if not rdns.is_generic_hosting_name(h, target.ip))
     # only generic names: the source has nothing to fetch, so nothing to keep or share
     names = ",".join(sorted(hostnames)) if named else ""
-    reports += await asyncio.gather(
+    by_name = (
         _cached(
             "security.txt", names, "security.txt", securitytxt.lookup, query, ctx, http_deadline
         ),
@@ -335,6 +362,10 @@ async def complete(
         ),
         _run("overrides", overrides.lookup, query, ctx, dns_deadline),
     )
+    if named:
+        reports += await asyncio.gather(*by_name)
+    else:  # nothing to fetch by name (most addresses of a batch): no task for each of them
+        reports += [await lookup for lookup in by_name]
     return await _decide(target, query, reports, checks, hint_notes, ctx)
 
 

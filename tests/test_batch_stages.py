@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ import pytest
 
 from notifier import Finding, Notifier
 from notifier.batch import Batch, FindingOutcome
+from notifier.cache import LookupCache
 from notifier.config import Settings
 from notifier.models import Target
 from notifier.net import RateLimiter, make_http_client, make_resolver
@@ -182,6 +184,33 @@ class TestStagedBatch:
             assert box.registries["arin"].request_count == 1
             ptr = [q for q in box.dns.queries if q.rtype == "PTR"]
             assert len(ptr) == 80  # every address asked once
+
+    async def test_a_second_run_reads_its_answers_from_the_cache(self, tmp_path: Path) -> None:
+        """Cached PTR answers are read in bulk and not asked again; the garbage collector runs
+        rarely while a batch runs and as before once it is done."""
+        async with Sandbox(NETS, directory=tmp_path) as box:
+            settings = box.settings()
+            usual = gc.get_threshold()
+            during: list[tuple[int, ...]] = []
+            hits = []
+            for _ in range(2):
+                with LookupCache.from_settings(settings) as cache:
+                    async with Notifier(settings, cache=cache) as notifier:
+                        batch = Batch(
+                            notifier,
+                            dry_run=True,
+                            on_progress=lambda _: during.append(gc.get_threshold()),
+                        )
+                        for host in range(1, 41):
+                            await batch.submit(
+                                Finding(ip_address(f"127.20.0.{host}"), "open ES", port=9200)
+                            )
+                        await batch.flush()
+                    hits.append(cache.stats.hits)
+            assert len([q for q in box.dns.queries if q.rtype == "PTR"]) == 40
+            assert hits[1] >= 40
+            assert during and all(t[0] > usual[0] for t in during)
+            assert gc.get_threshold() == usual
 
     async def test_silent_resolver_does_not_stall_the_batch(self, tmp_path: Path) -> None:
         """A resolver that answers nothing: the batch goes on with the registries' answers,

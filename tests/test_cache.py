@@ -379,6 +379,50 @@ class TestEntries:
         assert cache.get("k", "x") == [1, 2]
 
 
+class TestPreload:
+    """A batch reads the cached answers of a few hundred addresses in one query."""
+
+    def test_preloaded_entries_and_misses_need_no_query_each(
+        self, cache: LookupCache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for n in range(3):
+            cache.put("ptr", f"127.9.0.{n}", [full_report(f"p{n}")], 60)
+        cache.close()
+        again = open_cache(tmp_path)
+        asked: list[bytes] = []
+        real_get = again.store.get
+
+        def counted(kind: str, key: bytes, now: float) -> Any:
+            asked.append(key)
+            return real_get(kind, key, now)
+
+        monkeypatch.setattr(again.store, "get", counted)
+        keys = [f"127.9.0.{n}" for n in range(5)]
+        again.preload("ptr", keys)
+        assert again.get("ptr", "127.9.0.1") == [full_report("p1")]
+        assert again.get("ptr", "127.9.0.4") is None  # known missing: not asked again
+        assert asked == []
+        assert again.get("ptr", "127.9.0.4") is None  # a second time it is asked
+        assert asked == [b"127.9.0.4"]
+        again.close()
+
+    def test_a_store_after_preload_is_found(self, cache: LookupCache) -> None:
+        cache.preload("ptr", ["127.9.0.8"])
+        cache.put("ptr", "127.9.0.8", [full_report("late")], 60)
+        assert cache.get("ptr", "127.9.0.8") == [full_report("late")]
+
+    def test_expired_entries_are_not_preloaded(
+        self, cache: LookupCache, clock: FakeClock, tmp_path: Path
+    ) -> None:
+        cache.put("ptr", "127.9.0.9", [full_report("old")], 10)
+        clock.now += 11
+        cache.close()
+        again = open_cache(tmp_path, clock)
+        again.preload("ptr", ["127.9.0.9"])
+        assert again.get("ptr", "127.9.0.9") is None
+        again.close()
+
+
 class TestExpiry:
     def test_entries_expire_on_the_injected_clock(
         self, cache: LookupCache, clock: FakeClock

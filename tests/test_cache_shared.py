@@ -185,6 +185,18 @@ def test_stores_held_back_are_written_in_one_go(db: str, tmp_path: Path) -> None
     assert got is not None and got[0].contacts[0].address == "n7@example.net"
 
 
+def test_answers_are_read_in_bulk(db: str, tmp_path: Path) -> None:
+    first, second = _open(db, tmp_path), _open(db, tmp_path)
+    for n in range(20):
+        first.put("ptr", f"127.9.1.{n}", _report(f"b{n}@example.net"), 60)
+    second.preload("ptr", [f"127.9.1.{n}" for n in range(25)])
+    first.close()  # the answers come from what ``second`` read, and the misses too
+    got = second.get("ptr", "127.9.1.13")
+    assert got is not None and got[0].contacts[0].address == "b13@example.net"
+    assert second.get("ptr", "127.9.1.22") is None
+    assert second.stats.hits == 1 and second.stats.misses == 1
+
+
 def test_turns_at_a_registry_are_shared_by_the_server_clock(db: str, tmp_path: Path) -> None:
     first, second = _open(db, tmp_path), _open(db, tmp_path)
     waits = [c.reserve("rate:rdap.example", 0.5) for c in (first, second, first)]

@@ -23,6 +23,7 @@ from ..models import (
 from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
 from ..sources.hints import MAX_HINTS
 from .columns import Columns, Interned
+from .heap import fewer_collections, usual_collections
 from .share import Blocks, SharedUnits, each, unit_name
 from .stages import Lookups
 from .states import (
@@ -95,6 +96,7 @@ class Batch:
         self._units = None if dry_run or test_recipient else share  # not for rehearsals
         # recipients' keys looked up as they are found (a rehearsal encrypts to the tester)
         self._keys_ahead = not test_recipient
+        self._collecting_less = False
 
     def on_outcome(self, callback: Callable[[FindingOutcome], None]) -> None:
         """Also report each finding's outcome to ``callback``."""
@@ -118,6 +120,9 @@ class Batch:
     async def submit(self, finding: Finding) -> None:
         """Queue one finding; its address starts resolving at once (bounded concurrency)."""
         self.counts.read += 1
+        if not self._collecting_less:
+            self._collecting_less = True
+            fewer_collections()
         if self.counts.read % _YIELD_EVERY == 0:
             await asyncio.sleep(0)  # a long input read in one go must not starve the lookups
         rows = self._rows
@@ -236,6 +241,14 @@ class Batch:
 
         A batch is flushed once: what is submitted afterwards belongs in a new ``Batch``.
         """
+        try:
+            return await self._flush()
+        finally:
+            if self._collecting_less:
+                self._collecting_less = False
+                usual_collections()
+
+    async def _flush(self) -> SendResult:
         self._rows.sealed()
         await self._lookups.wait()
         if self._blocks is not None:

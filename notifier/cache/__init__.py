@@ -11,8 +11,9 @@ others are fetching right now.
 from __future__ import annotations
 
 from .codec import JSON_CODEC, REPORTS_CODEC, Codec, dump_reports, load_reports
-from .core import CACHE_FILE, CacheStats, EventHook, LookupCache, new_holder
+from .core import CACHE_FILE, EventHook, LookupCache
 from .protocol import Store, StoreError
+from .stats import CacheStats, new_holder
 from .store import SqliteStore
 
 __all__ = [

@@ -3,16 +3,12 @@ the hot part in memory in front of a ``Store`` (SQLite under ``state.dir``, or P
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import os
-import socket
 import time
 import typing
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,35 +17,17 @@ from .codec import DEFAULT_CODECS, JSON_CODEC, Codec
 from .index import Range, RangeIndex, key_bytes
 from .protocol import Store, StoreCorrupt, StoreError, StoreUnavailable
 from .ranges import RangeLayer
+from .stats import CacheStats, new_holder
 from .store import SqliteStore
 
 if typing.TYPE_CHECKING:
     from ..config import Settings
 
-__all__ = ["CACHE_FILE", "CacheStats", "EventHook", "LookupCache"]
+__all__ = ["CACHE_FILE", "EventHook", "LookupCache"]
 
 CACHE_FILE = "cache.sqlite"
+_MAX_ABSENT = 100_000  # keys noted missing by ``preload``, at most
 EventHook = Callable[[str, dict[str, Any]], None]
-
-
-@dataclass(slots=True)
-class CacheStats:
-    """Counters since the cache was opened: lookups answered, lookups missed, values stored,
-    and undecodable rows dropped."""
-
-    hits: int = 0
-    misses: int = 0
-    stores: int = 0
-    dropped: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-
-def new_holder() -> str:
-    """A name for this process's in-flight marks; the pid first lets processes on one machine
-    see a killed holder go."""
-    return f"{os.getpid()}:{socket.gethostname()[:64]}:{uuid.uuid4().hex}"
 
 
 class LookupCache(RangeLayer):
@@ -141,6 +119,14 @@ class LookupCache(RangeLayer):
         """The value stored under ``(kind, key)``, or ``None`` when missing or expired."""
         now = self._clock()
         held = self._entries.get((kind, key))
+        if held is None and self._absent:
+            try:
+                self._absent.remove((kind, key))
+            except KeyError:
+                pass
+            else:  # ``preload`` found it missing just now
+                self.stats.misses += 1
+                return None
         if held is not None:
             expires, text = held
             if expires > now:
@@ -166,6 +152,7 @@ class LookupCache(RangeLayer):
             return
         expires = self._clock() + ttl
         self.stats.stores += 1
+        self._absent.discard((kind, key))
         if self.write_behind > 0:
             self._unwritten[(kind, key_bytes(key))] = (text, expires)
             self._remember_entry(kind, key, expires, text)
@@ -177,6 +164,32 @@ class LookupCache(RangeLayer):
         )
         # after the write: setting a corrupt file aside empties the memory layer
         self._remember_entry(kind, key, expires, text)
+
+    def preload(self, kind: str, keys: list[str]) -> None:
+        """Read the entries of ``keys`` in one query, for the ``get`` of each that follows.
+
+        A batch asks for an answer per address: one query for some hundred addresses costs a
+        fraction of one each. A key the store does not hold is noted, and its next ``get`` is a
+        miss without asking again; any trouble with the store leaves those ``get`` to ask.
+        """
+        wanted = list(dict.fromkeys(k for k in keys if (kind, k) not in self._entries))
+        if not wanted:
+            return
+        now = self._clock()
+        rows = self._guarded(
+            "get", lambda: self._db().get_many(kind, [key_bytes(k) for k in wanted], now), None
+        )
+        if rows is None:
+            return
+        found: set[str] = set()
+        for key, text, expires in rows:
+            if isinstance(text, str) and isinstance(expires, int | float):
+                name = bytes(key).decode("utf-8", "surrogatepass")
+                self._remember_entry(kind, name, float(expires), text)
+                found.add(name)
+        if len(self._absent) > _MAX_ABSENT:  # noted but never asked for: start again
+            self._absent.clear()
+        self._absent.update((kind, k) for k in wanted if k not in found)
 
     def flush(self) -> None:
         """Write the stores held back (``write_behind``) in one transaction.
@@ -281,6 +294,7 @@ class LookupCache(RangeLayer):
         return self._codecs.get(kind, JSON_CODEC)
 
     def _reset_memory(self) -> None:
+        self._absent: set[tuple[str, str]] = set()  # missing from the store, per ``preload``
         self._entries: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
         self._values: OrderedDict[int, tuple[float, str]] = OrderedDict()
         self._index: dict[tuple[str, int], RangeIndex] = {}

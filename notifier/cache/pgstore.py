@@ -106,6 +106,10 @@ class PgStore(SqlStore):
         self._db().execute(sql.replace("?", "%s").encode(), params)
 
     @_translated
+    def _all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._db().execute(sql.replace("?", "%s").encode(), params).fetchall()
+
+    @_translated
     def put_many(self, rows: list[tuple[str, bytes, str, float]]) -> None:
         conn = self._db()
         with conn.transaction(), conn.cursor() as cursor:

@@ -60,6 +60,9 @@ class Store(Protocol):
     def get(self, kind: str, key: bytes, now: float) -> tuple[Any, Any] | None:
         """``(value, expires)`` of a live entry."""
 
+    def get_many(self, kind: str, keys: list[bytes], now: float) -> list[tuple[Any, Any, Any]]:
+        """``(key, value, expires)`` of the live entries among ``keys``."""
+
     def put(self, kind: str, key: bytes, text: str, expires: float) -> None: ...
 
     def put_many(self, rows: list[tuple[str, bytes, str, float]]) -> None:

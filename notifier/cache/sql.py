@@ -25,6 +25,17 @@ class SqlStore:
     def _run(self, sql: str, params: tuple[Any, ...]) -> None:
         raise NotImplementedError
 
+    def _all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def get_many(self, kind: str, keys: list[bytes], now: float) -> list[tuple[Any, Any, Any]]:
+        marks = ", ".join("?" * len(keys))
+        return self._all(
+            f"SELECT key, value, expires FROM cache_entries "  # noqa: S608 - only placeholders
+            f"WHERE kind = ? AND key IN ({marks}) AND expires > ?",
+            (kind, *keys, now),
+        )
+
     def get(self, kind: str, key: bytes, now: float) -> tuple[Any, Any] | None:
         row = self._one(
             "SELECT value, expires FROM cache_entries WHERE kind = ? AND key = ? AND expires > ?",

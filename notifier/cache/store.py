@@ -162,6 +162,11 @@ class SqliteStore(SqlStore):
         self._db().execute(sql, params)
 
     @_translated
+    def _all(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._db().execute(sql, params).fetchall()
+        return rows
+
+    @_translated
     def put_many(self, rows: list[tuple[str, bytes, str, float]]) -> None:
         conn = self._db()
         with conn:

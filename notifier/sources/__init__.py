@@ -68,6 +68,8 @@ class LookupContext:
     limiter: RateLimiter
     clock: Callable[[], datetime] = utcnow
     trace: Tracer = _no_trace
+    # whether anyone listens to ``trace``: the per-address events are not built otherwise
+    tracing: bool = False
     cache: Cache | None = None
     contacts: ContactRegistry | None = None  # national CERTs and operator overrides
     # in-flight lookups shared by concurrent callers (same network, same host)

@@ -271,9 +271,13 @@ async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
             detail=header_text(", ".join(names) or "no usable name", limit=500),
         )
     )
-    ctx.trace("rdns.ptr", {"ip": str(ip), "names": list(names)})
+    if ctx.tracing:
+        ctx.trace("rdns.ptr", {"ip": str(ip), "names": list(names)})
 
-    reasons = await asyncio.gather(*(_confirm(name, ip, ctx) for name in names))
+    if len(names) == 1:  # the usual case: no task for it
+        reasons = [await _confirm(names[0], ip, ctx)]
+    else:
+        reasons = await asyncio.gather(*(_confirm(name, ip, ctx) for name in names))
     for name, reason in zip(names, reasons, strict=True):
         if reason is not None:
             report.notes.append(f"PTR name {name} is not forward-confirmed: {reason}; not used")
@@ -285,5 +289,6 @@ async def lookup(query: Query, ctx: LookupContext) -> SourceReport:
                 f"{name} looks like a generic hosting name: its domain {domain} belongs to the "
                 "provider, not to the owner of the host"
             )
-    ctx.trace("rdns.confirmed", {"ip": str(ip), "hostnames": list(report.hostnames)})
+    if ctx.tracing:
+        ctx.trace("rdns.confirmed", {"ip": str(ip), "hostnames": list(report.hostnames)})
     return report
