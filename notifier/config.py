@@ -165,6 +165,8 @@ class HTTPSettings(_Section):
     ca_bundle: str = ""
     allow_private: bool = False
     timeout: float = Field(default=5, gt=0)
+    # connections (and requests in flight) to one host: a registry answers a few at a time
+    connections_per_host: int = Field(default=6, ge=1, le=32)
     max_redirects: int = Field(default=5, ge=0, le=10)
     security_txt_max_bytes: int = Field(default=32_768, ge=1024)
     user_agent: str = ""  # "" = notifier/<version> (+sender address)

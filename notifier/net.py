@@ -12,7 +12,7 @@ import asyncio
 import ipaddress
 import ssl
 import typing
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -26,8 +26,12 @@ import httpx
 from .config import DNSSettings, HTTPSettings
 from .errors import SourceProtocolError, SourceTimeout, SourceUnavailable
 from .models import IPAddress
+from .origins import OriginPools
 from .public import is_public_address
 from .ratelimit import Pacer, RateLimiter
+
+if typing.TYPE_CHECKING:
+    from .sources.ares import BulkResolver
 
 __all__ = [
     "is_public_address",
@@ -70,8 +74,11 @@ def make_resolver(settings: DNSSettings) -> dns.asyncresolver.Resolver:
     return resolver
 
 
-async def resolve_host(resolver: dns.asyncresolver.Resolver, host: str) -> list[IPAddress]:
-    """Addresses of ``host`` (A then AAAA) through our resolver; an IP literal is itself."""
+async def resolve_host(
+    resolver: dns.asyncresolver.Resolver, host: str, bulk: BulkResolver | None = None
+) -> list[IPAddress]:
+    """Addresses of ``host`` (A then AAAA) through ``bulk`` (c-ares) when given, else through
+    ``resolver``; an IP literal is itself."""
     literal = host.strip("[]")
     try:
         return [ipaddress.ip_address(literal)]
@@ -80,11 +87,23 @@ async def resolve_host(resolver: dns.asyncresolver.Resolver, host: str) -> list[
     found: list[IPAddress] = []
     timed_out = False
     # both asked at once: a name's lookup costs one round trip, not two
-    answers = await asyncio.gather(
-        resolver.resolve(host, "A", search=False),
-        resolver.resolve(host, "AAAA", search=False),
-        return_exceptions=True,
-    )
+    answers: list[Iterable[str] | BaseException]
+    if bulk is not None:
+        answers = [
+            a if isinstance(a, BaseException) else a.values
+            for a in await asyncio.gather(
+                bulk.query(host, "A"), bulk.query(host, "AAAA"), return_exceptions=True
+            )
+        ]
+    else:
+        answers = [
+            a if isinstance(a, BaseException) else (r.to_text() for r in a)
+            for a in await asyncio.gather(
+                resolver.resolve(host, "A", search=False),
+                resolver.resolve(host, "AAAA", search=False),
+                return_exceptions=True,
+            )
+        ]
     for answer in answers:
         if isinstance(answer, dns.exception.Timeout):
             timed_out = True
@@ -92,7 +111,7 @@ async def resolve_host(resolver: dns.asyncresolver.Resolver, host: str) -> list[
             if not isinstance(answer, dns.exception.DNSException):
                 raise answer
         else:
-            found.extend(ipaddress.ip_address(r.to_text()) for r in answer)
+            found.extend(ipaddress.ip_address(text) for text in answer)
     if not found and timed_out:
         raise SourceTimeout(
             f"DNS lookup of {host} timed out after the {resolver.lifetime:g} s limit "
@@ -105,8 +124,14 @@ async def resolve_host(resolver: dns.asyncresolver.Resolver, host: str) -> list[
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves through our resolver and connects only to addresses the policy allows."""
 
-    def __init__(self, resolver: dns.asyncresolver.Resolver, policy: AddressPolicy):
+    def __init__(
+        self,
+        resolver: dns.asyncresolver.Resolver,
+        policy: AddressPolicy,
+        bulk_dns: Callable[[], BulkResolver | None] | None = None,
+    ):
         self._resolver = resolver
+        self._bulk_dns = bulk_dns
         self._policy = policy
         self._inner = httpcore.AnyIOBackend()
 
@@ -119,7 +144,8 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[typing.Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
-            addresses = await resolve_host(self._resolver, host)
+            bulk = self._bulk_dns() if self._bulk_dns is not None else None
+            addresses = await resolve_host(self._resolver, host, bulk)
         except SourceTimeout as exc:
             raise httpcore.ConnectTimeout(str(exc)) from exc
         if not addresses:
@@ -156,22 +182,23 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
-_KEEP_ALIVE = 32
+# an idle connection is closed after this long (servers close theirs after 5 to 75 s)
+_KEEP_ALIVE_SECONDS = 20.0
 
 
 class _GuardedTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, ssl_context: ssl.SSLContext, backend: _GuardedBackend, limit: int):
+    def __init__(
+        self, ssl_context: ssl.SSLContext, backend: _GuardedBackend, limit: int, per_host: int
+    ):
         super().__init__(verify=ssl_context)
-        # httpx has no public seam for a network backend; the pool is the documented httpcore one
-        self._pool = httpcore.AsyncConnectionPool(
+        # httpx has no public seam for a network backend or for its pool; it drives the pool
+        # only through httpcore's request interface, which OriginPools offers
+        self._pool = OriginPools(  # type: ignore[assignment]
             ssl_context=ssl_context,
-            max_connections=limit,
-            # httpcore closes an idle connection whenever the pool holds more connections than
-            # this, busy ones included: at 12, a batch's registry connections were closed after
-            # nearly every request (350 TLS handshakes for 360 requests); at 32 they are kept
-            # (70). Its walk over the pool per request is what a larger bound costs.
-            max_keepalive_connections=min(limit, _KEEP_ALIVE),
             network_backend=backend,
+            limit=limit,
+            per_host=per_host,
+            keepalive_expiry=_KEEP_ALIVE_SECONDS,
         )
 
 
@@ -194,12 +221,18 @@ def make_http_client(
     *,
     user_agent: str,
     connections: int = 50,
+    bulk_dns: Callable[[], BulkResolver | None] | None = None,
 ) -> httpx.AsyncClient:
-    """An HTTP client whose every connection goes through the address policy."""
+    """An HTTP client whose every connection goes through the address policy.
+
+    At most ``connections`` requests in flight and connections kept, at most
+    ``settings.connections_per_host`` to one origin. Host names are resolved through
+    ``bulk_dns()`` (c-ares) when it gives a resolver, else through ``resolver``.
+    """
     context = make_ssl_context(settings.ca_bundle)
-    backend = _GuardedBackend(resolver, AddressPolicy(settings.allow_private))
+    backend = _GuardedBackend(resolver, AddressPolicy(settings.allow_private), bulk_dns)
     return httpx.AsyncClient(
-        transport=_GuardedTransport(context, backend, connections),
+        transport=_GuardedTransport(context, backend, connections, settings.connections_per_host),
         headers={"User-Agent": user_agent},
         follow_redirects=False,
         timeout=httpx.Timeout(settings.timeout),
@@ -312,11 +345,12 @@ async def tcp_exchange(
     max_bytes: int,
     deadline: float,
     source: str = "tcp",
+    bulk: BulkResolver | None = None,
 ) -> bytes:
     """Send ``query``, read until the server closes, within ``deadline`` and ``max_bytes``."""
     try:
         async with asyncio.timeout(deadline):
-            addresses = await resolve_host(resolver, host)
+            addresses = await resolve_host(resolver, host, bulk)
             if not addresses:
                 raise SourceUnavailable(f"{host} does not resolve", source=source)
             last: OSError | None = None

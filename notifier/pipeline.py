@@ -106,7 +106,13 @@ class Notifier:
         agent = settings.http.user_agent or (
             f"notifier/{__version__} (responsible disclosure; contact {settings.sender.address})"
         )
-        http = make_http_client(settings.http, resolver, user_agent=agent)
+        http = make_http_client(
+            settings.http,
+            resolver,
+            user_agent=agent,
+            # host names of connections through a batch's c-ares channel while it has one
+            bulk_dns=lambda: self._ctx.bulk_dns if self._ctx is not None else None,
+        )
         self._stack.push_async_callback(http.aclose)
         self._guard = MessageGuard(settings)
         self._stack.callback(self._guard.close)

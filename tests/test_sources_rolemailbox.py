@@ -4,14 +4,39 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
+from notifier.config import Settings
 from notifier.errors import SourceTimeout, SourceUnavailable
 from notifier.models import Role, Target
+from notifier.net import RateLimiter, make_http_client, make_resolver
 from notifier.sandbox.dns import DNSServer
 from notifier.sources import LookupContext, Query
+from notifier.sources.ares import BulkResolver
 from notifier.sources.rolemailbox import lookup, mail_exchanger
+
+
+@pytest.fixture(params=["dnspython", "c-ares"])
+async def ctx(
+    request: pytest.FixtureRequest, dns_server: DNSServer
+) -> AsyncIterator[LookupContext]:
+    """Every test twice: through dnspython (``send``) and through a batch's c-ares channel."""
+    settings = Settings.from_mapping(
+        {"dns": {"nameservers": [dns_server.nameserver], "timeout": 0.3}}
+    )
+    resolver = make_resolver(settings.dns)
+    http = make_http_client(settings.http, resolver, user_agent="notifier-test")
+    context = LookupContext(
+        settings=settings, resolver=resolver, http=http, limiter=RateLimiter(100)
+    )
+    if request.param == "c-ares":
+        context.bulk_dns = BulkResolver(settings.dns)
+    yield context
+    if context.bulk_dns is not None:
+        await context.bulk_dns.close()
+    await http.aclose()
 
 
 def query(*hostnames: str) -> Query:

@@ -3,9 +3,11 @@
 dnspython spends about 0.3 ms of CPU on each query (building and parsing messages in Python);
 c-ares does it in C for about a third of that, which is what bounds a batch of tens of thousands
 of addresses on one core. A batch puts a ``BulkResolver`` into the lookup context
-(``LookupContext.bulk_dns``) for its run; the reverse-DNS source then asks it, and everything
-else keeps using dnspython. Answers and failures come back in dnspython's terms (its exception
-classes, the answer's values and its text), so the sources have one set of rules either way.
+(``LookupContext.bulk_dns``) for its run; reverse DNS and forward confirmation, the host names
+of HTTP connections and WHOIS servers, and the role mailbox's MX then ask it; without one
+(``notify send``, ``resolve``) they use dnspython. Answers and failures come back in
+dnspython's terms (its exception classes, the answer's values and its text), so the sources
+have one set of rules either way.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from ..config import DNSSettings
 
 __all__ = ["BulkResolver", "BulkAnswer"]
 
-_TYPES = {"A": 1, "AAAA": 28, "PTR": 12}
+_TYPES = {"A": 1, "AAAA": 28, "PTR": 12, "MX": 15}
 # c-ares status codes (ares.h)
 _NODATA, _SERVFAIL, _NOTFOUND, _REFUSED, _TIMEOUT, _CONNREFUSED = 1, 3, 4, 6, 12, 11
 
 
 @dataclass(frozen=True, slots=True)
 class BulkAnswer:
-    """The values of the asked type (addresses, or PTR names without the final dot), and the
-    answer as zone-file text (what evidence hashes)."""
+    """The values of the asked type (addresses; PTR names without the final dot; MX as
+    dnspython writes them, ``10 mx.example.``), and the answer as zone-file text (what
+    evidence hashes)."""
 
     values: tuple[str, ...]
     text: str
@@ -66,7 +69,7 @@ class BulkResolver:
         )
 
     async def query(self, name: str, rdtype: str) -> BulkAnswer:
-        """Records of ``rdtype`` (A, AAAA or PTR) for ``name``; dnspython's exceptions on
+        """Records of ``rdtype`` (A, AAAA, PTR or MX) for ``name``; dnspython's exceptions on
         failure (NXDOMAIN, NoAnswer, Timeout, NoNameservers, DNSException)."""
         wanted = _TYPES[rdtype]
         try:
@@ -90,9 +93,13 @@ class BulkResolver:
             if record.type != wanted:
                 continue  # the CNAMEs that led there
             data = record.data
-            value = str(getattr(data, "dname", None) or getattr(data, "addr", ""))
-            values.append(value.rstrip("."))
-            shown = f"{value.rstrip('.')}." if wanted == _TYPES["PTR"] else value
+            if isinstance(data, pycares.MXRecordData):
+                # the null MX of RFC 7505 comes as an empty name: "0 ." as dnspython has it
+                value = shown = f"{data.priority} {str(data.exchange).rstrip('.')}."
+            else:
+                value = str(getattr(data, "dname", None) or getattr(data, "addr", "")).rstrip(".")
+                shown = f"{value}." if wanted == _TYPES["PTR"] else value
+            values.append(value)
             lines.append(f"{record.name.rstrip('.')}. {record.ttl} IN {rdtype} {shown}")
         if not values:
             raise dns.resolver.NoAnswer()  # type: ignore[no-untyped-call]

@@ -333,7 +333,7 @@ async def _public_address(host: str, ctx: LookupContext) -> str:
     a name under an internal TLD would have us connect into the operator's own network. The
     address checked is the one connected to, so a second DNS answer cannot differ.
     """
-    addresses = await net.resolve_host(ctx.resolver, host)
+    addresses = await net.resolve_host(ctx.resolver, host, ctx.bulk_dns)
     if not addresses:
         raise SourceUnavailable(f"{host} does not resolve", source=WHOIS_SOURCE)
     policy = net.AddressPolicy(ctx.settings.http.allow_private)
@@ -362,6 +362,7 @@ async def _whois(domain: str, ctx: LookupContext, report: SourceReport) -> None:
         max_bytes=ctx.settings.whois.max_bytes,
         deadline=ctx.settings.whois.timeout,
         source=WHOIS_SOURCE,
+        bulk=ctx.bulk_dns,
     )
     report.evidence.append(
         Evidence(

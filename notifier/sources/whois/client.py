@@ -84,7 +84,7 @@ async def _check_public(host: str, ctx: LookupContext) -> str:
     answered otherwise (DNS rebinding with a zero TTL).
     """
     policy = net.AddressPolicy(ctx.settings.http.allow_private)
-    addresses = await net.resolve_host(ctx.resolver, host)
+    addresses = await net.resolve_host(ctx.resolver, host, ctx.bulk_dns)
     if not addresses:
         raise SourceUnavailable(f"{host} does not resolve", source=SOURCE)
     refused = [a for a in addresses if not policy.allows(a)]
@@ -124,6 +124,7 @@ async def _exchange(
             max_bytes=settings.max_bytes,
             deadline=settings.timeout,
             source=SOURCE,
+            bulk=ctx.bulk_dns,
         )
     except SourceError:
         raise

@@ -1,0 +1,263 @@
+"""HTTP connections per origin (kept, bounded, closed least recently used first) and host names
+resolved through c-ares when a batch's channel is there: real HTTPS servers and nameservers on
+loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from notifier import net
+from notifier.config import Settings
+from notifier.errors import SourceTimeout, SourceUnavailable
+from notifier.origins import OriginPools
+from notifier.sandbox.dns import DNSServer
+from notifier.sandbox.web import Reply, Request, SandboxCA, WebServer
+from notifier.sources.ares import BulkResolver
+
+REGISTRY = "rdap.registry.example"
+OTHERS = [f"www.host{i}.example" for i in range(30)]
+
+
+class CountingServer(WebServer):
+    """A keep-alive HTTPS server that counts the connections made to it and those still open."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.keep_alive = True
+        self.connections = 0
+        self.open = 0
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        try:
+            await super()._serve(reader, writer)
+        finally:
+            self.open -= 1
+
+
+@dataclass
+class Box:
+    web: CountingServer
+    dns: DNSServer
+    settings: Settings
+
+    def url(self, host: str, path: str = "/") -> str:
+        return f"https://{host}:{self.web.port}{path}"
+
+
+@pytest.fixture(scope="module")
+def ca() -> SandboxCA:
+    return SandboxCA()
+
+
+@pytest.fixture(scope="module")
+def ca_pem(ca: SandboxCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield ca.pem_path(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture
+async def box(ca: SandboxCA, ca_pem: Path) -> AsyncIterator[Box]:
+    dns = DNSServer()
+    for name in [REGISTRY, *OTHERS]:
+        dns.add_host(name, "127.0.0.1", ptr=False)
+    web = CountingServer(ca=ca, hostnames=[REGISTRY, *OTHERS])
+    web.route("/*", Reply(200, b"ok\n", {"Content-Type": "text/plain"}))
+    await dns.start()
+    await web.start()
+    settings = Settings.from_mapping(
+        {
+            "dns": {"nameservers": [dns.nameserver], "timeout": 1},
+            "http": {"ca_bundle": str(ca_pem), "allow_private": True, "timeout": 2},
+        }
+    )
+    try:
+        yield Box(web, dns, settings)
+    finally:
+        await web.stop()
+        await dns.stop()
+
+
+def client(
+    settings: Settings, *, connections: int = 50, bulk: BulkResolver | None = None
+) -> httpx.AsyncClient:
+    return net.make_http_client(
+        settings.http,
+        net.make_resolver(settings.dns),
+        user_agent="notifier-test",
+        connections=connections,
+        bulk_dns=lambda: bulk,
+    )
+
+
+def pools(http: httpx.AsyncClient) -> OriginPools:
+    found = http._transport._pool  # type: ignore[attr-defined]
+    assert isinstance(found, OriginPools)
+    return found
+
+
+async def get(http: httpx.AsyncClient, url: str) -> int:
+    result = await net.fetch(http, url, max_bytes=1024, deadline=5)
+    return result.status
+
+
+class TestOrigins:
+    async def test_a_registry_keeps_its_connection_among_many_hosts(self, box: Box) -> None:
+        """Asked between requests to 30 other hosts, with room for 8 connections in all, the
+        registry is asked over one connection throughout: the hosts asked once make room for
+        each other, least recently used first."""
+        async with client(box.settings, connections=8) as http:
+            for other in OTHERS:
+                assert await get(http, box.url(REGISTRY, "/ip/1")) == 200
+                assert await get(http, box.url(other)) == 200
+            kept = pools(http)
+            assert len(kept.origins) <= 8 and kept.open_connections <= 8
+            port = box.web.port
+            assert kept.origins[-2:] == [
+                f"https://{REGISTRY}:{port}",
+                f"https://{OTHERS[-1]}:{port}",
+            ]
+            assert f"https://{OTHERS[0]}:{port}" not in kept.origins
+        # one connection for the registry, one for each other host
+        assert box.web.connections == 1 + len(OTHERS)
+        await asyncio.sleep(0.2)
+        assert box.web.open == 0  # all closed with the client
+
+    async def test_closed_origins_close_their_connections(self, box: Box) -> None:
+        """An origin closed to make room closes its connection at once: no more than the bound
+        stay open at the server."""
+        async with client(box.settings, connections=4) as http:
+            for other in OTHERS[:12]:
+                assert await get(http, box.url(other)) == 200
+            await asyncio.sleep(0.2)
+            assert box.web.open <= 4
+            assert len(pools(http).origins) == 4
+
+    async def test_connections_per_host(self, box: Box) -> None:
+        """Twenty requests at once to one host use at most ``connections_per_host``
+        connections, and no more are answered at the same time."""
+        busy = peak = 0
+
+        async def slow(request: Request) -> Reply:
+            nonlocal busy, peak
+            busy += 1
+            peak = max(peak, busy)
+            await asyncio.sleep(0.05)
+            busy -= 1
+            return Reply(200, b"ok\n")
+
+        box.web.route("/slow", slow)
+        settings = box.settings.model_copy(
+            update={"http": box.settings.http.model_copy(update={"connections_per_host": 3})}
+        )
+        async with client(settings) as http:
+            statuses = await asyncio.gather(
+                *(get(http, box.url(REGISTRY, "/slow")) for _ in range(20))
+            )
+        assert statuses == [200] * 20
+        assert peak <= 3 and box.web.connections <= 3
+
+    async def test_a_request_waits_for_its_host_within_the_timeout(self, box: Box) -> None:
+        """With its host's connections all busy, a request waits at most the HTTP timeout and
+        then fails as a timeout; other hosts are not held up, and a request given up (here
+        cancelled) gives its turn back."""
+        # a byte every 0.1 s: busy for 4 s without ever running past the read timeout
+        box.web.route("/drip", Reply(200, b"x" * 40, drip=0.1))
+        settings = box.settings.model_copy(
+            update={
+                "http": box.settings.http.model_copy(
+                    update={"connections_per_host": 1, "timeout": 0.5}
+                )
+            }
+        )
+        async with client(settings) as http:
+            first = asyncio.ensure_future(get(http, box.url(REGISTRY, "/drip")))
+            await asyncio.sleep(0.2)
+            with pytest.raises(SourceTimeout):
+                await get(http, box.url(REGISTRY, "/other"))
+            assert await get(http, box.url(OTHERS[0])) == 200
+            assert not first.done()
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            assert await get(http, box.url(REGISTRY, "/again")) == 200
+
+
+@pytest.fixture
+async def decoy() -> AsyncIterator[DNSServer]:
+    """A second nameserver that knows none of the names (what dnspython is pointed at when
+    c-ares should answer)."""
+    server = DNSServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+class TestHostNamesThroughCares:
+    async def test_cares_when_the_batch_has_a_channel(self, box: Box, decoy: DNSServer) -> None:
+        """With a c-ares channel the connection's host name is asked there, not of dnspython's
+        nameserver (which knows nothing); without one, dnspython's answer (none) stands."""
+        bulk = BulkResolver(box.settings.dns)
+        decoyed = box.settings.model_copy(
+            update={"dns": box.settings.dns.model_copy(update={"nameservers": [decoy.nameserver]})}
+        )
+        try:
+            resolver = net.make_resolver(decoyed.dns)
+            through: list[BulkResolver | None] = [bulk]
+            async with net.make_http_client(
+                decoyed.http, resolver, user_agent="t", bulk_dns=lambda: through[0]
+            ) as http:
+                assert await get(http, box.url(REGISTRY)) == 200
+                asked = {(q.name, q.rtype) for q in box.dns.queries}
+                assert {(REGISTRY, "A"), (REGISTRY, "AAAA")} <= asked
+                assert decoy.queries == []
+                through[0] = None
+                with pytest.raises(SourceUnavailable, match="does not resolve"):
+                    await get(http, box.url(OTHERS[0]))
+                assert {q.name for q in decoy.queries} == {OTHERS[0]}
+        finally:
+            await bulk.close()
+
+    async def test_address_policy_holds_with_cares(self, box: Box) -> None:
+        """A name c-ares resolves to loopback or a private address is refused unless private
+        addresses are allowed, as with dnspython."""
+        box.dns.add_host("inside.example", "10.1.2.3", ptr=False)
+        strict = box.settings.model_copy(
+            update={"http": box.settings.http.model_copy(update={"allow_private": False})}
+        )
+        bulk = BulkResolver(strict.dns)
+        try:
+            async with client(strict, bulk=bulk) as http:
+                for host in (REGISTRY, "inside.example"):
+                    with pytest.raises(SourceUnavailable, match="non-public"):
+                        await get(http, box.url(host))
+            assert box.web.connections == 0
+        finally:
+            await bulk.close()
+
+    async def test_resolve_host_maps_cares_answers_and_failures(self, box: Box) -> None:
+        """``resolve_host`` gives the same addresses either way; a name that does not exist is
+        an empty list, a silent nameserver a SourceTimeout."""
+        box.dns.add("dual.example", "A", "127.0.0.1")
+        box.dns.add("dual.example", "AAAA", "::1")
+        box.dns.misbehave("silent.example", drop=True)
+        resolver = net.make_resolver(box.settings.dns)
+        bulk = BulkResolver(box.settings.dns)
+        try:
+            for through in (None, bulk):
+                found = await net.resolve_host(resolver, "dual.example", through)
+                assert sorted(map(str, found)) == ["127.0.0.1", "::1"]
+                assert await net.resolve_host(resolver, "nowhere.example", through) == []
+                assert [str(a) for a in await net.resolve_host(resolver, "[::1]", through)] == [
+                    "::1"
+                ]
+                with pytest.raises(SourceTimeout, match="silent.example"):
+                    await net.resolve_host(resolver, "silent.example", through)
+        finally:
+            await bulk.close()
