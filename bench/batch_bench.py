@@ -109,11 +109,14 @@ async def _child_batch(config: str, input_path: str, trace_errors: bool) -> dict
             # the compose workers' share, read while they are still running
             workers_cpu, workers_peak_kb = benchlib.descendants_usage()
             counts = batch.counts
+            lookup_workers_cpu = batch.lookup_workers_cpu
     finally:
         cache.close()
     wall = time.perf_counter() - started
-    lookups_cpu = phases.get("lookups_done_cpu", phases.get("delivered_cpu", 0.0))
-    delivery_cpu = phases.get("delivered_cpu", 0.0) - lookups_cpu
+    own_lookups_cpu = phases.get("lookups_done_cpu", phases.get("delivered_cpu", 0.0))
+    delivery_cpu = phases.get("delivered_cpu", 0.0) - own_lookups_cpu
+    # the lookup worker processes' share (they have ended by now: each told its own)
+    lookups_cpu = own_lookups_cpu + lookup_workers_cpu
     return {
         "wall": wall,
         "baseline_rss_kb": baseline,
@@ -123,7 +126,8 @@ async def _child_batch(config: str, input_path: str, trace_errors: bool) -> dict
             100 * (delivery_cpu + workers_cpu) / max(1, counts.queued), 3
         ),
         "workers_cpu_per_100_messages": round(100 * workers_cpu / max(1, counts.queued), 3),
-        "workers_cpu_s": round(workers_cpu, 2),
+        "workers_cpu_s": round(workers_cpu + lookup_workers_cpu, 2),
+        "lookup_workers_cpu_s": round(lookup_workers_cpu, 2),
         "workers_peak_rss_kb": workers_peak_kb,
         "statuses": statuses,
         "status_samples": samples,
@@ -243,6 +247,8 @@ async def run_mode(
         benchlib.configure_sandbox(sandbox, args.rate, args.burst, not args.no_keep_alive)
         sections = benchlib.bench_sections(args.rate, args.concurrency)
         sections["limits"]["dns_concurrency"] = args.dns_concurrency
+        if args.lookup_workers is not None:
+            sections["limits"]["lookup_workers"] = args.lookup_workers
         config = sandbox.write_config(None, **sections)
         child_args = [
             str(Path(__file__).resolve()),
@@ -337,6 +343,7 @@ def table(summary: dict[str, Any]) -> str:
         ("CPU s per 1,000 addresses (lookups)", "", "cpu_per_1000_addresses", 3),
         ("CPU s per 100 messages (delivery)", "", "cpu_per_100_messages", 3),
         ("… of which in compose workers", "", "workers_cpu_per_100_messages", 3),
+        ("… of which in lookup workers (s)", "", "lookup_workers_cpu_s", 2),
         ("CPU s in all (with compose workers)", "", "cpu_s", 2),
         ("… of which collecting garbage (sending process)", "", "gc_cpu_s", 2),
         ("peak RSS (MB)", "", "peak_rss_mb", 0),
@@ -462,6 +469,9 @@ def main() -> None:
     parser.add_argument("--generic-every", type=int, default=2)
     parser.add_argument("--named-every", type=int, default=100)
     parser.add_argument("--dns-concurrency", type=int, default=256, help="limits.dns_concurrency")
+    parser.add_argument(
+        "--lookup-workers", type=int, help="limits.lookup_workers (default: one per core but one)"
+    )
     parser.add_argument("--findings", type=int, default=10_000)
     parser.add_argument("--networks", type=int, default=300)
     parser.add_argument("--addresses-per-network", type=int, default=10)

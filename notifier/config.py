@@ -217,6 +217,9 @@ class LimitSettings(_Section):
     # processes composing a run's messages once it has more than a few; unset: one per core but
     # the sending process's (at least one), 0: compose in the sending process
     compose_workers: int | None = Field(default=None, ge=0, le=64)
+    # processes taking a large batch's per-address lookups (reverse DNS, names, policy) beside
+    # the sending process; unset: one per core but the sending process's, 0: none
+    lookup_workers: int | None = Field(default=None, ge=0, le=64)
 
 
 class AuditSettings(_Section):

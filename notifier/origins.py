@@ -94,17 +94,23 @@ class OriginPools:
         origin.busy += 1
         held = 0
         try:
-            timeout = request.extensions.get("timeout", {}).get("pool")
-            try:
-                async with asyncio.timeout(timeout):
-                    await origin.turns.acquire()
-                    held = 1
-                    await self._turns.acquire()
-                    held = 2
-            except TimeoutError:
-                raise httpcore.PoolTimeout(
-                    f"no connection to {url} free within {timeout:g} s"
-                ) from None
+            if origin.turns.locked() or self._turns.locked():
+                timeout = request.extensions.get("timeout", {}).get("pool")
+                try:
+                    async with asyncio.timeout(timeout):
+                        await origin.turns.acquire()
+                        held = 1
+                        await self._turns.acquire()
+                        held = 2
+                except TimeoutError:
+                    raise httpcore.PoolTimeout(
+                        f"no connection to {url} free within {timeout:g} s"
+                    ) from None
+            else:
+                # both free: taken without waiting, and without a timer
+                await origin.turns.acquire()
+                await self._turns.acquire()
+                held = 2
             response = await origin.pool.handle_async_request(request)
         except BaseException:
             self._release(origin, held)

@@ -253,9 +253,9 @@ class TestTurns:
     async def test_bulk_work_takes_turns_per_loop_iteration(self) -> None:
         """At most ``per_tick`` bulk steps run in one iteration of the event loop; the others
         go on in the next ones, so a fetch waiting for an iteration is never held long."""
-        from notifier.batch.stages import _Turns
+        from notifier.batch.turns import Turns
 
-        turns = _Turns(2)
+        turns = Turns(2)
         ticks = 0
         taken: list[int] = []
 

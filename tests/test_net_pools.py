@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpcore
 import httpx
 import pytest
 
@@ -187,6 +188,44 @@ class TestOrigins:
             with pytest.raises(asyncio.CancelledError):
                 await first
             assert await get(http, box.url(REGISTRY, "/again")) == 200
+
+
+async def test_an_origin_idle_past_keep_alive_is_closed() -> None:
+    """An origin nobody asked for longer than the keep-alive time is closed when the next
+    request finishes, though no bound is reached; one asked meanwhile is kept."""
+    web = CountingServer(bind=["127.0.0.1", "127.0.0.2"])
+    web.route("/*", Reply(200, b"ok\n"))
+    now = [0.0]
+    kept = OriginPools(
+        ssl_context=SandboxCA().client_context(),
+        network_backend=httpcore.AnyIOBackend(),
+        limit=8,
+        per_host=2,
+        keepalive_expiry=20,
+        clock=lambda: now[0],
+    )
+
+    async def ask(host: str) -> None:
+        response = await kept.handle_async_request(
+            httpcore.Request("GET", f"http://{host}:{web.port}/", headers=[(b"Host", host)])
+        )
+        async for _ in response.stream:  # type: ignore[union-attr]
+            pass
+        await response.aclose()
+
+    async with web:
+        await ask("127.0.0.1")
+        now[0] = 15
+        await ask("127.0.0.2")
+        assert len(kept.origins) == 2 and kept.open_connections == 2
+        now[0] = 25  # the first idle for 25 s, the second for 10
+        await ask("127.0.0.2")
+        assert kept.origins == [f"http://127.0.0.2:{web.port}"]
+        await asyncio.sleep(0.2)
+        assert web.open == 1 and web.connections == 2
+        await kept.aclose()
+        await asyncio.sleep(0.2)
+        assert web.open == 0
 
 
 @pytest.fixture

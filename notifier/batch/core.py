@@ -98,6 +98,11 @@ class Batch:
         self._keys_ahead = not test_recipient
         self._collecting_less = False
 
+    @property
+    def lookup_workers_cpu(self) -> float:
+        """CPU seconds the lookup worker processes used (known once they are done)."""
+        return self._lookups.worker_cpu
+
     def on_outcome(self, callback: Callable[[FindingOutcome], None]) -> None:
         """Also report each finding's outcome to ``callback``."""
         previous = self._on_outcome

@@ -30,10 +30,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import NotifierError
-from ..models import IPAddress, Resolution, SourceReport, Target
+from ..models import Resolution, SourceReport, Target
 from ..resolve import complete, registry, reverse_dns
 from ..sources import LookupContext
 from ..sources.ares import BulkResolver
+from .remote import REMOTE_AFTER, Remote, Result, default_lookup_workers
+from .turns import Answered, Turns
 
 __all__ = ["Lookups"]
 
@@ -50,77 +52,6 @@ Finish = Callable[[int, Resolution], Awaitable[None]]
 Fail = Callable[[int, str], None]
 
 
-class _Turns:
-    """At most ``per_tick`` turns each iteration of the event loop.
-
-    The DNS and finishing stages are wide and mostly CPU: hundreds of them ready at once would
-    make one iteration of the loop last a second, and every step of a registry fetch (connect,
-    TLS, request, answer) waits for an iteration, so the rate-limited critical path would crawl
-    and its deadlines expire. Taking turns keeps each iteration short; the bulk work is the same.
-    """
-
-    def __init__(self, per_tick: int) -> None:
-        self._per_tick = per_tick
-        self._spent = 0
-        self._reset_due = False
-        # the waiting, longest first: each iteration wakes only as many as it has turns for
-        # (waking them all to find most of them must wait again cost more than the work)
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    def _schedule(self) -> None:
-        if not self._reset_due:
-            self._reset_due = True
-            asyncio.get_running_loop().call_soon(self._reset)
-
-    def _reset(self) -> None:
-        self._reset_due = False
-        self._spent = 0
-        while self._waiters and self._spent < self._per_tick:
-            waiter = self._waiters.popleft()
-            if not waiter.done():  # a cancelled waiter takes no turn
-                waiter.set_result(None)
-                self._spent += 1
-        if self._spent:
-            self._schedule()
-
-    async def take(self) -> None:
-        if self._spent < self._per_tick and not self._waiters:
-            self._spent += 1
-            self._schedule()
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        self._schedule()
-        await waiter  # the turn was counted when it was handed over
-
-
-class _Answered:
-    """Registry answers by network range: which one already speaks for an address."""
-
-    def __init__(self) -> None:
-        self._by_length: dict[tuple[int, int], dict[int, list[SourceReport]]] = {}
-
-    def add(self, cidr: str, reports: list[SourceReport]) -> None:
-        try:
-            net = ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            return
-        key = (net.version, net.prefixlen)
-        self._by_length.setdefault(key, {})[int(net.network_address)] = reports
-
-    def get(self, ip: IPAddress) -> list[SourceReport] | None:
-        best: list[SourceReport] | None = None
-        best_length = -1
-        for (version, length), starts in self._by_length.items():
-            if version != ip.version or length <= best_length:
-                continue
-            shift = ip.max_prefixlen - length
-            found = starts.get(int(ip) >> shift << shift)
-            if found is not None:
-                best, best_length = found, length
-        return best
-
-
 class Lookups:
     """Resolve each distinct address of a batch; ``finish`` gets each resolution, ``fail`` the
     reason an address could not be resolved."""
@@ -131,12 +62,28 @@ class Lookups:
         target: Callable[[int], Target],
         finish: Finish,
         fail: Fail,
+        *,
+        width: int | None = None,
+        own_registry: bool = True,
+        on_dns: Callable[[], None] | None = None,
     ) -> None:
+        """``own_registry`` False: a lookup worker's, given each address's registry answer
+        (``answer``) by the sending process; ``on_dns`` is told each reverse lookup done."""
         self._ctx = ctx
         self._target = target
         self._finish = finish
         self._fail = fail
-        self._width = ctx.settings.limits.dns_concurrency
+        self._width = width or ctx.settings.limits.dns_concurrency
+        self._own_registry = own_registry
+        self._on_dns = on_dns
+        workers = ctx.settings.limits.lookup_workers
+        self._workers_wanted = default_lookup_workers() if workers is None else workers
+        if not own_registry:
+            self._workers_wanted = 0
+        self._remotes: list[Remote] = []
+        self.worker_cpu = 0.0  # CPU seconds the workers used, once they are done
+        self._remote_of: dict[int, Remote] = {}  # addresses a worker holds
+        self._pumping = False
         self._dns_timeout = ctx.settings.dns.timeout
         self._dns_queue: deque[int] = deque()
         # the same addresses in the same order, until their cached answers are read in bulk
@@ -147,7 +94,7 @@ class Lookups:
         # at once than the registries answer in a few seconds
         rate = ctx.settings.rdap.rate_per_second
         self._fetching = asyncio.Semaphore(max(10, int(rate * _QUEUE_SECONDS)))
-        self._answered = _Answered()
+        self._answered = Answered()
         self._rdns: dict[int, SourceReport] = {}  # DNS done, registry not yet
         self._registry: dict[int, list[SourceReport]] = {}  # registry done, DNS not yet
         self._ready: deque[tuple[int, SourceReport, list[SourceReport]]] = deque()
@@ -158,7 +105,7 @@ class Lookups:
         self._idle.set()
         self._failure: BaseException | None = None
         self._bulk: BulkResolver | None = None  # ours to close
-        self._turns = _Turns(_BULK_PER_TICK)
+        self._turns = Turns(_BULK_PER_TICK)
         self._silent = 0  # DNS queries in a row that ran out of time
         self._next_probe = 0.0
 
@@ -175,6 +122,12 @@ class Lookups:
         if self._dns_workers < self._width:
             self._dns_workers += 1
             self._spawn(self._dns_worker())
+        if self._remotes:
+            self._pump()
+        elif self._workers_wanted and len(self._dns_queue) > REMOTE_AFTER:
+            self._start_workers()
+        if not self._own_registry:
+            return
         ip = self._target(ip_id).ip
         shift = ip.max_prefixlen - _BLOCK[ip.version]
         block = (ip.version, int(ip) >> shift)
@@ -206,7 +159,11 @@ class Lookups:
             raise self._failure
 
     async def close(self) -> None:
-        """Stop every lookup still going; hand the DNS channel back."""
+        """Stop every lookup still going; let the workers go; hand the DNS channel back."""
+        self._workers_wanted = 0  # a later wave of addresses is looked up here
+        remotes, self._remotes = self._remotes, []
+        await asyncio.gather(*(remote.close() for remote in remotes))
+        self.worker_cpu += sum(remote.cpu_seconds for remote in remotes)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -226,12 +183,14 @@ class Lookups:
 
     async def _dns_worker(self) -> None:
         try:
-            while self._dns_queue:
+            while self._dns_queue and self._dns_workers <= self._width:
                 ip_id = self._dns_queue.popleft()
                 if len(self._unloaded) > len(self._dns_queue):  # ``ip_id`` among them
                     self._preload()
                 await self._turns.take()
                 report = await self._reverse_dns(ip_id)
+                if self._on_dns is not None:
+                    self._on_dns()
                 reports = self._registry.pop(ip_id, None)
                 if reports is None:
                     self._rdns[ip_id] = report
@@ -287,13 +246,22 @@ class Lookups:
                             # share the failure rather than each asking a registry in trouble
                             self._answered.add(f"{target.ip}/{_BLOCK[target.ip.version]}", reports)
                 waiting.popleft()
-                report = self._rdns.pop(ip_id, None)
-                if report is None:
-                    self._registry[ip_id] = reports
-                else:
-                    self._ready_to_finish(ip_id, report, reports)
+                self.answer(ip_id, reports)
         finally:
             del self._blocks[block]
+
+    def answer(self, ip_id: int, reports: list[SourceReport]) -> None:
+        """The registry's answer for an address: to the worker holding it, or paired here with
+        its reverse DNS once both are known."""
+        remote = self._remote_of.get(ip_id)
+        if remote is not None:
+            remote.answer(ip_id, reports)
+            return
+        report = self._rdns.pop(ip_id, None)
+        if report is None:
+            self._registry[ip_id] = reports
+        else:
+            self._ready_to_finish(ip_id, report, reports)
 
     def _learn(self, target: Target, reports: list[SourceReport]) -> bool:
         """Keep the registry's answer for the ranges it named that hold the address (not wider
@@ -332,3 +300,69 @@ class Lookups:
                 self._settled()
         finally:
             self._finishers -= 1
+
+    # -- workers in other processes ---------------------------------------------------------
+
+    def _start_workers(self) -> None:
+        """A large batch: workers take addresses from the DNS queue as fast as they can; each
+        process gets its share of the queries in flight (one resolver, still bounded)."""
+        count = self._workers_wanted
+        self._workers_wanted = 0
+        share = max(1, self._width // (count + 1))
+        for _ in range(count):
+            self._remotes.append(
+                Remote(self._ctx.settings, share, self._remote_result, self._remote_lost)
+            )
+        self._width = max(1, self._width - share * count)
+        self._pump()
+
+    def _pump(self) -> None:
+        if not self._pumping and self._dns_queue:
+            self._pumping = True
+            self._spawn(self._pumping_to_workers())
+
+    async def _pumping_to_workers(self) -> None:
+        try:
+            while self._dns_queue and self._remotes:
+                remote = max(self._remotes, key=lambda r: r.room())
+                room = remote.room()
+                if room <= 0:
+                    await remote.wait_room()
+                    continue
+                for _ in range(min(room, len(self._dns_queue))):
+                    # from the far end: this process's DNS stage keeps what it preloaded
+                    ip_id = self._dns_queue.pop()
+                    if self._unloaded and self._unloaded[-1] == ip_id:
+                        self._unloaded.pop()  # the worker reads the cache for it
+                    self._remote_of[ip_id] = remote
+                    remote.give(ip_id, self._target(ip_id), self._registry.pop(ip_id, None))
+                await asyncio.sleep(0)
+        finally:
+            self._pumping = False
+
+    async def _remote_result(self, result: Result) -> None:
+        ip_id, resolution, reason = result
+        if self._remote_of.pop(ip_id, None) is None:
+            return  # already taken back from a worker thought lost
+        if resolution is None:
+            self._fail(ip_id, reason)
+        else:
+            await self._finish(ip_id, resolution)
+        self._settled()
+
+    def _remote_lost(self, remote: Remote) -> None:
+        """A worker is gone (or never came): what it held is looked up here."""
+        if remote in self._remotes:
+            self._remotes.remove(remote)
+            self._width += remote.width
+            self.worker_cpu += remote.cpu_seconds
+        for ip_id, reports in remote.held.items():
+            if self._remote_of.get(ip_id) is remote:
+                del self._remote_of[ip_id]
+                self._dns_queue.appendleft(ip_id)
+                if reports is not None:
+                    self._registry[ip_id] = reports
+        remote.held.clear()
+        while self._dns_workers < self._width and self._dns_queue:
+            self._dns_workers += 1
+            self._spawn(self._dns_worker())

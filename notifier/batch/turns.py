@@ -1,0 +1,82 @@
+"""The lookup stages' bookkeeping: turns on the event loop, and registry answers by range."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections import deque
+
+from ..models import IPAddress, SourceReport
+
+__all__ = ["Answered", "Turns"]
+
+
+class Turns:
+    """At most ``per_tick`` turns each iteration of the event loop.
+
+    The DNS and finishing stages are wide and mostly CPU: hundreds of them ready at once would
+    make one iteration of the loop last a second, and every step of a registry fetch (connect,
+    TLS, request, answer) waits for an iteration, so the rate-limited critical path would crawl
+    and its deadlines expire. Taking turns keeps each iteration short; the bulk work is the same.
+    """
+
+    def __init__(self, per_tick: int) -> None:
+        self._per_tick = per_tick
+        self._spent = 0
+        self._reset_due = False
+        # the waiting, longest first: each iteration wakes only as many as it has turns for
+        # (waking them all to find most of them must wait again cost more than the work)
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def _schedule(self) -> None:
+        if not self._reset_due:
+            self._reset_due = True
+            asyncio.get_running_loop().call_soon(self._reset)
+
+    def _reset(self) -> None:
+        self._reset_due = False
+        self._spent = 0
+        while self._waiters and self._spent < self._per_tick:
+            waiter = self._waiters.popleft()
+            if not waiter.done():  # a cancelled waiter takes no turn
+                waiter.set_result(None)
+                self._spent += 1
+        if self._spent:
+            self._schedule()
+
+    async def take(self) -> None:
+        if self._spent < self._per_tick and not self._waiters:
+            self._spent += 1
+            self._schedule()
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._schedule()
+        await waiter  # the turn was counted when it was handed over
+
+
+class Answered:
+    """Registry answers by network range: which one already speaks for an address."""
+
+    def __init__(self) -> None:
+        self._by_length: dict[tuple[int, int], dict[int, list[SourceReport]]] = {}
+
+    def add(self, cidr: str, reports: list[SourceReport]) -> None:
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            return
+        key = (net.version, net.prefixlen)
+        self._by_length.setdefault(key, {})[int(net.network_address)] = reports
+
+    def get(self, ip: IPAddress) -> list[SourceReport] | None:
+        best: list[SourceReport] | None = None
+        best_length = -1
+        for (version, length), starts in self._by_length.items():
+            if version != ip.version or length <= best_length:
+                continue
+            shift = ip.max_prefixlen - length
+            found = starts.get(int(ip) >> shift << shift)
+            if found is not None:
+                best, best_length = found, length
+        return best

@@ -1,0 +1,148 @@
+"""Lookup workers: a large batch's per-address work in other processes, on a loopback internet."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+from test_compose_pool import _descendants, _running
+
+from notifier import Finding, Notifier
+from notifier.batch import Batch, BatchCounts, FindingOutcome
+from notifier.batch import stages as batch_stages
+from notifier.cache import LookupCache
+from notifier.sandbox.world import World, WorldHost, WorldNetwork
+from notifier.testing import Sandbox
+
+NETS = World(
+    networks=(
+        WorldNetwork("127.40.0.0/24", "ripe", "NET-R", "NET-R", "NL", "R BV", "abuse@r.test"),
+        WorldNetwork("127.41.0.0/24", "arin", "NET-A", "NET-A", "US", "A Inc", "abuse@a.test"),
+        WorldNetwork("127.42.0.0/24", "apnic", "NET-P", "NET-P", "JP", "P KK", "abuse@p.test"),
+    ),
+    hosts=(
+        WorldHost(
+            "127.40.0.7",
+            "www.owner.test",
+            security_txt="Contact: mailto:security@owner.test\nExpires: {expires}\n",
+        ),
+        WorldHost("127.41.0.9", "db.customer.test"),
+    ),
+)
+ADDRESSES = [f"127.{net}.0.{host}" for net in (40, 41, 42) for host in range(1, 61)]
+
+
+async def _run(
+    box: Sandbox,
+    workers: int,
+    on_progress: Callable[[Batch, BatchCounts], None] | None = None,
+) -> tuple[dict[str, tuple[str, tuple[str, ...]]], float]:
+    """Every finding's status and recipients, and the CPU the workers said they used."""
+    settings = box.settings(limits={"lookup_workers": workers, "dns_concurrency": 32})
+    outcomes: list[FindingOutcome] = []
+    with LookupCache.from_settings(settings) as cache:
+        async with Notifier(settings, cache=cache) as notifier:
+            batch = Batch(notifier, dry_run=True, on_outcome=outcomes.append)
+            if on_progress is not None:
+                batch._on_progress = lambda counts: on_progress(batch, counts)
+            for ip in ADDRESSES:
+                await batch.submit(Finding(ip_address(ip), "open Elasticsearch", port=9200))
+            await batch.flush()
+            assert notifier.ctx.bulk_dns is None
+    seen = {o.ip: (o.status, tuple(sorted(o.recipients))) for o in outcomes}
+    return seen, batch.lookup_workers_cpu
+
+
+@pytest.fixture
+def early_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers start once 20 addresses wait for reverse DNS, not a thousand."""
+    monkeypatch.setattr(batch_stages, "REMOTE_AFTER", 20)
+
+
+@pytest.mark.usefixtures("early_workers")
+class TestLookupWorkers:
+    async def test_workers_resolve_as_the_sending_process_does(self, tmp_path: Path) -> None:
+        async with Sandbox(NETS, directory=tmp_path / "alone") as box:
+            alone, _ = await _run(box, 0)
+        async with Sandbox(NETS, directory=tmp_path / "shared") as box:
+            shared, cpu = await _run(box, 1)
+            # the registry stage stays in one process: each network asked once
+            assert [box.registries[k].request_count for k in ("ripe", "arin", "apnic")] == [1, 1, 1]
+            ptr = [q for q in box.dns.queries if q.rtype == "PTR"]
+            assert len(ptr) == len(ADDRESSES)  # each address asked once, by one process
+        assert shared == alone
+        assert {status for status, _ in shared.values()} == {"dry-run"}
+        assert shared["127.40.0.7"][1] != shared["127.40.0.8"][1]  # the owner's own contact
+        assert cpu > 0  # the worker said what it used
+
+    async def test_a_killed_worker_leaves_its_addresses_to_the_batch(self, tmp_path: Path) -> None:
+        killed: list[int] = []
+
+        def kill_the_worker(batch: Batch, counts: BatchCounts) -> None:
+            remotes = batch._lookups._remotes
+            if killed or not remotes or not remotes[0].held:
+                return
+            process = remotes[0]._process
+            if process is not None and process.pid is not None:
+                process.kill()
+                killed.append(process.pid)
+
+        async with Sandbox(NETS, directory=tmp_path) as box:
+            seen, _ = await _run(box, 1, kill_the_worker)
+        assert killed
+        assert len(seen) == len(ADDRESSES)
+        assert {status for status, _ in seen.values()} == {"dry-run"}
+        assert all(recipients for _, recipients in seen.values())
+
+    async def test_small_batches_start_no_worker(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(batch_stages, "REMOTE_AFTER", 10_000)
+        async with Sandbox(NETS, directory=tmp_path) as box:
+            seen, cpu = await _run(box, 1)
+        assert len(seen) == len(ADDRESSES) and cpu == 0
+
+
+WAITING_SENDER = """
+import asyncio, sys, time
+from notifier.config import Settings
+from notifier.batch.remote import Remote
+
+async def main():
+    settings = Settings.from_mapping({{"state": {{"dir": {state!r}}}}})
+
+    async def result(_):
+        return None
+
+    remote = Remote(settings, 4, result, lambda _: None)
+    while not remote.ready:
+        assert not remote.lost, "the worker did not start"
+        await asyncio.sleep(0.05)
+    print("ready", flush=True)
+    time.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_worker_ends_with_a_sender_killed_outright(tmp_path: Path) -> None:
+    script = tmp_path / "sender.py"
+    script.write_text(WAITING_SENDER.format(state=str(tmp_path / "state")))
+    sender = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
+    try:
+        assert sender.stdout is not None and sender.stdout.readline() == b"ready\n"
+        helpers = _descendants(sender.pid)
+        assert helpers  # the fork server and the worker
+    finally:
+        sender.kill()
+        sender.wait()
+    deadline = time.monotonic() + 15
+    while any(_running(pid) for pid in helpers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in helpers if _running(pid)]
