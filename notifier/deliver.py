@@ -18,8 +18,10 @@ import hashlib
 import inspect
 import os
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from email.utils import parseaddr
+from functools import lru_cache
 from types import TracebackType
 
 import aiosmtplib
@@ -42,6 +44,11 @@ from .errors import (
 from .models import Delivery, DeliveryStatus
 from .smtp_errors import REPLY_LIMIT, SMTP_ERROR_RULES, classify, describe
 
+# a connection used this recently is taken as still open, without a NOOP to ask: servers keep
+# an idle connection for minutes (RFC 5321 asks for five), and one closed after all fails at
+# MAIL FROM, before anything of the message went, and is replaced at once
+FRESH_SECONDS = 10.0
+
 __all__ = ["Mailer", "AttemptHook", "DataHook", "classify", "envelope_sender", "SMTP_ERROR_RULES"]
 
 AttemptHook = Callable[[int, DeliveryError | None, str], Awaitable[None] | None]
@@ -61,11 +68,17 @@ def envelope_sender(settings: Settings, composed: ComposedMessage) -> str:
     """
     template = settings.smtp.envelope_from
     if not template:
-        return parseaddr(settings.sender.address)[1]
+        return _addr_spec(settings.sender.address)
     if "{id}" in template:
         seed = f"{composed.message_id}|{composed.recipient}".encode()
         template = template.replace("{id}", hashlib.sha256(seed).hexdigest()[:12])
-    return parseaddr(template)[1] or template
+    return _addr_spec(template) or template
+
+
+@lru_cache(maxsize=64)
+def _addr_spec(text: str) -> str:
+    # the same few configured addresses, once per message each: parsed once
+    return parseaddr(text)[1]
 
 
 class Mailer:
@@ -101,6 +114,7 @@ class Mailer:
             self._tls_context = context
         self._local_hostname = parseaddr(settings.sender.address)[1].rpartition("@")[2]
         self._client: aiosmtplib.SMTP | None = None
+        self._used = 0.0  # when the connection last answered (time.monotonic)
         self._last_reply = ""
         self._lock = asyncio.Lock()
         self.connections = 0
@@ -136,13 +150,17 @@ class Mailer:
         if client is not None:
             client.close()
 
-    async def _connection(self) -> aiosmtplib.SMTP:
+    async def _connection(self) -> tuple[aiosmtplib.SMTP, bool]:
+        """The open connection (and whether it was used so recently that it went unchecked),
+        or a new one."""
         client = self._client
         if client is not None and client.is_connected:
+            if time.monotonic() - self._used < FRESH_SECONDS:
+                return client, True
             try:
                 # the server may have closed an idle connection: find out before MAIL FROM
                 await client.noop()
-                return client
+                return client, False
             except (aiosmtplib.SMTPException, OSError):
                 self._drop()
         smtp = self.settings.smtp
@@ -160,21 +178,35 @@ class Mailer:
         self.connections += 1
         await client.connect()
         self._client = client
+        self._used = time.monotonic()
         if client.is_ehlo_or_helo_needed:
             # EHLO now, so that the extensions (SIZE) are known before MAIL FROM
             try:
                 await client.ehlo()
             except aiosmtplib.SMTPHeloError:
                 await client.helo()
+        return client, False
+
+    async def _mail(self, sender: str, size: int) -> aiosmtplib.SMTP:
+        """MAIL FROM on the connection, on a new one if the server had closed it meanwhile."""
+        client, unchecked = await self._connection()
+        options = [f"SIZE={size}"] if client.supports_extension("size") else []
+        try:
+            await client.mail(sender, options=options)
+        except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+            if not unchecked:
+                raise
+            # closed while idle: nothing of this message was sent, so this is no attempt
+            self._drop()
+            client, _ = await self._connection()
+            await client.mail(sender, options=options)
         return client
 
     async def _transaction(
         self, sender: str, recipient: str, raw: bytes, before_data: DataHook | None
     ) -> SMTPResponse:
-        client = await self._connection()
-        options = [f"SIZE={len(raw)}"] if client.supports_extension("size") else []
         try:
-            await client.mail(sender, options=options)
+            client = await self._mail(sender, len(raw))
             await client.rcpt(recipient)
             if before_data is not None:
                 try:
@@ -183,12 +215,12 @@ class Mailer:
                     await self._reset(client)
                     # carried past the SMTP error handling untouched: it is no delivery error
                     raise _CalledOff(exc) from exc
-            return await client.data(raw)
+            response = await client.data(raw)
+            self._used = time.monotonic()
+            return response
         except aiosmtplib.SMTPResponseException:
-            try:
-                await client.rset()
-            except (aiosmtplib.SMTPException, OSError):
-                self._drop()
+            if self._client is not None:
+                await self._reset(self._client)
             raise
 
     async def _reset(self, client: aiosmtplib.SMTP) -> None:

@@ -10,6 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
 __all__ = [
     "IPAddress",
@@ -97,8 +98,14 @@ class Finding:
     @property
     def key(self) -> str:
         """Stable identity of this finding, for idempotence and case references."""
-        raw = f"{self.ip}|{self.port or ''}|{' '.join(self.text.split()).lower()}"
-        return hashlib.sha256(raw.encode()).hexdigest()
+        return _finding_key(self.ip, self.port, self.text)
+
+
+# a batch asks a finding's key several times on its way (history, claim, case reference)
+@lru_cache(maxsize=1 << 16)
+def _finding_key(ip: IPAddress, port: int | None, text: str) -> str:
+    raw = f"{ip}|{port or ''}|{' '.join(text.split()).lower()}"
+    return hashlib.sha256(raw.encode()).hexdigest()
 
 
 def case_reference(findings: tuple[Finding, ...] | list[Finding]) -> str:

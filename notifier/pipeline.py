@@ -51,8 +51,6 @@ from .sources.hints import finding_hints
 from .targets import parse_target
 from .trust import MessageGuard
 
-_KEYS_AHEAD = 32  # recipients' key lookups under way ahead of their messages
-
 __all__ = [
     "MAX_SMTP_CONNECTIONS",
     "Notifier",
@@ -340,24 +338,22 @@ class Notifier:
 
         await walk(recipients, fallbacks, deliver, on_climb)
 
-    def prefetch_keys(self, contacts: Sequence[Contact]) -> asyncio.Task[None] | None:
-        """Look up the recipients' OpenPGP keys ahead of their messages, in the order given and
-        a few at a time (a batch's messages then find their keys waiting)."""
-        guard = self._guard
-        if guard is None or not contacts:
-            return None
-        ctx = self.ctx
+    def expect_messages(self, count: int) -> None:
+        """This run will send about ``count`` messages: the composer gets ready for them."""
+        self._composer.expect(count)
 
-        async def walk() -> None:
-            window = asyncio.Semaphore(_KEYS_AHEAD)
-            for contact in contacts:
-                await window.acquire()
-                lookup = guard.prefetch(contact, ctx)
-                if lookup is None:  # no key is looked for in this run
-                    return
-                lookup.add_done_callback(lambda _: window.release())
+    def prefetch_keys(self, contacts: Sequence[Contact], *, first: bool = False) -> bool:
+        """Look up the recipients' OpenPGP keys ahead of their messages, a few at a time, in
+        the order given (before those asked for earlier when ``first``): a batch's messages
+        then find their keys waiting. False when this run looks up no keys."""
+        if self._guard is None:
+            return False
+        return self._guard.ahead(contacts, self.ctx, first=first)
 
-        return asyncio.get_running_loop().create_task(walk())
+    def stop_prefetch(self) -> None:
+        """No more key lookups ahead (those under way finish)."""
+        if self._guard is not None:
+            self._guard.stop_ahead()
 
     # -- one message: gate → compose → deliver → record -------------------------------------
 

@@ -153,6 +153,20 @@ class TestBulkResolver:
         finally:
             await bulk.close()
 
+    async def test_a_query_that_outlives_close_is_answered(self, server: DNSServer) -> None:
+        """A lookup that outlives the batch's (a recipient's key, looked up while the lookups
+        ran) took the resolver before it closed: its queries are answered, not failed."""
+        settings = Settings.from_mapping({"dns": {"nameservers": [server.nameserver]}})
+        bulk = BulkResolver(settings.dns)
+        server.latency = 0.2
+        on_the_way = asyncio.ensure_future(bulk.query("www.example.test", "A"))
+        await asyncio.sleep(0.05)
+        await bulk.close()
+        assert (await on_the_way).values == ("127.0.0.5",)
+        server.latency = 0
+        assert (await bulk.query("www.example.test", "AAAA")).values == ("::1",)
+        await bulk.close()
+
 
 NETS = World(
     networks=(

@@ -480,3 +480,30 @@ class TestXARFSchema:
         report["report_id"] = "not-a-uuid"
         with pytest.raises(ValidationError):
             validator.validate(report)
+
+
+@pytest.mark.parametrize("name", ["Ünï NOC", "Network Operations " * 6, 'x Bcc: "v@example.org"'])
+def test_bytes_as_the_standard_library_writes_them(
+    settings: Settings, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The header classes made once and the plain boundary check change no byte."""
+    import random
+    from email.generator import BytesGenerator
+
+    from notifier import compose as package
+    from notifier.compose import mime
+
+    findings = [finding(), finding("Redis without auth", port=6379, hostname=None)]
+    contact = Contact("noc@isp.example", Role.NETWORK, ("rdap",), 0.9, name=name)
+
+    def raw() -> bytes:
+        random.seed(7)  # the MIME boundaries
+        made = compose(findings, contact, settings=settings, template=None, case_ref=CASE, now=NOW)
+        return made.raw.replace(made.message_id.encode(), b"<id>")
+
+    ours = raw()
+    stock = mime._Policy(linesep="\r\n")  # a header registry of its own, as the library makes
+    monkeypatch.setattr(package, "POLICY", stock)
+    monkeypatch.setattr(mime, "POLICY", stock)
+    monkeypatch.setattr(mime._Generator, "_make_boundary", BytesGenerator._make_boundary)
+    assert raw() == ours

@@ -172,3 +172,18 @@ def test_workers_end_with_a_sender_killed_outright(tmp_path: Path) -> None:
     while any(_running(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in helpers if _running(pid)]
+
+
+async def test_a_run_expecting_many_messages_composes_every_one_in_a_worker() -> None:
+    composer = Composer(SETTINGS, workers=1)
+    try:
+        composer.expect(IN_PROCESS_FIRST - 1)  # too few to pay for a process
+        assert composer._starter is None
+        composer.expect(IN_PROCESS_FIRST)
+        assert composer._starter is not None
+        await asyncio.to_thread(composer._starter.join)
+        for number in range(3):
+            assert (await composer.compose(job(number))).built is None
+        assert composer.in_process == 0
+    finally:
+        composer.close()

@@ -411,6 +411,34 @@ class TestConnectionReuse:
         assert isinstance(recorder.calls[0][1], TransientDeliveryError)
         assert server.connections == 2
 
+    @pytest.mark.parametrize("noticed", [False, True])
+    @pytest.mark.parametrize("fresh", [10.0, 0.0])
+    async def test_a_connection_closed_while_idle_is_replaced(
+        self,
+        smtp_server: ServerFactory,
+        noticed: bool,
+        fresh: float,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """The server closed the connection between two messages (whether or not the client
+        saw it go, and whether the connection counts as recently used, without a NOOP, or
+        not): the next message goes over a new one, with no failed attempt to show for it."""
+        monkeypatch.setattr("notifier.deliver.FRESH_SECONDS", fresh)
+        server = await smtp_server()
+        settings = settings_for(server)
+        recorder = Recorder()
+        async with Mailer(settings) as mailer:
+            first = await mailer.send(message(settings, "a@x.org"))
+            server.drop_connections()
+            if noticed:
+                await asyncio.sleep(0.1)
+            second = await mailer.send(message(settings, "b@y.org"), on_attempt=recorder)
+            assert mailer.connections == 2
+        assert [d.status for d in (first, second)] == [DeliveryStatus.DELIVERED] * 2
+        assert second.attempts == 1
+        assert [(number, error) for number, error, _ in recorder.calls] == [(1, None)]
+        assert [m.rcpt_tos for m in server.messages] == [("a@x.org",), ("b@y.org",)]
+
     async def test_concurrent_sends_share_the_connection(self, smtp_server: ServerFactory) -> None:
         """Concurrent sends are serialised on the one connection."""
         server = await smtp_server()

@@ -94,6 +94,8 @@ class Batch:
             cache.write_behind = _WRITE_BEHIND  # an answer per address: written in bulk
         self._blocks = Blocks(share) if share is not None else None
         self._units = None if dry_run or test_recipient else share  # not for rehearsals
+        # recipients' keys looked up as they are found (a rehearsal encrypts to the tester)
+        self._keys_ahead = not test_recipient
         self._collecting_less = False
 
     @property
@@ -180,7 +182,12 @@ class Batch:
         if resolution.channels and not self.options.dry_run:
             self._channels[ip_id] = resolution
         route = Route(resolution.recipients, resolution.fallbacks, resolution.network)
+        routes = len(self._routes.values)
         self._ip_route[ip_id] = self._routes.id(route)
+        if len(self._routes.values) > routes:  # new recipients: get ready for their messages
+            self.notifier.expect_messages(routes)
+            if self._keys_ahead:
+                self._keys_ahead = self.notifier.prefetch_keys(route.recipients)
         self.counts.resolved += 1
         self._on_progress(self.counts)
 
@@ -267,12 +274,12 @@ class Batch:
                     plans.setdefault(contact.address, Plan(contact)).rows.append(index)
         self.counts.recipients = len(plans)
         rounds = [plans]
-        keys = self.notifier.prefetch_keys([plans[a].contact for a in sorted(plans)])
+        if self._keys_ahead:  # in the order of sending, before those waiting from the lookups
+            self.notifier.prefetch_keys([plans[a].contact for a in sorted(plans)], first=True)
         try:
             await self._deliver_round(plans, state, 0)
         finally:
-            if keys is not None:
-                keys.cancel()
+            self.notifier.stop_prefetch()
 
         # the ladder: findings nobody took climb to their next fallback, rung by rung
         rung = 0

@@ -8,11 +8,14 @@ handed to SMTP are 7-bit ASCII with CRLF line ends.
 from __future__ import annotations
 
 import hashlib
+import random
 import re
+import sys
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import EmailPolicy
@@ -49,7 +52,28 @@ class _Policy(EmailPolicy):
         return super().fold_binary(name, value)
 
 
-POLICY = _Policy(linesep="\r\n")
+class _Registry(HeaderRegistry):
+    """The standard header classes, each made once.
+
+    The base class makes a new class for every header it is asked for (some thirty a message,
+    and again for every header count check); the headers made are the same.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+POLICY = _Policy(linesep="\r\n", header_factory=_Registry())
+# the boundary the generator makes: fifteen "=", a random number of fixed width, "=="
+_BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +116,21 @@ class _Generator(BytesGenerator):
     The base class writes every body line and every line end separately (two calls per line,
     thousands per message); one substitution gives the same bytes.
     """
+
+    @classmethod
+    def _make_boundary(cls, text: bytes | str | None = None) -> str:
+        # the base class compiles a new expression for every boundary it tries; a plain search
+        # refuses every boundary it would (and those found inside a line too)
+        while True:
+            number = random.randrange(sys.maxsize)
+            boundary = f"{'=' * 15}{number:0{_BOUNDARY_WIDTH}d}=="
+            if text is None:
+                return boundary
+            if isinstance(text, bytes):
+                if f"--{boundary}".encode() not in text:
+                    return boundary
+            elif f"--{boundary}" not in text:
+                return boundary
 
     def _write_lines(self, lines: str) -> None:
         if lines:

@@ -5,7 +5,10 @@ hundreds of messages they would hold the one core the event loop also needs for 
 audit log and the lookups still running. ``Composer`` composes the first ``IN_PROCESS_FIRST``
 messages of a run itself, then starts worker processes (once per run: one per core but the one
 the sending process keeps busy, at least one) and hands every further message to them, so a
-``send`` never pays for processes and a batch composes on the other cores.
+``send`` never pays for processes and a batch composes on the other cores. A run that knows
+early that it will send many messages (a batch, once its lookups have found enough recipients)
+calls ``expect``: the workers start then, while it is still looking up, and are up before its
+first message, so every one of its messages is composed in a worker.
 
 A worker runs the same ``compose`` on the same settings and templates and sends back the exact
 bytes and the fields of the log record; the object form of the message is read back from those
@@ -119,10 +122,17 @@ class Composer:
         self.settings = settings
         self.workers = default_workers() if workers is None else workers
         self.composed = 0  # messages asked for in this run
+        self.in_process = 0  # of which composed here, not in a worker
         self._pool: ProcessPoolExecutor | None = None
         self._starter: threading.Thread | None = None
         self._ready = threading.Event()  # every worker has answered once
         self._broken = False
+
+    def expect(self, messages: int) -> None:
+        """This run will compose about ``messages`` messages: start the workers now if they
+        pay (as many as the first ``IN_PROCESS_FIRST`` would start them anyway)."""
+        if messages >= IN_PROCESS_FIRST:
+            self._start_once()
 
     async def compose(self, job: Job) -> ComposedMessage:
         """``job`` composed: in a worker once the run has many messages, else here."""
@@ -136,6 +146,7 @@ class Composer:
                 composed = None
             if composed is not None:
                 return composed
+        self.in_process += 1
         return job.run(self.settings)
 
     def _usable_pool(self) -> ProcessPoolExecutor | None:
@@ -143,12 +154,16 @@ class Composer:
             return None
         if self._ready.is_set():
             return self._pool
-        if self._starter is None and self.workers >= 1 and self.composed > IN_PROCESS_FIRST:
+        if self.composed > IN_PROCESS_FIRST:
+            self._start_once()
+        return None  # until every worker is up, messages are composed here
+
+    def _start_once(self) -> None:
+        if self._starter is None and self.workers >= 1 and not self._broken:
             # started beside the event loop: starting a process waits for the server to have
             # imported the package, which would hold up every lookup and SMTP exchange
             self._starter = threading.Thread(target=self._start, name="compose-workers")
             self._starter.start()
-        return None  # until every worker is up, messages are composed here
 
     def _start(self) -> None:
         # forkserver: workers start from a clean process, not a fork of this one with its

@@ -35,6 +35,9 @@ from .records import (
 
 __all__ = ["CaseState", "MessageState", "ReadModel", "normalise_case", "strip_id"]
 
+# the only records a lean model (what may be sent) folds
+_LEAN_EVENTS = frozenset({Intent.event, Outcome.event, Suppress.event})
+
 
 def normalise_case(text: str) -> str:
     """A case reference as the log stores it (``ntf-abc`` -> ``NTF-ABC``)."""
@@ -213,6 +216,8 @@ class ReadModel(CaseLadder):
     def add(self, record: Record) -> None:
         """Take one stored record into account (records must come in log order)."""
         self.records += 1
+        if self.lean and record.get("event") not in _LEAN_EVENTS:
+            return  # not read at all: a batch's log is mostly resolutions, each a large record
         entry = parse(record)
         if entry is None or (self.lean and not isinstance(entry, Intent | Outcome | Suppress)):
             return

@@ -256,14 +256,18 @@ class SMTPServer:
         if server is None:
             return
         server.close()
-        for protocol in list(self._protocols):
-            if protocol.transport is not None:
-                protocol.transport.close()
-        self._protocols.clear()
+        self.drop_connections()
         try:
             await asyncio.wait_for(server.wait_closed(), 2)
         except TimeoutError:
             pass
+
+    def drop_connections(self) -> None:
+        """Close every open connection, as a server does with one idle past its timeout."""
+        for protocol in list(self._protocols):
+            if protocol.transport is not None:
+                protocol.transport.close()
+        self._protocols.clear()
 
     async def __aenter__(self) -> SMTPServer:
         await self.start()

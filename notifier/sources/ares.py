@@ -58,24 +58,53 @@ class _LoopResolver(aiodns.DNSResolver):
 
 
 class BulkResolver:
-    """Queries through one c-ares channel to the configured nameservers (or the system's)."""
+    """Queries through one c-ares channel to the configured nameservers (or the system's).
+
+    ``close`` ends the channel once no query is on it. A query that comes after (an HTTP
+    connection of a lookup that outlives the batch's lookups, which took this resolver before
+    it closed) opens a channel again for as long as it needs one: it is answered, not failed.
+    """
 
     def __init__(self, settings: DNSSettings) -> None:
-        servers = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in settings.endpoints()]
+        self._servers = [f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in settings.endpoints()]
+        self._timeout = settings.timeout
+        self._resolver: _LoopResolver | None = self._channel()
+        self._active = 0  # queries on the channel
+        self._closed = False
+
+    def _channel(self) -> _LoopResolver:
         # two tries inside the configured timeout (c-ares doubles the wait for the second): a
         # datagram lost under load is asked again
-        self._resolver = _LoopResolver(
-            nameservers=servers or None, timeout=settings.timeout / 3, tries=2, rotate=False
+        return _LoopResolver(
+            nameservers=self._servers or None, timeout=self._timeout / 3, tries=2, rotate=False
         )
 
     async def query(self, name: str, rdtype: str) -> BulkAnswer:
         """Records of ``rdtype`` (A, AAAA, PTR or MX) for ``name``; dnspython's exceptions on
         failure (NXDOMAIN, NoAnswer, Timeout, NoNameservers, DNSException)."""
+        if self._resolver is None:
+            self._resolver = self._channel()
+        resolver = self._resolver
+        self._active += 1
+        try:
+            return await self._query(resolver, name, rdtype)
+        finally:
+            self._active -= 1
+            if self._closed and not self._active:
+                await self._end()
+
+    async def _end(self) -> None:
+        resolver, self._resolver = self._resolver, None
+        if resolver is not None:
+            await resolver.close()
+
+    @staticmethod
+    async def _query(resolver: _LoopResolver, name: str, rdtype: str) -> BulkAnswer:
         wanted = _TYPES[rdtype]
         try:
             # c-ares ends the query itself (two tries within the timeout, as set up above); a
             # timer of our own per query cost as much CPU as the query
-            result = await self._resolver.query_dns(name, rdtype)
+            result = await resolver.query_dns(name, rdtype)
         except aiodns.error.DNSError as exc:
             code = exc.args[0] if exc.args else None
             if code == _NOTFOUND:
@@ -106,4 +135,6 @@ class BulkResolver:
         return BulkAnswer(tuple(values), "\n".join(lines))
 
     async def close(self) -> None:
-        await self._resolver.close()
+        self._closed = True
+        if not self._active:
+            await self._end()

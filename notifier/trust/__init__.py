@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,7 +26,11 @@ from .dkim import DKIMSigner
 from .keyring import Keyring
 from .pgpmime import wrap
 
-__all__ = ["MessageGuard", "Protection", "EncryptionRequired"]
+__all__ = ["KEYS_AHEAD", "MessageGuard", "Protection", "EncryptionRequired"]
+
+# recipients' key lookups under way at once ahead of their messages: enough to keep ahead of
+# the sending, few enough that the lookups a batch still runs keep their connections
+KEYS_AHEAD = 32
 
 
 class EncryptionRequired(NotifierError):
@@ -59,6 +65,8 @@ class MessageGuard:
         pgp = settings.pgp
         self._keyring: Keyring | None = None
         self._lookups: dict[str, asyncio.Task[KeyLookup]] = {}
+        self._ahead: deque[Contact] = deque()  # recipients whose lookup waits for a place
+        self._running = 0  # lookups started from ``ahead`` and not yet done
         self._unreachable = HostFailures()
         self.dkim = DKIMSigner.load(settings.dkim) if settings.dkim.enabled else None
         if pgp.signing_key or pgp.encrypt:
@@ -95,6 +103,39 @@ class MessageGuard:
         if self.settings.pgp.encrypt and self._keyring is not None:
             return self._lookup(contact, ctx, self._keyring)
         return None
+
+    def ahead(
+        self, contacts: Iterable[Contact], ctx: LookupContext, *, first: bool = False
+    ) -> bool:
+        """Look up these recipients' keys before their messages are sent, ``KEYS_AHEAD`` at a
+        time, in the order given (before those already waiting when ``first``). False when no
+        key is looked for in this run."""
+        if not (self.settings.pgp.encrypt and self._keyring is not None):
+            return False
+        fresh = [c for c in contacts if c.address.lower() not in self._lookups]
+        if first:
+            self._ahead.extendleft(reversed(fresh))
+        else:
+            self._ahead.extend(fresh)
+        self._next(ctx)
+        return True
+
+    def stop_ahead(self) -> None:
+        """Start no more lookups ahead (those under way finish: their messages may wait on them)."""
+        self._ahead.clear()
+
+    def _next(self, ctx: LookupContext) -> None:
+        keyring = self._keyring
+        while self._ahead and self._running < KEYS_AHEAD and keyring is not None:
+            contact = self._ahead.popleft()
+            if contact.address.lower() in self._lookups:
+                continue  # looked up already, or asked for by its message meanwhile
+            self._running += 1
+            self._lookup(contact, ctx, keyring).add_done_callback(lambda _: self._done(ctx))
+
+    def _done(self, ctx: LookupContext) -> None:
+        self._running -= 1
+        self._next(ctx)
 
     def _lookup(
         self, contact: Contact, ctx: LookupContext, keyring: Keyring

@@ -1,0 +1,93 @@
+"""A batch's delivery gets ready while its lookups run: compose workers started and the
+recipients' OpenPGP keys looked up as soon as enough recipients are known."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+from pgp_helpers import OWNER, Keys, make_keys, stop_agent
+
+from notifier import Finding, Notifier
+from notifier.batch import Batch, BatchCounts
+from notifier.compose.pool import IN_PROCESS_FIRST
+from notifier.sandbox.keys import publish_wkd
+from notifier.sandbox.world import World, WorldHost, WorldNetwork
+from notifier.testing import Sandbox
+
+NETWORKS = IN_PROCESS_FIRST + 2  # one recipient each: enough to start the workers
+WORLD = World(
+    networks=tuple(
+        WorldNetwork(
+            f"127.40.{n}.0/24",
+            ("ripe", "arin", "apnic", "lacnic")[n % 4],
+            f"NET-{n}",
+            f"NET-{n}",
+            "NL",
+            f"Org {n}",
+            OWNER if n == 0 else f"abuse@org{n}.test",
+        )
+        for n in range(NETWORKS)
+    ),
+    hosts=tuple(WorldHost(f"127.40.{n}.1") for n in range(NETWORKS)),
+    mail_domains=("health-dept.test",),
+)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
+    made = make_keys(tmp_path_factory.mktemp("pgp"), refused=False)
+    yield made
+    stop_agent(made.home)
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with Sandbox(WORLD, directory=tmp_path) as box:
+        yield box
+
+
+async def test_workers_and_keys_are_under_way_before_the_first_message(
+    sandbox: Sandbox, keys: Keys
+) -> None:
+    publish_wkd(sandbox.web, OWNER, keys.owner)
+    started: list[bool] = []  # whether the workers were starting at the first message
+    looked_up: set[str] = set()  # whose keys were being looked up by then
+    async with Notifier(sandbox.settings()) as notifier:
+
+        def on_progress(counts: BatchCounts) -> None:
+            if counts.queued and not started:  # the lookups are done: the first message
+                started.append(notifier._composer._starter is not None)
+                assert notifier._guard is not None
+                looked_up.update(notifier._guard._lookups)
+
+        batch = Batch(notifier, on_progress=on_progress)
+        for n in range(NETWORKS):
+            await batch.submit(Finding(ip_address(f"127.40.{n}.1"), "Redis open", port=6379))
+        await batch.flush()
+        assert notifier._composer.composed == NETWORKS
+    assert started == [True]
+    # every recipient's lookup started while the addresses were being resolved
+    assert looked_up == {OWNER} | {f"abuse@org{n}.test" for n in range(1, NETWORKS)}
+    assert sorted(m.rcpt_tos for m in sandbox.smtp.messages) == sorted(
+        (address,) for address in looked_up
+    )
+    log = sandbox.settings().state_dir / "audit.jsonl"
+    intents = [json.loads(x) for x in log.read_text().splitlines() if '"intent"' in x]
+    protection = next(r["protection"] for r in intents if r["recipient"] == OWNER)
+    assert protection["encrypted_to"] == keys.owner_fpr
+
+
+async def test_a_rehearsal_looks_up_no_recipients_keys_ahead(sandbox: Sandbox) -> None:
+    async with Notifier(sandbox.settings()) as notifier:
+        batch = Batch(notifier, test_recipient="me@research.test")
+        for n in range(3):
+            await batch.submit(Finding(ip_address(f"127.40.{n}.1"), "Redis open", port=6379))
+        await batch.flush()
+        assert notifier._guard is not None
+        # only the tester's key: the messages went to the tester, encrypted to them if at all
+        assert set(notifier._guard._lookups) == {"me@research.test"}
+    assert {m.rcpt_tos for m in sandbox.smtp.messages} == {("me@research.test",)}
