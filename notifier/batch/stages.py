@@ -152,16 +152,17 @@ class Lookups:
             self._idle.set()
 
     async def wait(self) -> None:
-        """Until every address added is resolved (or could not be)."""
+        """Until every address added is resolved (or could not be). The DNS channel stays
+        open for what the run still looks up by name (recipients' keys) until ``close``."""
         try:
             await self._idle.wait()
         finally:
-            await self.close()
+            await self.stop()
         if self._failure is not None:
             raise self._failure
 
-    async def close(self) -> None:
-        """Stop every lookup still going; let the workers go; hand the DNS channel back."""
+    async def stop(self) -> None:
+        """Stop every lookup still going; let the workers go."""
         self._workers_wanted = 0  # a later wave of addresses is looked up here
         remotes, self._remotes = self._remotes, []
         await asyncio.gather(*(remote.close() for remote in remotes))
@@ -170,6 +171,10 @@ class Lookups:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """``stop``, and hand the DNS channel back."""
+        await self.stop()
         bulk, self._bulk = self._bulk, None
         if bulk is not None:
             if self._ctx.bulk_dns is bulk:
