@@ -189,9 +189,19 @@ def registry_networks(bw: BenchWorld, ips: Iterator[str] | Sequence[str]) -> dic
     return counts
 
 
-def lower_bound(per_registry: dict[str, int], rate: float, latency: float) -> float:
-    """Fastest a run can finish: the busiest registry's queries at ``rate``, plus one latency."""
-    return max(per_registry.values()) / rate + latency
+def named_domains(bw: BenchWorld, ips: Iterator[str] | Sequence[str]) -> int:
+    """Distinct customer domains among ``ips``' host names: the domain registry is asked once
+    for each, and the client paces it like every RDAP server (``rdap.rate_per_second``)."""
+    names = {host.ip: host.name for host in bw.world.hosts if host.name}
+    return len({names[ip].split(".", 1)[1] for ip in set(ips) if ip in names})
+
+
+def lower_bound(
+    per_registry: dict[str, int], rate: float, latency: float, domains: int = 0
+) -> float:
+    """Fastest a run can finish: the busiest registry's queries at ``rate``, plus one latency
+    (the domain registry's ``domains`` queries too, when they are more)."""
+    return max(*per_registry.values(), domains) / rate + latency
 
 
 def configure_sandbox(sandbox: Any, rate: float, burst: float, keep_alive: bool = True) -> None:

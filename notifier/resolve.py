@@ -328,8 +328,14 @@ async def complete(
     rdns_report: SourceReport,
     registry_reports: list[SourceReport],
     ctx: LookupContext,
+    early: Awaitable[list[SourceReport]] | None = None,
 ) -> Resolution:
-    """Stages 2 and 3, given stage 1's reports: names, owner sources, the national CERT."""
+    """Stages 2 and 3, given stage 1's reports: names, owner sources, the national CERT.
+
+    ``early``: ``by_name`` for the reverse-DNS names, started as soon as they were known (a
+    batch does, while the address waits for its network's answer); used when no host name hint
+    added a name to them.
+    """
     settings = ctx.settings
     dns_deadline = settings.dns.timeout * 4
     reports = [rdns_report, *registry_reports]
@@ -340,16 +346,35 @@ async def complete(
     hostnames = tuple(dict.fromkeys([*rdns_report.hostnames, *confirmed]))
     network = _network(registry_reports)
     query = Query(target, hostnames=hostnames, network=network)
+    if early is not None and hostnames == tuple(rdns_report.hostnames):
+        reports += await early
+    else:
+        reports += await by_name(target, hostnames, ctx)
+    reports.append(await _run("overrides", overrides.lookup, query, ctx, dns_deadline))
+    return await _decide(target, query, reports, checks, hint_notes, ctx)
 
-    http_deadline = settings.http.timeout * 4 + 1
+
+async def by_name(
+    target: Target, hostnames: tuple[str, ...], ctx: LookupContext
+) -> list[SourceReport]:
+    """The lookups by host name: security.txt, and the RDAP of the names' domains (cached by
+    name, one fetch per name in flight)."""
+    settings = ctx.settings
+    query = Query(target, hostnames=hostnames)
     # a generic hosting name's domain is the provider's: its registrar and registrant say
     # nothing of the host's owner (and a batch would ask the domain registry once per pool)
     named = tuple(h for h in hostnames if not rdns.is_generic_hosting_name(h, target.ip))
     # only generic names: the source has nothing to fetch, so nothing to keep or share
     names = ",".join(sorted(hostnames)) if named else ""
-    by_name = (
+    lookups = (
         _cached(
-            "security.txt", names, "security.txt", securitytxt.lookup, query, ctx, http_deadline
+            "security.txt",
+            names,
+            "security.txt",
+            securitytxt.lookup,
+            query,
+            ctx,
+            settings.http.timeout * 4 + 1,
         ),
         _cached(
             "domain-rdap",
@@ -360,13 +385,11 @@ async def complete(
             ctx,
             settings.rdap.timeout * 3 + settings.whois.timeout,
         ),
-        _run("overrides", overrides.lookup, query, ctx, dns_deadline),
     )
     if named:
-        reports += await asyncio.gather(*by_name)
-    else:  # nothing to fetch by name (most addresses of a batch): no task for each of them
-        reports += [await lookup for lookup in by_name]
-    return await _decide(target, query, reports, checks, hint_notes, ctx)
+        return list(await asyncio.gather(*lookups))
+    # nothing to fetch by name (most addresses of a batch): no task for each of them
+    return [await lookup for lookup in lookups]
 
 
 async def _decide(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -15,7 +16,10 @@ from test_compose_pool import _descendants, _running
 from notifier import Finding, Notifier
 from notifier.batch import Batch, BatchCounts, FindingOutcome
 from notifier.batch import stages as batch_stages
+from notifier.batch.stages import Lookups
 from notifier.cache import LookupCache
+from notifier.models import Resolution, Target
+from notifier.resolve import registry
 from notifier.sandbox.world import World, WorldHost, WorldNetwork
 from notifier.testing import Sandbox
 
@@ -146,3 +150,32 @@ def test_a_worker_ends_with_a_sender_killed_outright(tmp_path: Path) -> None:
     while any(_running(pid) for pid in helpers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in helpers if _running(pid)]
+
+
+async def test_lookups_by_name_start_before_the_networks_answer(tmp_path: Path) -> None:
+    """A worker's address with an owner's host name: its security.txt is fetched while the
+    address still waits for its registry answer, and used (once) when it comes."""
+    target = Target(ip_address("127.40.0.7"))
+    resolved: list[Resolution] = []
+
+    async def finish(_: int, resolution: Resolution) -> None:
+        resolved.append(resolution)
+
+    async with Sandbox(NETS, directory=tmp_path) as box:
+        async with Notifier(box.settings()) as notifier:
+            answer = await registry(target, notifier.ctx)
+            lookups = Lookups(
+                notifier.ctx, {0: target}.__getitem__, finish, lambda *_: None, own_registry=False
+            )
+            lookups.add(0)
+            for _ in range(100):
+                if any(r.path.endswith("security.txt") for r in box.web.requests):
+                    break
+                await asyncio.sleep(0.05)
+            assert not resolved  # still waiting for its network
+            fetched = [r for r in box.web.requests if r.path.endswith("security.txt")]
+            assert fetched
+            lookups.answer(0, answer)
+            await lookups.wait()
+        assert [r for r in box.web.requests if r.path.endswith("security.txt")] == fetched
+    assert "security@owner.test" in [c.address for c in resolved[0].recipients]

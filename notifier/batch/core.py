@@ -261,6 +261,7 @@ class Batch:
         try:
             return await self._flush()
         finally:
+            await self._lookups.close()
             if self._collecting_less:
                 self._collecting_less = False
                 usual_collections()

@@ -31,9 +31,10 @@ from typing import Any
 
 from ..errors import NotifierError
 from ..models import Resolution, SourceReport, Target
-from ..resolve import complete, registry, reverse_dns
+from ..resolve import by_name, complete, registry, reverse_dns
 from ..sources import LookupContext
 from ..sources.ares import BulkResolver
+from ..sources.rdns import is_generic_hosting_name
 from .remote import REMOTE_AFTER, Remote, Result, default_lookup_workers
 from .turns import Answered, Turns
 
@@ -98,8 +99,9 @@ class Lookups:
         self._rdns: dict[int, SourceReport] = {}  # DNS done, registry not yet
         self._registry: dict[int, list[SourceReport]] = {}  # registry done, DNS not yet
         self._ready: deque[tuple[int, SourceReport, list[SourceReport]]] = deque()
+        self._early: dict[int, asyncio.Task[list[SourceReport]]] = {}  # lookups by name
         self._finishers = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -150,16 +152,17 @@ class Lookups:
             self._idle.set()
 
     async def wait(self) -> None:
-        """Until every address added is resolved (or could not be)."""
+        """Until every address added is resolved (or could not be). The DNS channel stays
+        open for what the run still looks up by name (recipients' keys) until ``close``."""
         try:
             await self._idle.wait()
         finally:
-            await self.close()
+            await self.stop()
         if self._failure is not None:
             raise self._failure
 
-    async def close(self) -> None:
-        """Stop every lookup still going; let the workers go; hand the DNS channel back."""
+    async def stop(self) -> None:
+        """Stop every lookup still going; let the workers go."""
         self._workers_wanted = 0  # a later wave of addresses is looked up here
         remotes, self._remotes = self._remotes, []
         await asyncio.gather(*(remote.close() for remote in remotes))
@@ -168,6 +171,10 @@ class Lookups:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        """``stop``, and hand the DNS channel back."""
+        await self.stop()
         bulk, self._bulk = self._bulk, None
         if bulk is not None:
             if self._ctx.bulk_dns is bulk:
@@ -191,6 +198,7 @@ class Lookups:
                 report = await self._reverse_dns(ip_id)
                 if self._on_dns is not None:
                     self._on_dns()
+                self._by_name_early(ip_id, report)
                 reports = self._registry.pop(ip_id, None)
                 if reports is None:
                     self._rdns[ip_id] = report
@@ -250,6 +258,18 @@ class Lookups:
         finally:
             del self._blocks[block]
 
+    def _by_name_early(self, ip_id: int, report: SourceReport) -> None:
+        """Start the lookups by host name (security.txt, domain RDAP) of an address with an
+        owner's name now, not once its network is known: the domain registries have their
+        own pace, which their queue then keeps from the start."""
+        names = tuple(report.hostnames)
+        target = self._target(ip_id)
+        if any(not is_generic_hosting_name(n, target.ip) for n in names):
+            task = asyncio.get_running_loop().create_task(by_name(target, names, self._ctx))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            self._early[ip_id] = task
+
     def answer(self, ip_id: int, reports: list[SourceReport]) -> None:
         """The registry's answer for an address: to the worker holding it, or paired here with
         its reverse DNS once both are known."""
@@ -291,8 +311,9 @@ class Lookups:
                 ip_id, report, reports = self._ready.popleft()
                 await self._turns.take()
                 target = self._target(ip_id)
+                early = self._early.pop(ip_id, None)
                 try:
-                    resolution = await complete(target, report, reports, self._ctx)
+                    resolution = await complete(target, report, reports, self._ctx, early)
                 except NotifierError as exc:
                     self._fail(ip_id, str(exc))  # this address cannot be resolved; the rest goes on
                 else:
