@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
@@ -513,3 +516,19 @@ def test_bytes_as_the_standard_library_writes_them(
     monkeypatch.setattr(mime, "POLICY", stock)
     monkeypatch.setattr(mime._Generator, "_make_boundary", BytesGenerator._make_boundary)
     assert raw() == ours
+
+
+@given(
+    st.lists(
+        st.sampled_from(list("ab =\t\r\n.-é\x00\x7f\xff") + ["x" * 70, "=" * 5, " " * 3]),
+        max_size=60,
+    ).map("".join),
+    st.integers(min_value=4, max_value=100),
+)
+@hyp_settings(max_examples=300, deadline=None)
+def test_quoted_printable_body_as_the_library_encodes_it(body: str, width: int) -> None:
+    from email import quoprimime
+
+    from notifier.compose.mime import _qp_body
+
+    assert _qp_body(body, width) == quoprimime.body_encode(body, width)

@@ -12,6 +12,7 @@ own, so a user's template wraps exactly as before.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import Environment, pass_environment
@@ -61,6 +62,19 @@ def wordwrap(
     if type(s) is not str or width <= 0:
         return do_wordwrap(environment, s, width, break_long_words, wrapstring, break_on_hyphens)
     newline = environment.newline_sequence if wrapstring is None else wrapstring
+    return _wrapped(environment, s, width, break_long_words, newline, break_on_hyphens)
+
+
+# the guides' paragraphs and the template's own sentences come back in every message
+@lru_cache(maxsize=4096)
+def _wrapped(
+    environment: Environment,
+    s: str,
+    width: int,
+    break_long_words: bool,
+    newline: str,
+    break_on_hyphens: bool,
+) -> str:
     paragraphs = []
     for line in s.splitlines():
         wrapped: list[str] | None = None
