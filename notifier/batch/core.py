@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from array import array
 from collections.abc import Callable
 from typing import Any
 
 from ..cache import LookupCache
 from ..compose import check_template
-from ..errors import ConfigError
+from ..errors import AuditError, ConfigError
 from ..ladder import SendOptions
 from ..ledger import Record
 from ..models import (
@@ -221,7 +222,16 @@ class Batch:
             group[1].append(str(resolution.target.ip))
         self._grouped += 1
         if self._grouped >= _LOG_EVERY:
-            self._logging.append(self._log_resolutions())
+            written = self._log_resolutions()
+            written.add_done_callback(self._read_back)
+            self._logging.append(written)
+
+    def _read_back(self, written: asyncio.Future[list[Record]]) -> None:
+        # the sender's view of the log (and what earlier runs wrote) read now, while the
+        # lookups go on, rather than all at the first message; a failure is raised there
+        if not written.cancelled() and written.exception() is None:
+            with contextlib.suppress(AuditError):
+                self.notifier.gate.refresh()
 
     def _log_resolutions(self) -> asyncio.Future[list[Record]]:
         """The resolutions on disk before anything is sent on their strength: one record per
