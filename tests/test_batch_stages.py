@@ -295,3 +295,34 @@ class TestResolutionRecords:
             model = ledger.view().refresh()
             assert all(f"127.21.0.{h}" in model.resolutions for h in range(1, 41))
             assert len(box.smtp.messages) == 1
+
+    async def test_records_written_while_the_lookups_go_on(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every few resolved addresses their records are written, not all at the end: each
+        address is still named once, and every record is on disk before the first intent."""
+        from notifier.batch import core
+        from notifier.ledger import open_ledger
+
+        monkeypatch.setattr(core, "_LOG_EVERY", 4)
+        async with Sandbox(NETS, directory=tmp_path) as box:
+            settings = box.settings()
+            async with Notifier(settings) as notifier:
+                batch = Batch(notifier)
+                for host in range(1, 21):
+                    for net in (20, 21):
+                        ip = ip_address(f"127.{net}.0.{host}")
+                        await batch.submit(Finding(ip, "open ES", port=9200))
+                await batch.flush()
+            ledger = open_ledger(settings, clock=lambda: datetime.now(UTC))
+            events = [r["event"] for r in ledger.records()]
+            records = [r for r in ledger.records() if r["event"] == "resolution"]
+            named = [r["ip"] for r in records] + [ip for r in records for ip in r["ips"]]
+            assert sorted(named) == sorted(
+                f"127.{net}.0.{host}" for host in range(1, 21) for net in (20, 21)
+            )
+            assert events.index("intent") > max(
+                i for i, event in enumerate(events) if event == "resolution"
+            )
+            # two ranges resolved alike: two records if written at the end, more in steps of 4
+            assert len(records) > 2 and len(box.smtp.messages) == 2

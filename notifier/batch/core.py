@@ -11,6 +11,7 @@ from ..cache import LookupCache
 from ..compose import check_template
 from ..errors import ConfigError
 from ..ladder import SendOptions
+from ..ledger import Record
 from ..models import (
     DeliveryStatus,
     Finding,
@@ -46,6 +47,10 @@ _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
 _IPS_PER_RECORD = 1000  # addresses named by one resolution record at most
 _WRITE_BEHIND = 256  # lookup cache stores written in one transaction
 _YIELD_EVERY = 32  # submits between two chances for the lookups to run
+# addresses resolved between two writes of resolution records while the lookups go on: the
+# records are on disk before the first message either way, but written while the registries'
+# queues drain they cost the sending nothing (a range split over two writes gets two records)
+_LOG_EVERY = 1024
 _MAX_DELIVERY_WORKERS = 2 * MAX_SMTP_CONNECTIONS  # compose the next messages while others send
 
 
@@ -86,6 +91,8 @@ class Batch:
         self._routes = Interned(None)
         self._lookups = Lookups(notifier.ctx, self._target, self._resolved, self._unresolved)
         self._alike: dict[tuple[Any, ...], tuple[Resolution, list[str]]] = {}
+        self._grouped = 0  # addresses in ``_alike``
+        self._logging: list[asyncio.Future[list[Record]]] = []  # resolution records being written
         self.result = SendResult()
         # other processes on this input share its lookups and messages through the cache
         cache = notifier.ctx.cache
@@ -212,10 +219,14 @@ class Batch:
             self._alike[key] = (resolution, [])
         else:
             group[1].append(str(resolution.target.ip))
+        self._grouped += 1
+        if self._grouped >= _LOG_EVERY:
+            self._logging.append(self._log_resolutions())
 
-    async def _log_resolutions(self) -> None:
+    def _log_resolutions(self) -> asyncio.Future[list[Record]]:
         """The resolutions on disk before anything is sent on their strength: one record per
-        group of addresses that resolved alike (a network range's, mostly), not one each."""
+        group of addresses that resolved alike (a network range's, mostly), not one each. The
+        groups so far are taken now; the writes are done when the answer is."""
         writes = []
         for first, more in self._alike.values():
             record = resolution_record(first)
@@ -226,8 +237,9 @@ class Batch:
                     chunk = chunk[1:]
                 writes.append(self.notifier.log("resolution", **record, ips=chunk))
         self._alike = {}
+        self._grouped = 0
         # concurrent appends share one write and one fsync
-        await asyncio.gather(*writes)
+        return asyncio.gather(*writes)
 
     def _unresolved(self, ip_id: int, reason: str) -> None:
         self._errors[ip_id] = reason
@@ -264,7 +276,8 @@ class Batch:
             await self._lookups.wait()
         if isinstance(self.notifier.ctx.cache, LookupCache):
             self.notifier.ctx.cache.flush()  # what was learnt is kept even if sending fails
-        await self._log_resolutions()
+        # the records written while the lookups went on, and the rest
+        await asyncio.gather(*self._logging, self._log_resolutions())
         rows = len(self._rows)
         state = bytearray(rows)
         plans: dict[str, Plan] = {}

@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import EmailPolicy
 from io import BytesIO
+from typing import Any
 
 from ..addresses import header_text
 from ..errors import ConfigError, TemplateError
@@ -42,8 +43,27 @@ _PHRASE_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 _UNFOLDED = frozenset({"x-notifier-log-head", "x-notifier-case", "message-id", "in-reply-to"})
 
 
+# the MIME headers every message sets to the same few values (a part's type, its encoding):
+# parsed once and shared, since a parsed header is never changed, only replaced
+_STATIC = frozenset(
+    {"content-type", "content-transfer-encoding", "mime-version", "content-disposition"}
+    | {"content-language", "auto-submitted"}
+)
+_STATIC_KEPT = 256
+
+
 class _Policy(EmailPolicy):
     """SMTP line ends; the headers tools parse back are never folded (they stay under 998)."""
+
+    def header_store_parse(self, name: str, value: Any) -> tuple[str, Any]:
+        if type(value) is not str or name.lower() not in _STATIC or "boundary=" in value:
+            return super().header_store_parse(name, value)
+        parsed = _parsed.get((name, value))
+        if parsed is None:
+            parsed = super().header_store_parse(name, value)
+            if len(_parsed) < _STATIC_KEPT:
+                _parsed[(name, value)] = parsed
+        return parsed
 
     def fold_binary(self, name: str, value: str) -> bytes:
         text = str(value)
@@ -71,6 +91,7 @@ class _Registry(HeaderRegistry):
         return made
 
 
+_parsed: dict[tuple[str, str], tuple[str, Any]] = {}
 POLICY = _Policy(linesep="\r\n", header_factory=_Registry())
 # the boundary the generator makes: fifteen "=", a random number of fixed width, "=="
 _BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
