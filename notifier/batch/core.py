@@ -46,7 +46,7 @@ _PENDING = -1  # an address's route before its resolution is known
 _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
 _IPS_PER_RECORD = 1000  # addresses named by one resolution record at most
 _WRITE_BEHIND = 256  # lookup cache stores written in one transaction
-_YIELD_EVERY = 32  # submits between two chances for the lookups to run
+_YIELD_EVERY = 256  # submits between two chances for the lookups to run
 # addresses resolved between two writes of resolution records while the lookups go on: the
 # records are on disk before the first message either way, but written while the registries'
 # queues drain they cost the sending nothing (a range split over two writes gets two records)
