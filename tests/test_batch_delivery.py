@@ -91,3 +91,23 @@ async def test_a_rehearsal_looks_up_no_recipients_keys_ahead(sandbox: Sandbox) -
         # only the tester's key: the messages went to the tester, encrypted to them if at all
         assert set(notifier._guard._lookups) == {"me@research.test"}
     assert {m.rcpt_tos for m in sandbox.smtp.messages} == {("me@research.test",)}
+
+
+async def test_many_networks_with_one_desk_start_no_workers(tmp_path: Path) -> None:
+    """52 networks, one abuse desk for all: one message, composed here, no process started."""
+    one_desk = World(
+        networks=tuple(
+            WorldNetwork(n.cidr, n.registry, n.handle, n.name, n.country, n.org, "abuse@one.test")
+            for n in WORLD.networks
+        ),
+        hosts=WORLD.hosts,
+    )
+    async with Sandbox(one_desk, directory=tmp_path) as box:
+        async with Notifier(box.settings()) as notifier:
+            batch = Batch(notifier)
+            for n in range(NETWORKS):
+                await batch.submit(Finding(ip_address(f"127.40.{n}.1"), "Redis open", port=6379))
+            await batch.flush()
+            assert notifier._composer._starter is None
+            assert notifier._composer.in_process == 1
+        assert [m.rcpt_tos for m in box.smtp.messages] == [("abuse@one.test",)]

@@ -104,6 +104,7 @@ class Batch:
         self._units = None if dry_run or test_recipient else share  # not for rehearsals
         # recipients' keys looked up as they are found (a rehearsal encrypts to the tester)
         self._keys_ahead = not test_recipient
+        self._recipients: set[str] = set()  # found so far (each gets at least one message)
         self._collecting_less = False
 
     @property
@@ -192,10 +193,13 @@ class Batch:
         route = Route(resolution.recipients, resolution.fallbacks, resolution.network)
         routes = len(self._routes.values)
         self._ip_route[ip_id] = self._routes.id(route)
-        if len(self._routes.values) > routes:  # new recipients: get ready for their messages
-            self.notifier.expect_messages(routes)
-            if self._keys_ahead:
-                self._keys_ahead = self.notifier.prefetch_keys(route.recipients)
+        if len(self._routes.values) > routes:  # maybe new recipients: ready for their messages
+            new = [c for c in route.recipients if c.address not in self._recipients]
+            if new:
+                self._recipients.update(c.address for c in new)
+                self.notifier.expect_messages(len(self._recipients))
+                if self._keys_ahead:
+                    self._keys_ahead = self.notifier.prefetch_keys(new)
         self.counts.resolved += 1
         self._on_progress(self.counts)
 
