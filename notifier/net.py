@@ -12,7 +12,7 @@ import asyncio
 import ipaddress
 import ssl
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -264,8 +264,11 @@ async def fetch(
     max_redirects: int = 5,
     https_only: bool = False,
     source: str = "http",
+    before_hop: Callable[[str], Awaitable[None]] | None = None,
 ) -> FetchResult:
-    """GET ``url`` following at most ``max_redirects`` redirects, within ``deadline`` seconds.
+    """GET ``url`` following at most ``max_redirects`` redirects, within ``deadline`` seconds;
+    ``before_hop`` is awaited with each redirect's URL before it is asked (a rate limiter: the
+    server a redirect leads to counts that request like any other).
 
     Raises ``SourceTimeout`` past the deadline, ``SourceProtocolError`` for a body over
     ``max_bytes`` or a forbidden redirect, ``SourceUnavailable`` when no connection can be made.
@@ -278,6 +281,8 @@ async def fetch(
                 current = chain[-1]
                 if https_only and not current.startswith("https://"):
                     raise SourceProtocolError(f"refused non-HTTPS URL {current}", source=source)
+                if before_hop is not None and len(chain) > 1:
+                    await before_hop(current)
                 async with client.stream("GET", current, headers={"Accept": accept}) as response:
                     if response.is_redirect and "location" in response.headers:
                         if len(chain) > max_redirects:

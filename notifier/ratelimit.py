@@ -10,6 +10,12 @@ from typing import Protocol, runtime_checkable
 
 __all__ = ["Pacer", "RateLimiter"]
 
+# turns a twentieth further apart than the configured rate: the rate is a ceiling, and a server
+# counts our requests when they reach it, some bunched by the way (a busy event loop on either
+# side, the network); at the exact rate its token bucket would have no slack left for them
+# (measured: 2 to 4 answers of 429 in a 10k batch at the exact rate, none a twentieth below)
+_MARGIN = 1.05
+
 
 @runtime_checkable
 class Pacer(Protocol):
@@ -33,7 +39,7 @@ class RateLimiter:
         *,
         shared: Pacer | None = None,
     ):
-        self._interval = 1.0 / rate
+        self._interval = _MARGIN / rate
         self._clock = clock
         self._shared = shared
         self._next: dict[str, float] = {}

@@ -31,6 +31,7 @@ from notifier.sources.rdap import (
     parse_retry_after,
 )
 from notifier.sources.rdap.bootstrap import freshness
+from notifier.sources.rdap.client import host_of
 
 # file -> (registry, abuse addresses in order; [] where the answer names no abuse desk)
 CORPUS: dict[str, tuple[str, list[str]]] = {
@@ -666,6 +667,30 @@ class TestLookup:
         for _ in range(3):
             await lookup(query(RIPE_IP), ctx)
         assert time.monotonic() - began >= 0.24
+
+    async def test_a_redirect_takes_a_turn_at_its_registry(
+        self, corpus_dir: Path, tmp_path: Path, make_ctx: CtxFactory, start: Starter
+    ) -> None:
+        """The registry a redirect leads to counts that request: it is paced like any other."""
+
+        class Recording(net.RateLimiter):
+            def __init__(self) -> None:
+                super().__init__(1000.0)
+                self.keys: list[str] = []
+
+            async def wait(self, key: str) -> None:
+                self.keys.append(key)
+                await super().wait(key)
+
+        ripe = ripe_registry(corpus_dir)
+        arin = RDAPRegistry("ARIN", blocks=["62.0.0.0/8"])
+        arin.redirect(ripe, "62.0.0.0/8")
+        await start(arin, ripe)
+        limiter = Recording()
+        ctx = make_ctx(str(write_bootstrap(tmp_path / "boot", [arin])), limiter=limiter)
+        report = await lookup(query(RIPE_IP), ctx)
+        assert report.contacts
+        assert limiter.keys == [host_of(arin.base_url), host_of(ripe.base_url)]
 
     async def test_redirect_recorded(
         self, corpus_dir: Path, tmp_path: Path, make_ctx: CtxFactory, start: Starter

@@ -164,6 +164,8 @@ class RDAPClient:
             # a query that starts over HTTPS is never downgraded by a redirect
             https_only=url.startswith("https://"),
             source=self.source,
+            # a redirect's registry takes its turn too (its rate counts that request)
+            before_hop=lambda hop: self.ctx.limiter.wait(host_of(hop)),
         )
         answer = RDAPAnswer(url=url, status=result.status, body=result.body, chain=result.chain)
         final_host = host_of(result.url)
