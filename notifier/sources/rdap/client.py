@@ -7,6 +7,7 @@ tenacity retries on 429/5xx and rate-limit notices, honouring ``Retry-After`` wi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -150,6 +151,22 @@ class RDAPClient:
         return exc.delay if isinstance(exc, _Retryable) else 0.0
 
     async def _once(self, url: str, call: _Call) -> RDAPAnswer:
+        # a turn is taken only with a connection to the registry free: a request that took its
+        # turn and then queued for a connection would leave with the ones queued beside it, and
+        # the registry would count them together (some answers of 429 at the start of a batch)
+        async with self._slot(host_of(url)):
+            return await self._paced(url, call)
+
+    def _slot(self, host: str) -> asyncio.Semaphore:
+        key = f"rdap-slots:{host}"
+        slot = self.ctx.inflight.get(key)
+        if not isinstance(slot, asyncio.Semaphore):
+            slot = self.ctx.inflight[key] = asyncio.Semaphore(
+                self.ctx.settings.http.connections_per_host
+            )
+        return slot
+
+    async def _paced(self, url: str, call: _Call) -> RDAPAnswer:
         settings = self.ctx.settings.rdap
         await self.ctx.limiter.wait(host_of(url))
         self.requests += 1
