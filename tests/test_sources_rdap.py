@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import json
@@ -31,7 +32,7 @@ from notifier.sources.rdap import (
     parse_retry_after,
 )
 from notifier.sources.rdap.bootstrap import freshness
-from notifier.sources.rdap.client import host_of
+from notifier.sources.rdap.client import RDAPClient, host_of
 
 # file -> (registry, abuse addresses in order; [] where the answer names no abuse desk)
 CORPUS: dict[str, tuple[str, list[str]]] = {
@@ -691,6 +692,32 @@ class TestLookup:
         report = await lookup(query(RIPE_IP), ctx)
         assert report.contacts
         assert limiter.keys == [host_of(arin.base_url), host_of(ripe.base_url)]
+
+    async def test_a_turn_is_taken_with_a_connection_free(
+        self, corpus_dir: Path, tmp_path: Path, make_ctx: CtxFactory, start: Starter
+    ) -> None:
+        """With one connection a host, the second request takes its turn once the first is
+        answered, not before (it would queue for the connection and leave with others)."""
+        events: list[str] = []
+
+        class Recording(net.RateLimiter):
+            async def wait(self, key: str) -> None:
+                events.append("turn")
+                await super().wait(key)
+
+        ripe = ripe_registry(corpus_dir)
+        await start(ripe)
+        ctx = make_ctx(str(write_bootstrap(tmp_path / "boot", [ripe])), limiter=Recording(1000.0))
+        http = ctx.settings.http.model_copy(update={"connections_per_host": 1})
+        ctx.settings = ctx.settings.model_copy(update={"http": http})
+        client = RDAPClient(ctx)
+
+        async def get() -> None:
+            await client.get(f"{ripe.base_url}ip/{RIPE_IP}")
+            events.append("answered")
+
+        await asyncio.gather(get(), get())
+        assert events == ["turn", "answered", "turn", "answered"]
 
     async def test_redirect_recorded(
         self, corpus_dir: Path, tmp_path: Path, make_ctx: CtxFactory, start: Starter
