@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
+from .inflight import gate
 from .models import (
     HintCheck,
     Network,
@@ -71,7 +72,7 @@ async def _cached(
         return await _run(name, lookup, query, ctx, deadline)
     # one address's PTR is asked by one process: a mark in the shared store would cost more
     # than the query it saves; names and domains are shared by many addresses and processes
-    async with _gate(ctx, f"{kind}:{key}", shared=kind != "ptr"):
+    async with gate(ctx, f"{kind}:{key}", shared=kind != "ptr"):
         hit = ctx.cache.get(kind, key)
         if hit is not None:
             if ctx.tracing:
@@ -119,74 +120,6 @@ _COARSE = {4: 16, 6: 32}
 _FINEST = {4: 24, 6: 48}
 
 
-@dataclass(slots=True)
-class _Gate:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-class _gate:  # noqa: N801 - used as ``async with _gate(...)``, like the function it was
-    """Hold the lock named ``key`` (and, when ``shared``, the mark other processes see); it is
-    forgotten when nobody holds or awaits it. A class, not a generator: it is entered a few
-    times per address of a batch."""
-
-    __slots__ = ("_ctx", "_key", "_shared", "_gate")
-
-    def __init__(self, ctx: LookupContext, key: str, *, shared: bool = True) -> None:
-        self._ctx = ctx
-        self._key = key
-        self._shared = shared and getattr(ctx.cache, "claim", None) is not None
-
-    async def __aenter__(self) -> None:
-        inflight = self._ctx.inflight
-        gate = inflight.get(self._key)
-        if not isinstance(gate, _Gate):
-            gate = inflight[self._key] = _Gate()
-        self._gate = gate
-        gate.users += 1
-        try:
-            await gate.lock.acquire()
-        except BaseException:
-            self._leave()
-            raise
-        if self._shared:
-            try:
-                await _claim(self._ctx, self._key)
-            except BaseException:
-                gate.lock.release()
-                self._leave()
-                raise
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        try:
-            if self._shared:
-                self._ctx.cache.release(self._key)  # type: ignore[union-attr]
-        finally:
-            self._gate.lock.release()
-            self._leave()
-
-    def _leave(self) -> None:
-        gate = self._gate
-        gate.users -= 1
-        if not gate.users and self._ctx.inflight.get(self._key) is gate:
-            del self._ctx.inflight[self._key]
-
-
-_SHARED_LEASE = 60.0  # seconds another process may hold a key before it counts as gone
-_SHARED_POLL = 0.05
-
-
-async def _claim(ctx: LookupContext, key: str) -> None:
-    """Across processes sharing the cache: while another holds ``key`` (is fetching it), wait,
-    then find its answer in the cache instead of asking the server again."""
-    claim = ctx.cache.claim  # type: ignore[union-attr]
-    # polled: the holder is another process, which no in-process event can hear from
-    for _ in range(int(_SHARED_LEASE / _SHARED_POLL)):
-        if claim(key, _SHARED_LEASE):
-            return
-        await asyncio.sleep(_SHARED_POLL)
-
-
 def _block(target: Target, length: int) -> str:
     """A name for the /``length`` holding the target (integer arithmetic: called per lookup)."""
     host_bits = target.ip.max_prefixlen - length
@@ -207,7 +140,7 @@ async def _registry(query: Query, ctx: LookupContext) -> list[SourceReport]:
     coarse = _block(target, _COARSE[version])
     while True:
         grain = _grain(ctx, coarse, version)
-        async with _gate(ctx, f"registry:{_block(target, grain)}"):
+        async with gate(ctx, f"registry:{_block(target, grain)}"):
             if _grain(ctx, coarse, version) != grain:
                 continue  # the block narrowed while we waited: queue in our own part of it
             found, cidrs = await _registry_locked(query, ctx)

@@ -301,10 +301,10 @@ class TestResolutionRecords:
     ) -> None:
         """Every few resolved addresses their records are written, not all at the end: each
         address is still named once, and every record is on disk before the first intent."""
-        from notifier.batch import core
+        from notifier.batch import records
         from notifier.ledger import open_ledger
 
-        monkeypatch.setattr(core, "_LOG_EVERY", 4)
+        monkeypatch.setattr(records, "LOG_EVERY", 4)
         async with Sandbox(NETS, directory=tmp_path) as box:
             settings = box.settings()
             async with Notifier(settings) as notifier:

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from array import array
 from collections.abc import Callable
-from typing import Any
 
 from ..cache import LookupCache
 from ..compose import check_template
-from ..errors import AuditError, ConfigError
+from ..errors import ConfigError
 from ..ladder import SendOptions
-from ..ledger import Record
 from ..models import (
     DeliveryStatus,
     Finding,
@@ -22,10 +19,11 @@ from ..models import (
     Resolution,
     Target,
 )
-from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult, resolution_record
+from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult
 from ..sources.hints import MAX_HINTS
 from .columns import Columns, Interned
 from .heap import fewer_collections, usual_collections
+from .records import ResolutionLog
 from .share import Blocks, SharedUnits, each, unit_name
 from .stages import Lookups
 from .states import (
@@ -45,13 +43,8 @@ __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
 
 _PENDING = -1  # an address's route before its resolution is known
 _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
-_IPS_PER_RECORD = 1000  # addresses named by one resolution record at most
 _WRITE_BEHIND = 256  # lookup cache stores written in one transaction
 _YIELD_EVERY = 256  # submits between two chances for the lookups to run
-# addresses resolved between two writes of resolution records while the lookups go on: the
-# records are on disk before the first message either way, but written while the registries'
-# queues drain they cost the sending nothing (a range split over two writes gets two records)
-_LOG_EVERY = 1024
 _MAX_DELIVERY_WORKERS = 2 * MAX_SMTP_CONNECTIONS  # compose the next messages while others send
 
 
@@ -91,9 +84,7 @@ class Batch:
         self._channels: dict[int, Resolution] = {}
         self._routes = Interned(None)
         self._lookups = Lookups(notifier.ctx, self._target, self._resolved, self._unresolved)
-        self._alike: dict[tuple[Any, ...], tuple[Resolution, list[str]]] = {}
-        self._grouped = 0  # addresses in ``_alike``
-        self._logging: list[asyncio.Future[list[Record]]] = []  # resolution records being written
+        self._records = ResolutionLog(notifier)
         self.result = SendResult()
         # other processes on this input share its lookups and messages through the cache
         cache = notifier.ctx.cache
@@ -187,7 +178,7 @@ class Batch:
 
     async def _resolved(self, ip_id: int, resolution: Resolution) -> None:
         if not self.options.dry_run:
-            self._group(resolution)
+            self._records.add(resolution)
         if resolution.channels and not self.options.dry_run:
             self._channels[ip_id] = resolution
         route = Route(resolution.recipients, resolution.fallbacks, resolution.network)
@@ -202,58 +193,6 @@ class Batch:
                     self._keys_ahead = self.notifier.prefetch_keys(new)
         self.counts.resolved += 1
         self._on_progress(self.counts)
-
-    def _group(self, resolution: Resolution) -> None:
-        """Keep ``resolution`` for the log, with the others that say the same of their address."""
-        key = (
-            resolution.hostnames,
-            resolution.recipients,
-            resolution.fallbacks,
-            resolution.network,
-            resolution.errors,
-            resolution.evidence,
-            resolution.channels,
-            resolution.hints,
-        )
-        try:
-            group = self._alike.get(key)
-        except TypeError:  # something unhashable in it: a record of its own
-            self._alike[(id(resolution),)] = (resolution, [])
-            return
-        if group is None:
-            self._alike[key] = (resolution, [])
-        else:
-            group[1].append(str(resolution.target.ip))
-        self._grouped += 1
-        if self._grouped >= _LOG_EVERY:
-            written = self._log_resolutions()
-            written.add_done_callback(self._read_back)
-            self._logging.append(written)
-
-    def _read_back(self, written: asyncio.Future[list[Record]]) -> None:
-        # the sender's view of the log (and what earlier runs wrote) read now, while the
-        # lookups go on, rather than all at the first message; a failure is raised there
-        if not written.cancelled() and written.exception() is None:
-            with contextlib.suppress(AuditError):
-                self.notifier.gate.refresh()
-
-    def _log_resolutions(self) -> asyncio.Future[list[Record]]:
-        """The resolutions on disk before anything is sent on their strength: one record per
-        group of addresses that resolved alike (a network range's, mostly), not one each. The
-        groups so far are taken now; the writes are done when the answer is."""
-        writes = []
-        for first, more in self._alike.values():
-            record = resolution_record(first)
-            for start in range(0, max(1, len(more)), _IPS_PER_RECORD):
-                chunk = more[start : start + _IPS_PER_RECORD]
-                if start:
-                    record = {**record, "ip": chunk[0]}
-                    chunk = chunk[1:]
-                writes.append(self.notifier.log("resolution", **record, ips=chunk))
-        self._alike = {}
-        self._grouped = 0
-        # concurrent appends share one write and one fsync
-        return asyncio.gather(*writes)
 
     def _unresolved(self, ip_id: int, reason: str) -> None:
         self._errors[ip_id] = reason
@@ -290,8 +229,7 @@ class Batch:
             await self._lookups.wait()
         if isinstance(self.notifier.ctx.cache, LookupCache):
             self.notifier.ctx.cache.flush()  # what was learnt is kept even if sending fails
-        # the records written while the lookups went on, and the rest
-        await asyncio.gather(*self._logging, self._log_resolutions())
+        await self._records.written()
         rows = len(self._rows)
         state = bytearray(rows)
         plans: dict[str, Plan] = {}

@@ -1,0 +1,89 @@
+"""A batch's resolution records: on disk before anything is sent on their strength.
+
+Addresses that resolved alike (a network range's, mostly) share one record rather than one
+each. The records are written every ``LOG_EVERY`` addresses while the lookups go on, not all
+between the last lookup and the first message, where they cost the run's critical path (0.7 s
+of a 10,000-address batch); a range split over two writes gets two records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from ..errors import AuditError
+from ..ledger import Record
+from ..models import Resolution
+from ..pipeline import Notifier, resolution_record
+
+__all__ = ["LOG_EVERY", "ResolutionLog"]
+
+LOG_EVERY = 1024  # addresses resolved between two writes of resolution records
+_IPS_PER_RECORD = 1000  # addresses named by one resolution record at most
+
+
+class ResolutionLog:
+    """Resolutions grouped by what they say, written to the audit log as they accumulate."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+        self._alike: dict[tuple[Any, ...], tuple[Resolution, list[str]]] = {}
+        self._grouped = 0  # addresses in ``_alike``
+        self._writing: list[asyncio.Future[list[Record]]] = []
+
+    def add(self, resolution: Resolution) -> None:
+        """Keep ``resolution`` for the log, with the others that say the same of their address."""
+        key = (
+            resolution.hostnames,
+            resolution.recipients,
+            resolution.fallbacks,
+            resolution.network,
+            resolution.errors,
+            resolution.evidence,
+            resolution.channels,
+            resolution.hints,
+        )
+        try:
+            group = self._alike.get(key)
+        except TypeError:  # something unhashable in it: a record of its own
+            self._alike[(id(resolution),)] = (resolution, [])
+            return
+        if group is None:
+            self._alike[key] = (resolution, [])
+        else:
+            group[1].append(str(resolution.target.ip))
+        self._grouped += 1
+        if self._grouped >= LOG_EVERY:
+            written = self._write()
+            written.add_done_callback(self._read_back)
+            self._writing.append(written)
+
+    async def written(self) -> None:
+        """Until every record is on disk: those written while the lookups went on, and the
+        rest."""
+        await asyncio.gather(*self._writing, self._write())
+        self._writing = []
+
+    def _read_back(self, written: asyncio.Future[list[Record]]) -> None:
+        # the sender's view of the log (and what earlier runs wrote) read now, while the
+        # lookups go on, rather than all at the first message; a failure is raised there
+        if not written.cancelled() and written.exception() is None:
+            with contextlib.suppress(AuditError):
+                self._notifier.gate.refresh()
+
+    def _write(self) -> asyncio.Future[list[Record]]:
+        """The groups so far, taken now; the writes are done when the answer is."""
+        writes = []
+        for first, more in self._alike.values():
+            record = resolution_record(first)
+            for start in range(0, max(1, len(more)), _IPS_PER_RECORD):
+                chunk = more[start : start + _IPS_PER_RECORD]
+                if start:
+                    record = {**record, "ip": chunk[0]}
+                    chunk = chunk[1:]
+                writes.append(self._notifier.log("resolution", **record, ips=chunk))
+        self._alike = {}
+        self._grouped = 0
+        # concurrent appends share one write and one fsync
+        return asyncio.gather(*writes)
