@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -99,6 +101,33 @@ class TestLookupWorkers:
         async with Sandbox(NETS, directory=tmp_path) as box:
             seen, _ = await _run(box, 1, kill_the_worker)
         assert killed
+        assert len(seen) == len(ADDRESSES)
+        assert {status for status, _ in seen.values()} == {"dry-run"}
+        assert all(recipients for _, recipients in seen.values())
+
+    async def test_a_stuck_worker_is_killed_and_its_addresses_taken_back(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A worker that stops answering (SIGSTOP: alive, silent) while it has work it could
+        finish: after the silence limit it is killed and the batch finishes without it."""
+        from notifier.batch import remote
+
+        monkeypatch.setattr(remote, "SILENCE", 1.0)
+        monkeypatch.setattr(remote, "_WATCH_EVERY", 0.2)
+        stopped: list[int] = []
+
+        def stop_the_worker(batch: Batch, counts: BatchCounts) -> None:
+            remotes = batch._lookups._remotes
+            if stopped or not remotes or not remotes[0].held:
+                return
+            process = remotes[0]._process
+            if process is not None and process.pid is not None:
+                os.kill(process.pid, signal.SIGSTOP)
+                stopped.append(process.pid)
+
+        async with Sandbox(NETS, directory=tmp_path) as box:
+            seen, _ = await _run(box, 1, stop_the_worker)
+        assert stopped and not _running(stopped[0])
         assert len(seen) == len(ADDRESSES)
         assert {status for status, _ in seen.values()} == {"dry-run"}
         assert all(recipients for _, recipients in seen.values())

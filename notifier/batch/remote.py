@@ -33,7 +33,7 @@ from typing import Any
 from ..config import Settings
 from ..models import Resolution, SourceReport, Target
 
-__all__ = ["REMOTE_AFTER", "Remote", "default_lookup_workers", "serve"]
+__all__ = ["REMOTE_AFTER", "SILENCE", "Remote", "default_lookup_workers", "serve"]
 
 # addresses waiting for reverse DNS before a batch starts its workers: fewer are some two seconds
 # of one core's work, done while the registries' queues drain anyway, and a worker costs about a
@@ -42,6 +42,10 @@ REMOTE_AFTER = 4_000
 _WINDOW_PER_QUERY = 2  # a worker's addresses in DNS at once: twice its share of the queries
 _HEADER = 4
 _CLOSE_WAIT = 5.0  # seconds a worker has to end once told
+# seconds a worker with work it can finish may stay silent before it counts as hung (killed, its
+# addresses looked up at home): longer than any source's deadline, so only a stuck one is
+SILENCE = 180.0
+_WATCH_EVERY = 5.0
 
 Result = tuple[int, Resolution | None, str]  # an address, its resolution or why there is none
 
@@ -129,6 +133,7 @@ class Remote:
         self._outbox: _Outbox | None = None
         self._reading: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
+        self._heard = 0.0  # when the worker last said anything
         self._ours, theirs = socket.socketpair()
         threading.Thread(target=self._start, args=(theirs,), name="lookup-worker").start()
 
@@ -160,8 +165,11 @@ class Remote:
         self._outbox = _Outbox(self._writer)
         self.ready = True
         self._room.set()
+        self._heard = self._loop.time()
+        watch = self._loop.create_task(self._watch())
         try:
             while (message := await _read(reader)) is not None:
+                self._heard = self._loop.time()
                 kind, values = message
                 if kind == "dns":
                     self._in_dns -= sum(values)
@@ -174,7 +182,21 @@ class Remote:
                 elif kind == "cpu":
                     self.cpu_seconds = values[-1]
         finally:
+            watch.cancel()
             self._gone()
+
+    async def _watch(self) -> None:
+        """A worker that has work it can finish (queries of its own, addresses whose registry
+        answer it has) but says nothing for ``SILENCE`` seconds is stuck: it is killed, and
+        what it held is looked up at home."""
+        while not self.lost:
+            await asyncio.sleep(min(_WATCH_EVERY, SILENCE))
+            busy = self._in_dns > 0 or any(a is not None for a in self.held.values())
+            if busy and self._loop.time() - self._heard > SILENCE:
+                if self._process is not None:
+                    self._process.kill()
+                self._gone()
+                return
 
     def _gone(self) -> None:
         if self.lost:
