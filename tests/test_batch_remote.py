@@ -5,15 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
-from test_compose_pool import _descendants, _running
+from processes import kill_when_ready, running, survivors
 
 from notifier import Finding, Notifier
 from notifier.batch import Batch, BatchCounts, FindingOutcome
@@ -127,7 +124,7 @@ class TestLookupWorkers:
 
         async with Sandbox(NETS, directory=tmp_path) as box:
             seen, _ = await _run(box, 1, stop_the_worker)
-        assert stopped and not _running(stopped[0])
+        assert stopped and not running(stopped[0])
         assert len(seen) == len(ADDRESSES)
         assert {status for status, _ in seen.values()} == {"dry-run"}
         assert all(recipients for _, recipients in seen.values())
@@ -167,18 +164,9 @@ asyncio.run(main())
 def test_a_worker_ends_with_a_sender_killed_outright(tmp_path: Path) -> None:
     script = tmp_path / "sender.py"
     script.write_text(WAITING_SENDER.format(state=str(tmp_path / "state")))
-    sender = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
-    try:
-        assert sender.stdout is not None and sender.stdout.readline() == b"ready\n"
-        helpers = _descendants(sender.pid)
-        assert helpers  # the fork server and the worker
-    finally:
-        sender.kill()
-        sender.wait()
-    deadline = time.monotonic() + 15
-    while any(_running(pid) for pid in helpers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in helpers if _running(pid)]
+    helpers = kill_when_ready(script)
+    assert helpers  # the fork server and the worker
+    assert not survivors(helpers)
 
 
 async def test_lookups_by_name_start_before_the_networks_answer(tmp_path: Path) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+from processes import kill_when_ready, survivors
 
 from notifier.compose import ComposedMessage
 from notifier.compose.pool import IN_PROCESS_FIRST, Composer, Job
@@ -131,47 +129,13 @@ if __name__ == "__main__":
 """
 
 
-def _descendants(root: int) -> set[int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int(
-                    (entry / "stat").read_text().rpartition(")")[2].split()[1]
-                )
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = set(), {root}
-    while frontier:
-        frontier = {pid for pid, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_workers_end_with_a_sender_killed_outright(tmp_path: Path) -> None:
     script = tmp_path / "sender.py"
     script.write_text(SENDER.format(tests=str(Path(__file__).parent)))
-    sender = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE)
-    try:
-        assert sender.stdout is not None and sender.stdout.readline() == b"ready\n"
-        helpers = _descendants(sender.pid)
-        assert helpers  # the workers' server and a worker (and the resource tracker)
-    finally:
-        sender.kill()
-        sender.wait()
-    deadline = time.monotonic() + 15
-    while any(_running(pid) for pid in helpers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in helpers if _running(pid)]
+    helpers = kill_when_ready(script)
+    assert helpers  # the workers' server and a worker (and the resource tracker)
+    assert not survivors(helpers)
 
 
 async def test_a_run_expecting_many_messages_composes_every_one_in_a_worker() -> None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..config import Settings
 from ..models import Resolution, SourceReport, Target
+from ..workers import forkserver, other_cores
 
 __all__ = ["REMOTE_AFTER", "SILENCE", "Remote", "default_lookup_workers", "serve"]
 
@@ -52,13 +53,7 @@ Result = tuple[int, Resolution | None, str]  # an address, its resolution or why
 
 def default_lookup_workers() -> int:
     """One per core this process may run on, but for the sending process's."""
-    try:
-        import os
-
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = multiprocessing.cpu_count()
-    return max(0, cores - 1)
+    return max(0, other_cores())
 
 
 def _frame(message: tuple[Any, ...]) -> bytes:
@@ -140,8 +135,7 @@ class Remote:
     def _start(self, theirs: socket.socket) -> None:
         # beside the event loop: the first start waits for the fork server to import the package
         try:
-            context = multiprocessing.get_context("forkserver")
-            process = context.Process(
+            process = forkserver().Process(
                 target=serve, args=(self._settings, theirs, self.width), daemon=True
             )
             process.start()

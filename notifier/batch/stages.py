@@ -26,8 +26,8 @@ import asyncio
 import ipaddress
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from ..errors import NotifierError
 from ..models import Resolution, SourceReport, Target
@@ -49,6 +49,7 @@ _PROBE_EVERY = 1.0  # seconds between queries to a silent resolver
 _BULK_PER_TICK = 16  # addresses the DNS and finishing stages take up per event-loop iteration
 _PRELOAD = 256  # addresses whose cached PTR answers are read in one query
 
+T = TypeVar("T")
 Finish = Callable[[int, Resolution], Awaitable[None]]
 Fail = Callable[[int, str], None]
 
@@ -140,12 +141,13 @@ class Lookups:
         else:
             waiting.append(ip_id)
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None and self._failure is None:
             self._failure = task.exception()
@@ -265,10 +267,7 @@ class Lookups:
         names = tuple(report.hostnames)
         target = self._target(ip_id)
         if any(not is_generic_hosting_name(n, target.ip) for n in names):
-            task = asyncio.get_running_loop().create_task(by_name(target, names, self._ctx))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            self._early[ip_id] = task
+            self._early[ip_id] = self._spawn(by_name(target, names, self._ctx))
 
     def answer(self, ip_id: int, reports: list[SourceReport]) -> None:
         """The registry's answer for an address: to the worker holding it, or paired here with

@@ -31,6 +31,7 @@ from datetime import datetime
 
 from ..config import Settings
 from ..models import Contact, Finding, Network
+from ..workers import forkserver, other_cores
 from . import compose, library_for
 from .mime import ComposedMessage
 
@@ -108,11 +109,7 @@ def _compose_in_worker(job: Job) -> ComposedMessage | None:
 
 def default_workers() -> int:
     """One worker per core this process may run on, but for the one the sending process uses."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    return max(1, other_cores())
 
 
 class Composer:
@@ -166,11 +163,8 @@ class Composer:
             self._starter.start()
 
     def _start(self) -> None:
-        # forkserver: workers start from a clean process, not a fork of this one with its
-        # threads and open connections; the server imports the composer once for all of them
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__, f"{__package__}.warm"])
         try:
+            context = forkserver()
             self._pool = ProcessPoolExecutor(
                 self.workers,
                 mp_context=context,

@@ -1,0 +1,34 @@
+"""Worker processes beside the sending process: how many cores there are, and where they come from.
+
+Composing (``compose/pool.py``) and a large batch's lookups (``batch/remote.py``) both run in
+worker processes. Both come from one fork server: clean processes, not forks of one holding
+threads and open connections, started from a server that has imported what either kind runs, so
+a worker starts in a fraction of a second. Whichever kind starts first starts the server, so the
+list of what it imports is one, here.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from multiprocessing.context import ForkServerContext
+
+__all__ = ["forkserver", "other_cores"]
+
+_PRELOAD = ["notifier.compose.pool", "notifier.compose.warm", "notifier.batch.remote"]
+
+
+def other_cores() -> int:
+    """The cores this process may run on, but for the one it keeps busy itself."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return cores - 1
+
+
+def forkserver() -> ForkServerContext:
+    """The fork server's context (it may raise where there is none: not on Linux or macOS)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(_PRELOAD)
+    return context
