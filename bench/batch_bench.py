@@ -73,6 +73,7 @@ async def _child_batch(config: str, input_path: str, trace_errors: bool) -> dict
 
     baseline = benchlib.current_rss_kb()
     started = time.perf_counter()
+    clock_start = time.monotonic()  # the sandbox stamps requests on this clock
     phases: dict[str, float] = {}
     cpu_started = time.process_time()
 
@@ -95,6 +96,7 @@ async def _child_batch(config: str, input_path: str, trace_errors: bool) -> dict
         # a tracer makes every source build its events: only when asked for
         tracer = trace if trace_errors else None
         async with Notifier(settings, cache=cache, trace=tracer) as notifier:
+            phases["ready"] = time.perf_counter() - started
             batch = Batch(notifier, on_outcome=on_outcome, on_progress=on_progress)
             with open(input_path, "rb") as stream:
                 for item in read_findings(stream):
@@ -141,6 +143,7 @@ async def _child_batch(config: str, input_path: str, trace_errors: bool) -> dict
         "failed": counts.failed,
         "cache": cache.stats.as_dict(),
         "phases": phases,
+        "clock_start": clock_start,
     }
 
 
@@ -289,6 +292,8 @@ async def run_mode(
             "throttled": sum(r.throttled for r in rirs),
             "domain_rdap_requests": sandbox.registries["domains"].request_count,
             "messages": len(sandbox.smtp.messages),
+            "message_bytes_mean": sum(len(m.raw) for m in sandbox.smtp.messages)
+            // max(1, len(sandbox.smtp.messages)),
             "distinct_recipients": len(recipients),
             "servers_cpu_s": round(servers_cpu, 2),
             "security_txt_fetches": sum(
@@ -300,8 +305,24 @@ async def run_mode(
         kind = request.host if "rdap" in request.host else "other hosts"
         hosts[kind] = hosts.get(kind, 0) + 1
     report["http_requests_by_host"] = hosts
+    report["timeline"] = _timeline(sandbox, report.pop("clock_start"))
     report["dns_answers"] = sandbox.dns.answered  # known once its process has stopped
     return report
+
+
+def _timeline(sandbox: Any, start: float) -> dict[str, list[float]]:
+    """First and last moment (s since the batch began) each server was asked: what bound when."""
+    moments: dict[str, list[float]] = {}
+    for request in sandbox.web.requests:
+        if request.path.startswith("/bootstrap/"):
+            kind = "bootstrap"
+        elif "rdap" in request.host:
+            kind = "domain registry" if ".nic." in request.host else "RIRs"
+        else:
+            kind = "security.txt" if request.path.endswith("security.txt") else "other web"
+        moments.setdefault(kind, []).append(request.at - start)
+    moments["SMTP"] = [m.at - start for m in sandbox.smtp.messages]
+    return {k: [round(min(v), 3), round(max(v), 3)] for k, v in moments.items() if v}
 
 
 def _fmt(value: float | int | None, digits: int = 2) -> str:
@@ -471,6 +492,8 @@ async def parent_main(args: argparse.Namespace) -> None:
         f"{summary['addresses']:,} addresses; {args.latency * 1000:g} ms added to every DNS "
         "and every HTTP answer."
     )
+    for kind, (first, last) in summary.get("batch", {}).get("timeline", {}).items():
+        print(f"  {kind}: first at {first:.2f} s, last at {last:.2f} s")
     print(json.dumps(summary, separators=(",", ":")))
 
 

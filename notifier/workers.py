@@ -10,10 +10,12 @@ list of what it imports is one, here.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
+import threading
 from multiprocessing.context import ForkServerContext
 
-__all__ = ["forkserver", "other_cores"]
+__all__ = ["forkserver", "other_cores", "warm_forkserver"]
 
 _PRELOAD = ["notifier.compose.pool", "notifier.compose.warm", "notifier.batch.remote"]
 
@@ -32,3 +34,19 @@ def forkserver() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     return context
+
+
+def warm_forkserver() -> None:
+    """Start the fork server now, in a thread, on another core: a run that will want workers
+    soon finds it has imported the package by then (half a second that would otherwise delay
+    its first worker). Where there is none, the first worker finds out."""
+
+    def start() -> None:
+        try:
+            forkserver()
+            multiprocessing.forkserver.ensure_running()
+        except Exception:  # noqa: BLE001 - no fork server here: the workers' start says so
+            return
+
+    if other_cores() >= 1:
+        threading.Thread(target=start, name="fork-server", daemon=True).start()

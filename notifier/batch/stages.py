@@ -23,6 +23,7 @@ for one probe a second, until it answers again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
 from collections import deque
@@ -34,7 +35,9 @@ from ..models import Resolution, SourceReport, Target
 from ..resolve import by_name, complete, registry, reverse_dns
 from ..sources import LookupContext
 from ..sources.ares import BulkResolver
-from ..sources.rdns import is_generic_hosting_name
+from ..sources.rdap import load_bootstrap
+from ..sources.rdns import is_generic_hosting_name, psl
+from ..workers import warm_forkserver
 from .remote import REMOTE_AFTER, Remote, Result, default_lookup_workers
 from .turns import Answered, Turns
 
@@ -46,8 +49,9 @@ _BLOCK_FAILURES = 2  # failed registry lookups in one block before its addresses
 _SILENT_RUN = 32  # unanswered queries in a row after which the resolver counts as silent
 _PROBE_EVERY = 1.0  # seconds between queries to a silent resolver
 
-_BULK_PER_TICK = 16  # addresses the DNS and finishing stages take up per event-loop iteration
+_BULK_PER_TICK = 8  # addresses the DNS and finishing stages take up per event-loop iteration
 _PRELOAD = 256  # addresses whose cached PTR answers are read in one query
+_WARM_WORKERS_AT = 1_000  # addresses waiting for DNS when the workers' fork server is started
 
 T = TypeVar("T")
 Finish = Callable[[int, Resolution], Awaitable[None]]
@@ -111,6 +115,7 @@ class Lookups:
         self._turns = Turns(_BULK_PER_TICK)
         self._silent = 0  # DNS queries in a row that ran out of time
         self._next_probe = 0.0
+        self._warmed = False
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -118,6 +123,9 @@ class Lookups:
         """Start resolving address ``ip_id``: its DNS and its registry lookups are queued."""
         if self._ctx.bulk_dns is None:
             self._bulk = self._ctx.bulk_dns = BulkResolver(self._ctx.settings.dns)
+        if not self._warmed:
+            self._warmed = True
+            self._spawn(self._warm())
         self._pending += 1
         self._idle.clear()
         self._dns_queue.append(ip_id)
@@ -129,6 +137,8 @@ class Lookups:
             self._pump()
         elif self._workers_wanted and len(self._dns_queue) > REMOTE_AFTER:
             self._start_workers()
+        elif self._workers_wanted and len(self._dns_queue) == _WARM_WORKERS_AT:
+            warm_forkserver()  # workers (lookup or compose) are likely: their server starts now
         if not self._own_registry:
             return
         ip = self._target(ip_id).ip
@@ -182,6 +192,18 @@ class Lookups:
             if self._ctx.bulk_dns is bulk:
                 self._ctx.bulk_dns = None
             await bulk.close()
+
+    async def _warm(self) -> None:
+        """What the first lookups by name need, readied while the first queries are out: the
+        domain registries' bootstrap (else fetched only once a host name is known, delaying
+        the busiest queue) and the public suffix lists (parsing them holds the event loop for
+        some 30 ms each, off it in a thread)."""
+        names = asyncio.gather(
+            asyncio.to_thread(psl, only_icann=False), asyncio.to_thread(psl, only_icann=True)
+        )
+        with contextlib.suppress(NotifierError):  # the lookup that needs it reports the failure
+            await load_bootstrap("dns", self._ctx)
+        await names
 
     def _settled(self) -> None:
         self._pending -= 1

@@ -15,9 +15,10 @@ import asyncio
 import hmac
 import secrets
 import ssl
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Any, Literal
@@ -45,6 +46,7 @@ class ReceivedMessage:
     reply: str  # what the server answered, queue id included
     tls: bool
     auth_user: str | None
+    at: float = field(default_factory=time.monotonic)  # end of DATA (benchmarks' timelines)
 
 
 class _Handler:
