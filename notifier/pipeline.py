@@ -15,7 +15,7 @@ the CLI's behaviour. It composes the stages and owns only their lifetimes:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 
@@ -366,11 +366,34 @@ class Notifier:
         options: SendOptions = DEFAULT_OPTIONS,
     ) -> Delivery:
         """One message to one contact about ``findings`` (``notifier.sending``)."""
+        return await self._sending().deliver(contact, findings, network, result, options)
+
+    def compose_ahead(
+        self,
+        contact: Contact,
+        findings: list[Finding],
+        network: Network | None,
+        options: SendOptions = DEFAULT_OPTIONS,
+    ) -> Hashable | None:
+        """Compose now the message a later ``deliver`` with these arguments sends (a batch
+        does while its lookups go on); a key for ``drop_ahead``, or None if nothing started."""
+        return self._sending().ahead(contact, findings, network, options)
+
+    @property
+    def composed_ahead(self) -> int:
+        """Messages this run sent as composed ahead."""
+        return self._composer.ahead_used
+
+    def drop_ahead(self, keys: Sequence[Hashable] | None = None) -> None:
+        """Forget messages composed ahead (all of them when ``keys`` is None)."""
+        self._composer.drop(keys)
+
+    def _sending(self) -> Sender:
         if self._sender is None:
             if self._guard is None:
                 raise RuntimeError("use Notifier as 'async with Notifier(...) as n'")
             self._sender = Sender(self, self._composer, self._guard, self._stack)
-        return await self._sender.deliver(contact, findings, network, result, options)
+        return self._sender
 
     def wrote(self) -> None:
         """Note that this run wrote to the log (the TSA anchors such runs)."""

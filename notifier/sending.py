@@ -23,7 +23,7 @@ from .sources import LookupContext
 from .trust import EncryptionRequired, MessageGuard
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Hashable, Mapping
 
 __all__ = ["Sender"]
 
@@ -161,24 +161,9 @@ class Sender:
         intended: str,
     ) -> Delivery | Refusal:
         """Compose (and sign or encrypt) the message, then hand it over (not in a dry run)."""
-        now = self._n.clock()
-        case_ref = options.case_ref or case_reference(findings)
-        log_head = None if options.dry_run else format_head(*self._n.audit.head())
         if self._guard is not None:
             self._guard.prefetch(contact, self._n.ctx)  # the key's lookup runs while composing
-        composed = await self._composer.compose(
-            Job(
-                findings,
-                contact,
-                template=options.template,
-                case_ref=case_ref,
-                now=now,
-                log_head=log_head,
-                in_reply_to=options.in_reply_to,
-                references=options.references,
-                network=network,
-            )
-        )
+        composed = await self._composer.compose(self._job(contact, findings, network, options))
         protection = None
         if self._guard is not None:
             try:
@@ -208,6 +193,44 @@ class Sender:
         if not isinstance(sent, Delivery):
             result.messages.remove(composed)
         return sent
+
+    def _job(
+        self,
+        contact: Contact,
+        findings: list[Finding],
+        network: Network | None,
+        options: SendOptions,
+    ) -> Job:
+        return Job(
+            findings,
+            contact,
+            template=options.template,
+            case_ref=options.case_ref or case_reference(findings),
+            now=self._n.clock(),
+            log_head=None if options.dry_run else format_head(*self._n.audit.head()),
+            in_reply_to=options.in_reply_to,
+            references=options.references,
+            network=network,
+        )
+
+    def ahead(
+        self,
+        contact: Contact,
+        findings: list[Finding],
+        network: Network | None,
+        options: SendOptions = DEFAULT_OPTIONS,
+    ) -> Hashable | None:
+        """Compose now, in a worker, the message ``deliver`` would send with these arguments
+        (``Composer.ahead``): a key to drop it by, or None when nothing was started. Not for a
+        rehearsal, nor when an earlier run dealt with any of the findings (the message then
+        leaves them out: it is composed when sent)."""
+        if options.test_recipient:
+            return None
+        if options.checks_history and any(
+            self._n.prior(f, contact.address) is not None for f in findings
+        ):
+            return None
+        return self._composer.ahead(self._job(contact, findings, network, options))
 
     def _dispatch(self) -> Dispatcher:
         if self._dispatcher is None:

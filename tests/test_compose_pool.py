@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from processes import kill_when_ready, survivors
 
 from notifier.compose import ComposedMessage
-from notifier.compose.pool import IN_PROCESS_FIRST, Composer, Job
+from notifier.compose.pool import AHEAD_IN_FLIGHT_PER_WORKER, IN_PROCESS_FIRST, Composer, Job
 from notifier.config import Settings
 from notifier.errors import TemplateError
 from notifier.models import Contact, Finding, Network, Role
@@ -149,5 +150,48 @@ async def test_a_run_expecting_many_messages_composes_every_one_in_a_worker() ->
         for number in range(3):
             assert (await composer.compose(job(number))).built is None
         assert composer.in_process == 0
+    finally:
+        composer.close()
+
+
+async def test_a_message_composed_ahead_is_the_one_asked_for_later() -> None:
+    composer = Composer(SETTINGS, workers=1)
+    try:
+        assert composer.ahead(job(7)) is None  # no workers yet: composed when asked, as always
+        await _pool_ready(composer)
+        key = composer.ahead(job(7))
+        assert key is not None and composer.ahead(job(7)) == key  # started once
+        # asked for later, with a later moment and log head: the same message
+        later = replace(job(7), now=NOW + timedelta(seconds=5), log_head="9:def")
+        sent = await composer.compose(later)
+        assert composer.ahead_used == 1
+        assert sent.built is None and f"{NOW:%d %b %Y %H:%M}" in sent.raw.decode()
+        assert not composer._ahead and composer._ahead_bytes == 0
+
+        # another message is composed afresh; what was composed ahead and not asked for is
+        # dropped, and nothing is kept
+        key = composer.ahead(job(8))
+        other = await composer.compose(job(9))
+        assert composer.ahead_used == 1 and other.case_ref == "NTF-POOL0009"
+        assert key is not None
+        composer.drop([key])
+        assert not composer._ahead and composer._ahead_bytes == 0
+    finally:
+        composer.close()
+
+
+async def test_composing_ahead_keeps_few_in_a_worker_and_a_bounded_store() -> None:
+    composer = Composer(SETTINGS, workers=1)
+    try:
+        await _pool_ready(composer)
+        keys = [composer.ahead(job(100 + number)) for number in range(20)]
+        started = [k for k in keys if k is not None]
+        # a message asked for now waits behind at most these
+        assert len(started) == AHEAD_IN_FLIGHT_PER_WORKER
+        for key in started:
+            await composer._ahead[key]
+        assert composer._ahead_bytes > 0
+        composer.drop()
+        assert not composer._ahead and composer._ahead_bytes == 0
     finally:
         composer.close()

@@ -21,6 +21,7 @@ from ..models import (
 )
 from ..pipeline import MAX_SMTP_CONNECTIONS, Notifier, SendResult
 from ..sources.hints import MAX_HINTS
+from .ahead import Ahead
 from .columns import Columns, Interned
 from .heap import fewer_collections, usual_collections
 from .records import ResolutionLog
@@ -97,6 +98,13 @@ class Batch:
         self._keys_ahead = not test_recipient
         self._recipients: set[str] = set()  # found so far (each gets at least one message)
         self._collecting_less = False
+        self._ahead = Ahead(
+            notifier,
+            self._rows,
+            self._address_route,
+            self.options,
+            lambda: self._lookups.bulk_done,
+        )
 
     @property
     def lookup_workers_cpu(self) -> float:
@@ -184,6 +192,7 @@ class Batch:
         route = Route(resolution.recipients, resolution.fallbacks, resolution.network)
         routes = len(self._routes.values)
         self._ip_route[ip_id] = self._routes.id(route)
+        self._ahead.resolved(ip_id, route)
         if len(self._routes.values) > routes:  # maybe new recipients: ready for their messages
             new = [c for c in route.recipients if c.address not in self._recipients]
             if new:
@@ -203,7 +212,10 @@ class Batch:
     # -- delivery ---------------------------------------------------------------------------
 
     def _route(self, row: int) -> Route | None:
-        route_id = self._ip_route[self._rows.row_ip[row]]
+        return self._address_route(self._rows.row_ip[row])
+
+    def _address_route(self, ip_id: int) -> Route | None:
+        route_id = self._ip_route[ip_id]
         return self._routes.values[route_id] if route_id > 0 else None
 
     async def flush(self) -> SendResult:
@@ -221,12 +233,16 @@ class Batch:
 
     async def _flush(self) -> SendResult:
         self._rows.sealed()
-        await self._lookups.wait()
-        if self._blocks is not None:
-            # the others' addresses, from the cache their takers filled, once they let go
-            for ip_id in await self._blocks.theirs():
-                self._lookups.add(ip_id)
+        self._ahead.start()
+        try:
             await self._lookups.wait()
+            if self._blocks is not None:
+                # the others' addresses, from the cache their takers filled, once they let go
+                for ip_id in await self._blocks.theirs():
+                    self._lookups.add(ip_id)
+                await self._lookups.wait()
+        finally:
+            await self._ahead.stop()
         if isinstance(self.notifier.ctx.cache, LookupCache):
             self.notifier.ctx.cache.flush()  # what was learnt is kept even if sending fails
         await self._records.written()
@@ -246,6 +262,7 @@ class Batch:
             await self._deliver_round(plans, state, 0)
         finally:
             self.notifier.stop_prefetch()
+            self.notifier.drop_ahead()  # what the round did not use (none, unless it failed)
 
         # the ladder: findings nobody took climb to their next fallback, rung by rung
         rung = 0

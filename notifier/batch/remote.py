@@ -200,6 +200,11 @@ class Remote:
         self._room.set()  # whoever waits for room finds the worker gone
         self._on_lost(self)
 
+    @property
+    def in_dns(self) -> int:
+        """Addresses it has in reverse DNS (or not yet begun)."""
+        return self._in_dns
+
     def room(self) -> int:
         """Addresses it may be given now."""
         return self._window - self._in_dns if self.ready else 0

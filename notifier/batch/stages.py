@@ -87,6 +87,7 @@ class Lookups:
         if not own_registry:
             self._workers_wanted = 0
         self._remotes: list[Remote] = []
+        self._sharing: set[Remote] = set()  # workers up, whose share of the width they have
         self.worker_cpu = 0.0  # CPU seconds the workers used, once they are done
         self._remote_of: dict[int, Remote] = {}  # addresses a worker holds
         self._pumping = False
@@ -204,6 +205,16 @@ class Lookups:
         with contextlib.suppress(NotifierError):  # the lookup that needs it reports the failure
             await load_bootstrap("dns", self._ctx)
         await names
+
+    @property
+    def bulk_done(self) -> bool:
+        """Every address is past reverse DNS, here and in the workers: what is left waits on
+        the registries, and the cores have room for other work."""
+        return (
+            not self._dns_queue
+            and not self._dns_workers
+            and not any(remote.in_dns for remote in self._remotes)
+        )
 
     def _settled(self) -> None:
         self._pending -= 1
@@ -355,7 +366,6 @@ class Lookups:
             self._remotes.append(
                 Remote(self._ctx.settings, share, self._remote_result, self._remote_lost)
             )
-        self._width = max(1, self._width - share * count)
         self._pump()
 
     def _pump(self) -> None:
@@ -371,6 +381,11 @@ class Lookups:
                 if room <= 0:
                     await remote.wait_room()
                     continue
+                if remote not in self._sharing:
+                    # its share of the queries in flight is taken from here once it is up,
+                    # not while it starts (half a second when this process would have less)
+                    self._sharing.add(remote)
+                    self._width = max(1, self._width - remote.width)
                 for _ in range(min(room, len(self._dns_queue))):
                     # from the far end: this process's DNS stage keeps what it preloaded
                     ip_id = self._dns_queue.pop()
@@ -396,8 +411,10 @@ class Lookups:
         """A worker is gone (or never came): what it held is looked up here."""
         if remote in self._remotes:
             self._remotes.remove(remote)
-            self._width += remote.width
             self.worker_cpu += remote.cpu_seconds
+        if remote in self._sharing:
+            self._sharing.discard(remote)
+            self._width += remote.width
         for ip_id, reports in remote.held.items():
             if self._remote_of.get(ip_id) is remote:
                 del self._remote_of[ip_id]

@@ -24,7 +24,7 @@ import asyncio
 import multiprocessing
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -41,6 +41,10 @@ __all__ = ["IN_PROCESS_FIRST", "Composer", "Job"]
 # a second of CPU (their server imports the package), what composing some 150 messages costs, so
 # a send, a follow-up round or a small batch never pays for processes
 IN_PROCESS_FIRST = 50
+# messages composed ahead, held until sent: at most this many in a worker at once (a message
+# that cannot wait is not queued behind them), at most this many bytes kept
+AHEAD_IN_FLIGHT_PER_WORKER = 4
+AHEAD_BYTES = 64 << 20
 
 _settings: Settings | None = None  # a worker's copy, set once when it starts
 
@@ -58,6 +62,20 @@ class Job:
     in_reply_to: str | None = None
     references: Sequence[str] = ()
     network: Network | None = None
+
+    def same_message(self) -> Hashable:
+        """What makes two jobs one message (their moment and the log's head aside: a message
+        composed a little ahead says when it was written and a head the log had then)."""
+        return (
+            self.contact,
+            self.template,
+            self.case_ref,
+            tuple(self.findings),
+            self.network,
+            self.log_head is None,
+            self.in_reply_to,
+            tuple(self.references),
+        )
 
     def run(self, settings: Settings) -> ComposedMessage:
         return compose(
@@ -124,6 +142,10 @@ class Composer:
         self._starter: threading.Thread | None = None
         self._ready = threading.Event()  # every worker has answered once
         self._broken = False
+        # messages composed ahead (``ahead``), by what makes them one message
+        self._ahead: dict[Hashable, asyncio.Future[ComposedMessage | None]] = {}
+        self._ahead_bytes = 0
+        self.ahead_used = 0  # messages sent as composed ahead
 
     def expect(self, messages: int) -> None:
         """This run will compose about ``messages`` messages: start the workers now if they
@@ -131,9 +153,68 @@ class Composer:
         if messages >= IN_PROCESS_FIRST:
             self._start_once()
 
+    def ahead(self, job: Job) -> Hashable | None:
+        """Compose ``job`` in a worker now, for a ``compose`` of the same message later; its
+        key (for ``drop``), or None when nothing was started (no workers ready, enough in
+        hand): the message is then composed when it is sent, as always."""
+        if self._broken or not self._ready.is_set() or self._pool is None:
+            return None
+        key = job.same_message()
+        if key in self._ahead:
+            return key
+        working = sum(1 for f in self._ahead.values() if not f.done())
+        if working >= AHEAD_IN_FLIGHT_PER_WORKER * self.workers or self._ahead_bytes > AHEAD_BYTES:
+            return None
+        try:
+            future = asyncio.wrap_future(self._pool.submit(_compose_in_worker, job))
+        except Exception:  # noqa: BLE001 - a broken pool: ``compose`` finds out and says so
+            return None
+        future.add_done_callback(self._held)
+        self._ahead[key] = future
+        return key
+
+    def _held(self, future: asyncio.Future[ComposedMessage | None]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            composed = future.result()
+            if composed is not None:
+                self._ahead_bytes += len(composed.raw)
+
+    def drop(self, keys: Sequence[Hashable] | None = None) -> None:
+        """Forget messages composed ahead (every one when ``keys`` is None): what they said
+        changed, or the run no longer needs them."""
+        for key in list(self._ahead) if keys is None else keys:
+            future = self._ahead.pop(key, None)
+            if future is not None:
+                self._release(future)
+
+    def _release(self, future: asyncio.Future[ComposedMessage | None]) -> None:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled() and future.exception() is None:
+            composed = future.result()
+            if composed is not None:
+                self._ahead_bytes -= len(composed.raw)
+
+    async def _composed_ahead(self, job: Job) -> ComposedMessage | None:
+        future = self._ahead.pop(job.same_message(), None) if self._ahead else None
+        if future is None:
+            return None
+        try:
+            composed = await future
+        except Exception:  # noqa: BLE001 - a worker died: composed again, as without one
+            return None
+        finally:
+            self._release(future)
+        if composed is not None:
+            self.ahead_used += 1
+        return composed
+
     async def compose(self, job: Job) -> ComposedMessage:
         """``job`` composed: in a worker once the run has many messages, else here."""
         self.composed += 1
+        early = await self._composed_ahead(job)
+        if early is not None:
+            return early
         pool = self._usable_pool()
         if pool is not None:
             try:
@@ -179,6 +260,7 @@ class Composer:
         self._ready.set()
 
     def close(self) -> None:
+        self.drop()
         if self._starter is not None:
             self._starter.join()
         if self._pool is not None:

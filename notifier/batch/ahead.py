@@ -1,0 +1,145 @@
+"""A batch's messages composed while its lookups go on, not all after the last one.
+
+Each recipient's message can only be sent once every lookup is done (a late address may still
+be theirs), but it can be written before: once the input is read, a recipient whose addresses
+have not changed for ``SETTLE`` seconds has its messages composed in the compose workers (once
+reverse DNS is done for every address: before, the cores are the lookups'), the
+same messages the delivery round would ask for (same contact, findings in the same order, same
+split). When the round asks, the message is there; if a late address changed the recipient's
+share after all, the message composed ahead is dropped and the new one composed then. Only the
+first round's recipients (the chosen ones, not the fallbacks a failure would climb to).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from array import array
+from collections.abc import Callable, Hashable
+
+from ..ladder import SendOptions
+from ..models import Contact, Network
+from ..pipeline import Notifier
+from .columns import Columns
+from .states import Route
+
+__all__ = ["SETTLE", "Ahead"]
+
+SETTLE = 0.3  # seconds a recipient's addresses stay the same before its messages are composed
+_LOOK_EVERY = 0.1  # seconds between two looks for settled recipients
+_FULL_WAIT = 0.01  # seconds before asking again when the workers had enough in hand
+
+
+class Ahead:
+    """Which recipient has which addresses so far, and their messages composed ahead."""
+
+    def __init__(
+        self,
+        notifier: Notifier,
+        rows: Columns,
+        route_of: Callable[[int], Route | None],
+        options: SendOptions,
+        idle: Callable[[], bool],
+    ) -> None:
+        self._notifier = notifier
+        self._rows = rows
+        self._route_of = route_of  # an address's route, once resolved
+        self._options = options
+        self._idle = idle  # whether the lookups leave room on the cores for composing
+        self._limit = notifier.settings.batch.max_findings_per_message
+        self._addresses: dict[str, list[int]] = {}  # recipient -> its addresses so far
+        self._changed: dict[str, float] = {}  # recipient -> when its share last changed
+        self._keys: dict[str, list[Hashable]] = {}  # recipient -> its messages composed ahead
+        self._starts = array("I")  # per address, where its rows begin in ``_by_ip``
+        self._by_ip = array("I")  # row numbers, grouped by address, ascending in each
+        self._task: asyncio.Task[None] | None = None
+
+    def resolved(self, ip_id: int, route: Route) -> None:
+        """Address ``ip_id`` goes to ``route``'s recipients."""
+        now = time.monotonic()
+        for contact in route.recipients:
+            self._addresses.setdefault(contact.address, []).append(ip_id)
+            self._changed[contact.address] = now
+            keys = self._keys.pop(contact.address, None)
+            if keys:
+                self._notifier.drop_ahead(keys)  # its share grew: not that message after all
+
+    def start(self) -> None:
+        """The input is read (every address's findings are known): compose from now on."""
+        self._index()
+        self._task = asyncio.get_running_loop().create_task(self._composing())
+
+    async def stop(self) -> None:
+        """The lookups are done: what is composed is kept for the round, nothing more starts."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    def _index(self) -> None:
+        """Each address's rows, in one pass (a counting sort over the row column)."""
+        row_ip = self._rows.row_ip
+        counts = array("I", bytes(4 * (len(self._rows.ips) + 1)))
+        for ip_id in row_ip:
+            counts[ip_id + 1] += 1
+        for ip_id in range(1, len(counts)):
+            counts[ip_id] += counts[ip_id - 1]
+        self._starts = array("I", counts)
+        by_ip = array("I", bytes(4 * len(row_ip)))
+        for row, ip_id in enumerate(row_ip):
+            by_ip[counts[ip_id]] = row
+            counts[ip_id] += 1
+        self._by_ip = by_ip
+
+    async def _composing(self) -> None:
+        pause = _LOOK_EVERY
+        while True:  # noqa: ASYNC110 - a look at the time that passed, not a wait for one event
+            await asyncio.sleep(pause)
+            pause = self._look()
+
+    def _look(self) -> float:
+        """Compose what has settled; how long until the next look."""
+        if not self._idle():
+            return _LOOK_EVERY
+        now = time.monotonic()
+        for address, changed in list(self._changed.items()):
+            if now - changed < SETTLE:
+                continue
+            keys = self._compose(address)
+            if keys is None:
+                return _FULL_WAIT  # the workers have enough in hand (or none are up yet)
+            del self._changed[address]
+            self._keys[address] = keys
+        return _LOOK_EVERY
+
+    def _compose(self, address: str) -> list[Hashable] | None:
+        """The recipient's messages as the delivery round will ask for them, started in the
+        compose workers; None when one could not be started."""
+        starts, by_ip = self._starts, self._by_ip
+        rows = sorted(
+            row
+            for ip_id in self._addresses[address]
+            for row in by_ip[starts[ip_id] : starts[ip_id + 1]]
+        )
+        if not rows:
+            return []
+        contact = self._contact(rows[0], address)
+        keys: list[Hashable] = []
+        for begin in range(0, len(rows), self._limit):
+            chunk = rows[begin : begin + self._limit]
+            findings = [self._rows.finding(row) for row in chunk]
+            routes = [self._route_of(self._rows.row_ip[row]) for row in chunk]
+            networks = {route.network for route in routes if route is not None}
+            network: Network | None = networks.pop() if len(networks) == 1 else None
+            key = self._notifier.compose_ahead(contact, findings, network, self._options)
+            if key is None:
+                self._notifier.drop_ahead(keys)
+                return None
+            keys.append(key)
+        return keys
+
+    def _contact(self, row: int, address: str) -> Contact:
+        # the round takes a recipient's contact from the route of its first finding
+        route = self._route_of(self._rows.row_ip[row])
+        assert route is not None
+        return next(c for c in route.recipients if c.address == address)

@@ -1,0 +1,95 @@
+"""A batch composes its messages while the lookups go on; a late address still reaches the
+message its recipient gets, and what is sent is what the log says was sent."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Hashable, Sequence
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+
+from notifier import Finding, Notifier
+from notifier.batch import Batch
+from notifier.compose.pool import IN_PROCESS_FIRST
+from notifier.sandbox.world import World, WorldHost, WorldNetwork
+from notifier.testing import Sandbox
+
+NETWORKS = IN_PROCESS_FIRST + 2  # one recipient each: enough to start the compose workers
+SHARED = "abuse@shared.test"  # the desk of network 0 and of the late network
+LATE = "127.41.99.1"  # its registry answers slowly: the address resolves last
+WORLD = World(
+    networks=(
+        *(
+            WorldNetwork(
+                f"127.41.{n}.0/24",
+                ("ripe", "arin", "apnic", "lacnic")[n % 4],
+                f"NET-{n}",
+                f"NET-{n}",
+                "NL",
+                f"Org {n}",
+                SHARED if n == 0 else f"abuse@org{n}.test",
+            )
+            for n in range(NETWORKS)
+        ),
+        WorldNetwork("127.41.99.0/24", "afrinic", "NET-LATE", "NET-LATE", "ZA", "Late", SHARED),
+    ),
+    hosts=(
+        *(WorldHost(f"127.41.{n}.1") for n in range(NETWORKS)),
+        WorldHost(LATE),
+    ),
+)
+
+
+@pytest.fixture
+async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
+    async with Sandbox(WORLD, directory=tmp_path) as box:
+        yield box
+
+
+async def test_messages_composed_ahead_are_sent_and_a_late_address_is_not_left_out(
+    sandbox: Sandbox,
+) -> None:
+    sandbox.registries["afrinic"].slow(0.002)  # seconds per byte of its answer
+    dropped: list[Hashable] = []
+    async with Notifier(sandbox.settings(rdap={"timeout": 20})) as notifier:
+        drop = notifier._composer.drop
+
+        def watched(keys: Sequence[Hashable] | None = None) -> None:
+            dropped.extend(keys or ())
+            drop(keys)
+
+        notifier._composer.drop = watched  # type: ignore[method-assign]
+        # the workers are up before the first address resolves, however busy the machine
+        notifier.expect_messages(NETWORKS)
+        assert await asyncio.to_thread(notifier._composer._ready.wait, 60)
+        batch = Batch(notifier)
+        started = time.monotonic()
+        for n in range(NETWORKS):
+            await batch.submit(Finding(ip_address(f"127.41.{n}.1"), "Redis open", port=6379))
+        await batch.submit(Finding(ip_address(LATE), "Redis open", port=6379))
+        await batch.flush()
+        ahead = notifier.composed_ahead
+    assert time.monotonic() - started > 1.0, "the late registry answered too soon to test"
+
+    # network 0's desk had its message composed while the late address was still resolving,
+    # then dropped when that address turned out to be theirs too
+    assert dropped
+    # the others were sent as composed ahead (all of them, unless the machine is very busy)
+    assert NETWORKS // 2 <= ahead <= NETWORKS - 1
+    shared = [m for m in sandbox.smtp.messages if m.rcpt_tos == (SHARED,)]
+    assert len(shared) == 1
+    assert b"127.41.0.1" in shared[0].raw and LATE.encode() in shared[0].raw
+    assert len(sandbox.smtp.messages) == NETWORKS  # one per recipient
+
+    # every message on the wire is the one its intent record names
+    log = sandbox.settings().state_dir / "audit.jsonl"
+    intents = [json.loads(x) for x in log.read_text().splitlines() if '"intent"' in x]
+    digests = {r["digest"] for r in intents}
+    assert len(intents) == NETWORKS
+    for message in sandbox.smtp.messages:
+        assert hashlib.sha256(message.raw).hexdigest() in digests
