@@ -366,18 +366,7 @@ class Notifier:
         options: SendOptions = DEFAULT_OPTIONS,
     ) -> Delivery:
         """One message to one contact about ``findings`` (``notifier.sending``)."""
-        return await self._sending().deliver(contact, findings, network, result, options)
-
-    def compose_ahead(
-        self,
-        contact: Contact,
-        findings: list[Finding],
-        network: Network | None,
-        options: SendOptions = DEFAULT_OPTIONS,
-    ) -> Hashable | None:
-        """Compose now the message a later ``deliver`` with these arguments sends (a batch
-        does while its lookups go on); a key for ``drop_ahead``, or None if nothing started."""
-        return self._sending().ahead(contact, findings, network, options)
+        return await self.sending.deliver(contact, findings, network, result, options)
 
     @property
     def composed_ahead(self) -> int:
@@ -388,7 +377,10 @@ class Notifier:
         """Forget messages composed ahead (all of them when ``keys`` is None)."""
         self._composer.drop(keys)
 
-    def _sending(self) -> Sender:
+    @property
+    def sending(self) -> Sender:
+        """The one-message path (``notifier.sending``): ``deliver``, and ``ahead`` for a
+        message composed before it is sent."""
         if self._sender is None:
             if self._guard is None:
                 raise RuntimeError("use Notifier as 'async with Notifier(...) as n'")

@@ -12,6 +12,7 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+from desks import desk_hosts, desk_networks
 
 from notifier import Finding, Notifier
 from notifier.batch import Batch
@@ -24,24 +25,10 @@ SHARED = "abuse@shared.test"  # the desk of network 0 and of the late network
 LATE = "127.41.99.1"  # its registry answers slowly: the address resolves last
 WORLD = World(
     networks=(
-        *(
-            WorldNetwork(
-                f"127.41.{n}.0/24",
-                ("ripe", "arin", "apnic", "lacnic")[n % 4],
-                f"NET-{n}",
-                f"NET-{n}",
-                "NL",
-                f"Org {n}",
-                SHARED if n == 0 else f"abuse@org{n}.test",
-            )
-            for n in range(NETWORKS)
-        ),
+        *desk_networks(41, NETWORKS, SHARED),
         WorldNetwork("127.41.99.0/24", "afrinic", "NET-LATE", "NET-LATE", "ZA", "Late", SHARED),
     ),
-    hosts=(
-        *(WorldHost(f"127.41.{n}.1") for n in range(NETWORKS)),
-        WorldHost(LATE),
-    ),
+    hosts=(*desk_hosts(41, NETWORKS), WorldHost(LATE)),
 )
 
 

@@ -9,30 +9,20 @@ from ipaddress import ip_address
 from pathlib import Path
 
 import pytest
+from desks import desk_hosts, desk_networks
 from pgp_helpers import OWNER, Keys, make_keys, stop_agent
 
 from notifier import Finding, Notifier
 from notifier.batch import Batch, BatchCounts
 from notifier.compose.pool import IN_PROCESS_FIRST
 from notifier.sandbox.keys import publish_wkd
-from notifier.sandbox.world import World, WorldHost, WorldNetwork
+from notifier.sandbox.world import World, WorldNetwork
 from notifier.testing import Sandbox
 
 NETWORKS = IN_PROCESS_FIRST + 2  # one recipient each: enough to start the workers
 WORLD = World(
-    networks=tuple(
-        WorldNetwork(
-            f"127.40.{n}.0/24",
-            ("ripe", "arin", "apnic", "lacnic")[n % 4],
-            f"NET-{n}",
-            f"NET-{n}",
-            "NL",
-            f"Org {n}",
-            OWNER if n == 0 else f"abuse@org{n}.test",
-        )
-        for n in range(NETWORKS)
-    ),
-    hosts=tuple(WorldHost(f"127.40.{n}.1") for n in range(NETWORKS)),
+    networks=desk_networks(40, NETWORKS, OWNER),
+    hosts=desk_hosts(40, NETWORKS),
     mail_domains=("health-dept.test",),
 )
 

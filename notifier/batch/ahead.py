@@ -131,7 +131,7 @@ class Ahead:
             routes = [self._route_of(self._rows.row_ip[row]) for row in chunk]
             networks = {route.network for route in routes if route is not None}
             network: Network | None = networks.pop() if len(networks) == 1 else None
-            key = self._notifier.compose_ahead(contact, findings, network, self._options)
+            key = self._notifier.sending.ahead(contact, findings, network, self._options)
             if key is None:
                 self._notifier.drop_ahead(keys)
                 return None
