@@ -364,9 +364,10 @@ class Notifier:
         network: Network | None,
         result: SendResult,
         options: SendOptions = DEFAULT_OPTIONS,
+        priors: Sequence[str | None] | None = None,
     ) -> Delivery:
         """One message to one contact about ``findings`` (``notifier.sending``)."""
-        return await self.sending.deliver(contact, findings, network, result, options)
+        return await self.sending.deliver(contact, findings, network, result, options, priors)
 
     @property
     def composed_ahead(self) -> int:

@@ -23,7 +23,7 @@ from .sources import LookupContext
 from .trust import EncryptionRequired, MessageGuard
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Mapping
+    from collections.abc import Hashable, Mapping, Sequence
 
 __all__ = ["Sender"]
 
@@ -86,12 +86,15 @@ class Sender:
         network: Network | None,
         result: SendResult,
         options: SendOptions = DEFAULT_OPTIONS,
+        priors: Sequence[str | None] | None = None,
     ) -> Delivery:
         """One message to one contact about ``findings``, written ahead to the audit log.
 
         Findings already delivered to this contact are left out (unless ``force``); findings
         an interrupted run may have sent are left out and reported in doubt. Suppressed
         addresses (SUPPRESSED) and the daily and per-run caps (HELD_BACK) are refused and logged.
+        ``priors``: what the log said of each finding for this contact, when the caller has
+        just asked (``Notifier.prior``); asked here otherwise.
         """
         dry_run, test_recipient = options.dry_run, options.test_recipient
         address = contact.address
@@ -110,7 +113,8 @@ class Sender:
         # a rehearsal (--test-recipient) always sends: it shows what owners would get
         if options.checks_history:
             doubt = "in doubt: an earlier run may have sent this (use --force to resend)"
-            priors = [self._n.prior(f, contact.address) for f in findings]
+            if priors is None:
+                priors = [self._n.prior(f, contact.address) for f in findings]
             new = [f for f, p in zip(findings, priors, strict=True) if p is None]
             doubtful = [f for f, p in zip(findings, priors, strict=True) if p == "in-doubt"]
             busy = [f for f, p in zip(findings, priors, strict=True) if p == "in-flight"]

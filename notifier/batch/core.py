@@ -359,7 +359,7 @@ class Batch:
             # a scratch result: the batch keeps the deliveries, not every message's bytes
             scratch = SendResult()
             delivery = await self.notifier.deliver(
-                plan.contact, findings, network, scratch, self.options
+                plan.contact, findings, network, scratch, self.options, priors if checks else None
             )
             self.result.deliveries.extend(scratch.deliveries)
             outcome = FROM_STATUS[delivery.status]
