@@ -28,7 +28,7 @@ from .errors import SourceProtocolError, SourceTimeout, SourceUnavailable
 from .models import IPAddress
 from .origins import OriginPools
 from .public import is_public_address
-from .ratelimit import Pacer, RateLimiter
+from .ratelimit import Pacer, RateLimiter, Turn
 
 if typing.TYPE_CHECKING:
     from .sources.ares import BulkResolver
@@ -46,6 +46,7 @@ __all__ = [
     "tcp_exchange",
     "Pacer",
     "RateLimiter",
+    "Turn",
 ]
 
 
@@ -264,17 +265,27 @@ async def fetch(
     max_redirects: int = 5,
     https_only: bool = False,
     source: str = "http",
-    before_hop: Callable[[str], Awaitable[None]] | None = None,
+    before_hop: Callable[[str], Awaitable[object]] | None = None,
+    on_sent: Callable[[], None] | None = None,
 ) -> FetchResult:
     """GET ``url`` following at most ``max_redirects`` redirects, within ``deadline`` seconds;
     ``before_hop`` is awaited with each redirect's URL before it is asked (a rate limiter: the
-    server a redirect leads to counts that request like any other).
+    server a redirect leads to counts that request like any other); ``on_sent`` is called
+    when a request's head has been written to the connection (a rate limiter's turn is over).
 
     Raises ``SourceTimeout`` past the deadline, ``SourceProtocolError`` for a body over
     ``max_bytes`` or a forbidden redirect, ``SourceUnavailable`` when no connection can be made.
     Any HTTP status is returned, not raised: 404, 429 and 5xx mean different things to callers.
     """
     chain = [url]
+    extensions: dict[str, object] = {}
+    if on_sent is not None:
+
+        async def trace(event: str, info: object) -> None:
+            if event.endswith(".send_request_headers.complete"):
+                on_sent()
+
+        extensions["trace"] = trace
     try:
         async with asyncio.timeout(deadline):
             while True:
@@ -283,7 +294,9 @@ async def fetch(
                     raise SourceProtocolError(f"refused non-HTTPS URL {current}", source=source)
                 if before_hop is not None and len(chain) > 1:
                     await before_hop(current)
-                async with client.stream("GET", current, headers={"Accept": accept}) as response:
+                async with client.stream(
+                    "GET", current, headers={"Accept": accept}, extensions=extensions
+                ) as response:
                     if response.is_redirect and "location" in response.headers:
                         if len(chain) > max_redirects:
                             raise SourceProtocolError(

@@ -1,14 +1,46 @@
 """How fast a registry (or any server named by a key) is asked: turns spaced evenly at the
-configured rate, and no turn while the server asked us to wait (HTTP 429, Retry-After)."""
+configured rate, and no turn while the server asked us to wait (HTTP 429, Retry-After).
+
+A turn is when a request may start, not when its bytes reach the wire: between the two lie the
+connection pool's and the TLS layer's turns of a busy event loop, tens of milliseconds at
+times, so two requests given turns an interval apart could reach the server together. A caller
+that can tell when its request left (``Turn.sent``) makes the next turn wait for that and keep
+its distance from it; and its turns come early by the least of the last few delays between a
+turn and its request leaving, so that requests leave on the even schedule, not that much later.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Pacer", "RateLimiter"]
+__all__ = ["Pacer", "RateLimiter", "Turn"]
+
+_LATE_GAP = 0.9  # intervals between a request that left late and the next one, at least
+_LEAVE_WAIT = 2.0  # intervals the next turn waits at most for the last request to leave
+_LEADS = 8  # delays between a turn and its request leaving remembered per server
+_MAX_LEAD = 0.5  # intervals a turn comes early at most
+
+
+class Turn:
+    """One turn at a server; ``sent`` once its request has left (again: no effect)."""
+
+    def __init__(self, limiter: RateLimiter | None = None, key: str = "") -> None:
+        self._limiter = limiter
+        self._key = key
+        self._given = limiter._clock() if limiter is not None else time.monotonic()
+        self.left = asyncio.Event()
+
+    def sent(self) -> None:
+        if self.left.is_set():
+            return
+        self.left.set()
+        if self._limiter is not None:
+            self._limiter._left(self._key, self._limiter._clock() - self._given)
 
 
 @runtime_checkable
@@ -38,27 +70,56 @@ class RateLimiter:
         self._shared = shared
         self._next: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._leaving: dict[str, Turn] = {}  # a turn whose request has not said it left
+        self._leads: dict[str, deque[float]] = {}  # per server: turn-to-leaving delays
 
-    async def wait(self, key: str) -> None:
+    async def wait(self, key: str, *, confirm: bool = False) -> Turn:
+        """Until the next turn at ``key``. With ``confirm``, the caller calls ``sent`` on the
+        turn once its request has left (or has failed to): the next turn waits for that (at
+        most two intervals) and comes at least nine tenths of an interval after it."""
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
+            leaving = self._leaving.pop(key, None)
+            if leaving is not None and not leaving.left.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._interval * _LEAVE_WAIT):
+                        await leaving.left.wait()
+            # the request leaves about ``lead`` after its turn: the turn comes that much early
+            lead = self._lead(key) if confirm else 0.0
             now = self._clock()
-            start = max(now, self._next.get(key, now))
+            start = max(now, self._next.get(key, now + lead) - lead)
             if self._shared is not None:
                 # the team's next turn, no sooner than this process's own
-                turn = self._shared.reserve(f"rate:{key}", self._interval, start - now)
-                if turn is not None:
-                    start = max(start, now + turn)
-            self._next[key] = start + self._interval
+                reserved = self._shared.reserve(f"rate:{key}", self._interval, start - now)
+                if reserved is not None:
+                    start = max(start, now + reserved)
+            self._next[key] = start + lead + self._interval
             if start > now:
                 await asyncio.sleep(start - now)
                 # a busy event loop wakes us late: the next request keeps its distance from
                 # when this one really leaves, or several would leave together and exhaust the
                 # server's burst (nine tenths of an interval: a late start is caught up slowly;
                 # keeping to the even schedule instead, half an interval apart at least, made
-                # a batch 5% faster but drew an answer of 429 in one run of five; three quarters
-                # drew five in one 30,000-address run of two)
-                self._next[key] = max(self._next[key], self._clock() + self._interval * 0.9)
+                # a batch 5% faster but drew an answer of 429 in one run of five)
+                self._next[key] = max(
+                    self._next[key], self._clock() + lead + self._interval * _LATE_GAP
+                )
+            turn = Turn(self, key)
+            if confirm:
+                self._leaving[key] = turn
+            return turn
+
+    def _lead(self, key: str) -> float:
+        leads = self._leads.get(key)
+        if not leads or len(leads) < 3:
+            return 0.0
+        return min(min(leads), self._interval * _MAX_LEAD)
+
+    def _left(self, key: str, lead: float) -> None:
+        """A request of ``key`` left ``lead`` seconds after its turn: the next one leaves at
+        least nine tenths of an interval after it."""
+        self._leads.setdefault(key, deque(maxlen=_LEADS)).append(lead)
+        self._next[key] = max(self._next.get(key, 0.0), self._clock() + self._interval * _LATE_GAP)
 
     def pause(self, key: str, seconds: float) -> None:
         """The server asked us to wait (429 Retry-After): nobody queries it before then."""

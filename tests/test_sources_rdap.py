@@ -679,9 +679,9 @@ class TestLookup:
                 super().__init__(1000.0)
                 self.keys: list[str] = []
 
-            async def wait(self, key: str) -> None:
+            async def wait(self, key: str, *, confirm: bool = False) -> net.Turn:
                 self.keys.append(key)
-                await super().wait(key)
+                return await super().wait(key, confirm=confirm)
 
         ripe = ripe_registry(corpus_dir)
         arin = RDAPRegistry("ARIN", blocks=["62.0.0.0/8"])
@@ -693,6 +693,36 @@ class TestLookup:
         assert report.contacts
         assert limiter.keys == [host_of(arin.base_url), host_of(ripe.base_url)]
 
+    async def test_a_turn_ends_when_the_request_leaves_not_when_it_is_answered(
+        self, corpus_dir: Path, tmp_path: Path, make_ctx: CtxFactory, start: Starter
+    ) -> None:
+        """The client says when a request's head was written; the next turn keeps its distance
+        from that moment, and does not wait for the answer."""
+        left: list[float] = []
+
+        class Recording(net.RateLimiter):
+            async def wait(self, key: str, *, confirm: bool = False) -> net.Turn:
+                turn = await super().wait(key, confirm=confirm)
+                sent = turn.sent
+
+                def recorded() -> None:
+                    if not turn.left.is_set():
+                        left.append(time.monotonic())
+                    sent()
+
+                turn.sent = recorded  # type: ignore[method-assign]
+                return turn
+
+        ripe = ripe_registry(corpus_dir)
+        await start(ripe)
+        ripe.server.latency = 0.3  # seconds before every answer
+        ctx = make_ctx(str(write_bootstrap(tmp_path / "boot", [ripe])), limiter=Recording(1000.0))
+        began = time.monotonic()
+        await RDAPClient(ctx).get(f"{ripe.base_url}ip/{RIPE_IP}")
+        answered = time.monotonic()
+        assert answered - began >= 0.3 and len(left) == 1
+        assert left[0] < answered - 0.25  # when it was written, long before the answer
+
     async def test_a_turn_is_taken_with_a_connection_free(
         self, corpus_dir: Path, tmp_path: Path, make_ctx: CtxFactory, start: Starter
     ) -> None:
@@ -701,9 +731,9 @@ class TestLookup:
         events: list[str] = []
 
         class Recording(net.RateLimiter):
-            async def wait(self, key: str) -> None:
+            async def wait(self, key: str, *, confirm: bool = False) -> net.Turn:
                 events.append("turn")
-                await super().wait(key)
+                return await super().wait(key, confirm=confirm)
 
         ripe = ripe_registry(corpus_dir)
         await start(ripe)

@@ -130,7 +130,8 @@ class Remote:
         self._loop = asyncio.get_running_loop()
         self._heard = 0.0  # when the worker last said anything
         self._ours, theirs = socket.socketpair()
-        threading.Thread(target=self._start, args=(theirs,), name="lookup-worker").start()
+        self._starter = threading.Thread(target=self._start, args=(theirs,), name="lookup-worker")
+        self._starter.start()
 
     def _start(self, theirs: socket.socket) -> None:
         # beside the event loop: the first start waits for the fork server to import the package
@@ -145,7 +146,10 @@ class Remote:
         finally:
             theirs.close()
         self._process = process
-        self._loop.call_soon_threadsafe(self._started)
+        try:
+            self._loop.call_soon_threadsafe(self._started)
+        except RuntimeError:  # the batch ended (its loop with it) while the worker started
+            process.kill()
 
     def _started(self) -> None:
         self._reading = self._loop.create_task(self._connect())
@@ -246,6 +250,8 @@ class Remote:
             self._writer.close()
         else:
             self._ours.close()
+        # a worker still starting is started (or not) before it is let go
+        await asyncio.to_thread(self._starter.join)
         process = self._process
         if process is not None:
             await asyncio.to_thread(process.join, _CLOSE_WAIT)

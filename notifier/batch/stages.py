@@ -361,7 +361,7 @@ class Lookups:
         process gets its share of the queries in flight (one resolver, still bounded)."""
         count = self._workers_wanted
         self._workers_wanted = 0
-        share = max(1, self._width // (count + 1))
+        share = max(1, self._width * 3 // (4 * count))
         for _ in range(count):
             self._remotes.append(
                 Remote(self._ctx.settings, share, self._remote_result, self._remote_lost)

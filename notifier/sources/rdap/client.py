@@ -168,22 +168,27 @@ class RDAPClient:
 
     async def _paced(self, url: str, call: _Call) -> RDAPAnswer:
         settings = self.ctx.settings.rdap
-        await self.ctx.limiter.wait(host_of(url))
+        # the next turn at this registry waits until this request has really left
+        turn = await self.ctx.limiter.wait(host_of(url), confirm=True)
         self.requests += 1
         self.ctx.trace("rdap.request", {"url": url, "attempt": call.attempts})
-        result = await net.fetch(
-            self.ctx.http,
-            url,
-            max_bytes=settings.max_bytes,
-            deadline=settings.timeout,
-            accept=ACCEPT,
-            max_redirects=settings.max_redirects,
-            # a query that starts over HTTPS is never downgraded by a redirect
-            https_only=url.startswith("https://"),
-            source=self.source,
-            # a redirect's registry takes its turn too (its rate counts that request)
-            before_hop=lambda hop: self.ctx.limiter.wait(host_of(hop)),
-        )
+        try:
+            result = await net.fetch(
+                self.ctx.http,
+                url,
+                max_bytes=settings.max_bytes,
+                deadline=settings.timeout,
+                accept=ACCEPT,
+                max_redirects=settings.max_redirects,
+                # a query that starts over HTTPS is never downgraded by a redirect
+                https_only=url.startswith("https://"),
+                source=self.source,
+                # a redirect's registry takes its turn too (its rate counts that request)
+                before_hop=lambda hop: self.ctx.limiter.wait(host_of(hop)),
+                on_sent=turn.sent,
+            )
+        finally:
+            turn.sent()  # it never left (no connection): the turn is over all the same
         answer = RDAPAnswer(url=url, status=result.status, body=result.body, chain=result.chain)
         final_host = host_of(result.url)
         limited = result.status == 429 or 500 <= result.status <= 599
