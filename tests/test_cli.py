@@ -146,7 +146,7 @@ class TestResolve:
         assert code == 0
         contacts = json.loads(stdout)["contacts"]
         network = [c for c in contacts if c["role"] == "network"]
-        assert network and all("rdap" in c["sources"] for c in network)
+        assert network and all("rdap" in c["sources"] for c in network), stdout
 
 
 class TestSend:
