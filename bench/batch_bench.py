@@ -313,18 +313,29 @@ async def run_mode(
 
 
 def _timeline(sandbox: Any, start: float) -> dict[str, list[float]]:
-    """First and last moment (s since the batch began) each server was asked: what bound when."""
+    """First and last moment (s since the batch began) each kind of server was asked: what
+    bound when; for the registries also the two requests one host got closest together (ms)."""
     moments: dict[str, list[float]] = {}
+    by_host: dict[tuple[str, str], list[float]] = {}
     for request in sandbox.web.requests:
         if request.path.startswith("/bootstrap/"):
             kind = "bootstrap"
         elif "rdap" in request.host:
             kind = "domain registry" if ".nic." in request.host else "RIRs"
+            by_host.setdefault((kind, request.host), []).append(request.at)
         else:
             kind = "security.txt" if request.path.endswith("security.txt") else "other web"
         moments.setdefault(kind, []).append(request.at - start)
     moments["SMTP"] = [m.at - start for m in sandbox.smtp.messages]
-    return {k: [round(min(v), 3), round(max(v), 3)] for k, v in moments.items() if v}
+    timeline = {k: [round(min(v), 3), round(max(v), 3)] for k, v in moments.items() if v}
+    for (kind, _), times in by_host.items():
+        times.sort()
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        if gaps:
+            closest = round(1000 * min(gaps), 1)
+            entry = timeline[kind]
+            entry[2:] = [min(entry[2], closest)] if len(entry) > 2 else [closest]
+    return timeline
 
 
 def _fmt(value: float | int | None, digits: int = 2) -> str:
@@ -495,8 +506,9 @@ async def parent_main(args: argparse.Namespace) -> None:
         f"{summary['addresses']:,} addresses; {args.latency * 1000:g} ms added to every DNS "
         "and every HTTP answer."
     )
-    for kind, (first, last) in summary.get("batch", {}).get("timeline", {}).items():
-        print(f"  {kind}: first at {first:.2f} s, last at {last:.2f} s")
+    for kind, (first, last, *closest) in summary.get("batch", {}).get("timeline", {}).items():
+        apart = f", one host's closest two requests {closest[0]:g} ms apart" if closest else ""
+        print(f"  {kind}: first at {first:.2f} s, last at {last:.2f} s{apart}")
     print(json.dumps(summary, separators=(",", ":")))
 
 
