@@ -307,7 +307,9 @@ async def run_mode(
         kind = request.host if "rdap" in request.host else "other hosts"
         hosts[kind] = hosts.get(kind, 0) + 1
     report["http_requests_by_host"] = hosts
-    report["timeline"] = _timeline(sandbox, report.pop("clock_start"))
+    clock_start = report.pop("clock_start", None)
+    if clock_start is not None:  # the batch mode's (the naive one's requests are its own)
+        report["timeline"] = _timeline(sandbox, clock_start)
     report["dns_answers"] = sandbox.dns.answered  # known once its process has stopped
     return report
 
