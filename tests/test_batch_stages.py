@@ -273,6 +273,26 @@ class TestTurns:
         per_tick = [taken.count(t) for t in set(taken)]
         assert max(per_tick) <= 2 and len(taken) == 6
 
+    async def test_later_turns_go_after_every_other_waiting(self) -> None:
+        """Finishing an address waits for reverse DNS: the DNS stage's turns come first."""
+        from notifier.batch.turns import Turns
+
+        turns = Turns(1)
+        order: list[str] = []
+
+        async def step(name: str, later: bool) -> None:
+            await turns.take(later=later)
+            order.append(name)
+
+        await asyncio.gather(
+            turns.take(),  # the iteration's only turn: the others all wait
+            step("finish 1", True),
+            step("dns 1", False),
+            step("finish 2", True),
+            step("dns 2", False),
+        )
+        assert order == ["dns 1", "dns 2", "finish 1", "finish 2"]
+
 
 class TestResolutionRecords:
     async def test_one_record_per_network_range_resolved_alike(self, tmp_path: Path) -> None:

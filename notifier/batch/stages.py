@@ -341,7 +341,9 @@ class Lookups:
         try:
             while self._ready:
                 ip_id, report, reports = self._ready.popleft()
-                await self._turns.take()
+                # reverse DNS first: it names the hosts the domain registry's queue waits for,
+                # while what is finished here waits for the last lookup anyway
+                await self._turns.take(later=True)
                 target = self._target(ip_id)
                 early = self._early.pop(ip_id, None)
                 try:

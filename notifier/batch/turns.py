@@ -25,8 +25,10 @@ class Turns:
         self._spent = 0
         self._reset_due = False
         # the waiting, longest first: each iteration wakes only as many as it has turns for
-        # (waking them all to find most of them must wait again cost more than the work)
+        # (waking them all to find most of them must wait again cost more than the work);
+        # the first queue's before the second's
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._later: deque[asyncio.Future[None]] = deque()
 
     def _schedule(self) -> None:
         if not self._reset_due:
@@ -36,21 +38,23 @@ class Turns:
     def _reset(self) -> None:
         self._reset_due = False
         self._spent = 0
-        while self._waiters and self._spent < self._per_tick:
-            waiter = self._waiters.popleft()
-            if not waiter.done():  # a cancelled waiter takes no turn
-                waiter.set_result(None)
-                self._spent += 1
+        for waiters in (self._waiters, self._later):
+            while waiters and self._spent < self._per_tick:
+                waiter = waiters.popleft()
+                if not waiter.done():  # a cancelled waiter takes no turn
+                    waiter.set_result(None)
+                    self._spent += 1
         if self._spent:
             self._schedule()
 
-    async def take(self) -> None:
-        if self._spent < self._per_tick and not self._waiters:
+    async def take(self, *, later: bool = False) -> None:
+        """A turn; ``later``: after every turn asked for without it."""
+        if self._spent < self._per_tick and not self._waiters and not self._later:
             self._spent += 1
             self._schedule()
             return
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        (self._later if later else self._waiters).append(waiter)
         self._schedule()
         await waiter  # the turn was counted when it was handed over
 
