@@ -28,6 +28,7 @@ from .sandbox.tsa import TimestampAuthority
 from .sandbox.web import Reply, SandboxCA, WebServer
 from .sandbox.whois import WhoisServer
 from .sandbox.world import REGISTRIES, World, WorldNetwork, demo_world
+from .sources.rdap import clear_bootstrap_cache
 
 __all__ = ["Sandbox", "World", "demo_world", "whois_text"]
 
@@ -183,6 +184,7 @@ class Sandbox:
     def add_rdap(self, registry: str, cidr: str, answer: dict[str, Any]) -> None:
         """Serve ``answer`` (e.g. a captured RDAP reply) for ``cidr`` from ``registry``."""
         self.registries[registry].add_network(cidr, answer)
+        clear_bootstrap_cache()  # the bootstrap files served now name the range too
 
     def add_whois(self, registry: str, ip: str, answer: str) -> None:
         """Serve ``answer`` (e.g. a captured WHOIS reply) for queries about ``ip``."""
@@ -253,6 +255,9 @@ class Sandbox:
             self.web.latency = self.latency
         await self.dns.start()
         await self.web.start()
+        # a sandbox started earlier in this process may have served its bootstrap files from
+        # this same address and port: what was read of them then is not this sandbox's
+        clear_bootstrap_cache()
         for server in [*self.whois.values(), self.iana]:
             await server.start()
         await self.smtp.start()
