@@ -82,8 +82,13 @@ async def test_workers_split_the_messages_and_the_lookups(
     argvs = []
     for n in range(3):
         state = {"dir": str(tmp_path / f"machine-{n}"), "url": pg_url}
+        # four messages at a time, 0.15 s each: no worker can send all 24 before the others
+        # are done looking up, however far ahead it started
         config = sandbox.write_config(
-            tmp_path / f"notify-{n}.toml", state=state, rdap={"rate_per_second": 10}
+            tmp_path / f"notify-{n}.toml",
+            state=state,
+            rdap={"rate_per_second": 10},
+            limits={"concurrency": 4},
         )
         argvs.append(["batch", str(data), "--json", "--config", str(config)])
     runs = await asyncio.gather(
