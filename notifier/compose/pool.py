@@ -145,6 +145,7 @@ class Composer:
         # messages composed ahead (``ahead``), by what makes them one message
         self._ahead: dict[Hashable, asyncio.Future[ComposedMessage | None]] = {}
         self._ahead_bytes = 0
+        self._sizes: dict[Hashable, int] = {}  # the bytes of each counted in ``_ahead_bytes``
         self.ahead_used = 0  # messages sent as composed ahead
 
     def expect(self, messages: int) -> None:
@@ -169,15 +170,19 @@ class Composer:
             future = asyncio.wrap_future(self._pool.submit(_compose_in_worker, job))
         except Exception:  # noqa: BLE001 - a broken pool: ``compose`` finds out and says so
             return None
-        future.add_done_callback(self._held)
+        future.add_done_callback(lambda done: self._held(key, done))
         self._ahead[key] = future
         return key
 
-    def _held(self, future: asyncio.Future[ComposedMessage | None]) -> None:
-        if not future.cancelled() and future.exception() is None:
-            composed = future.result()
-            if composed is not None:
-                self._ahead_bytes += len(composed.raw)
+    def _held(self, key: Hashable, future: asyncio.Future[ComposedMessage | None]) -> None:
+        # counted only while it is still held: one taken or dropped before this callback ran
+        # is not counted at all
+        if self._ahead.get(key) is not future or future.cancelled() or future.exception():
+            return
+        composed = future.result()
+        if composed is not None:
+            self._sizes[key] = len(composed.raw)
+            self._ahead_bytes += len(composed.raw)
 
     def drop(self, keys: Sequence[Hashable] | None = None) -> None:
         """Forget messages composed ahead (every one when ``keys`` is None): what they said
@@ -185,18 +190,16 @@ class Composer:
         for key in list(self._ahead) if keys is None else keys:
             future = self._ahead.pop(key, None)
             if future is not None:
-                self._release(future)
+                self._release(key, future)
 
-    def _release(self, future: asyncio.Future[ComposedMessage | None]) -> None:
+    def _release(self, key: Hashable, future: asyncio.Future[ComposedMessage | None]) -> None:
         if not future.done():
             future.cancel()
-        elif not future.cancelled() and future.exception() is None:
-            composed = future.result()
-            if composed is not None:
-                self._ahead_bytes -= len(composed.raw)
+        self._ahead_bytes -= self._sizes.pop(key, 0)
 
     async def _composed_ahead(self, job: Job) -> ComposedMessage | None:
-        future = self._ahead.pop(job.same_message(), None) if self._ahead else None
+        key = job.same_message()
+        future = self._ahead.pop(key, None) if self._ahead else None
         if future is None:
             return None
         try:
@@ -204,7 +207,7 @@ class Composer:
         except Exception:  # noqa: BLE001 - a worker died: composed again, as without one
             return None
         finally:
-            self._release(future)
+            self._release(key, future)
         if composed is not None:
             self.ahead_used += 1
         return composed
