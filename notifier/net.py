@@ -266,12 +266,13 @@ async def fetch(
     https_only: bool = False,
     source: str = "http",
     before_hop: Callable[[str], Awaitable[object]] | None = None,
-    on_sent: Callable[[], None] | None = None,
+    turn: Turn | None = None,
 ) -> FetchResult:
     """GET ``url`` following at most ``max_redirects`` redirects, within ``deadline`` seconds;
     ``before_hop`` is awaited with each redirect's URL before it is asked (a rate limiter: the
-    server a redirect leads to counts that request like any other); ``on_sent`` is called
-    when a request's head has been written to the connection (a rate limiter's turn is over).
+    server a redirect leads to counts that request like any other). ``turn``: the first
+    request's turn at its server, held right before the request's head is written and told
+    once it has been (``Turn.leaving``, ``Turn.sent``).
 
     Raises ``SourceTimeout`` past the deadline, ``SourceProtocolError`` for a body over
     ``max_bytes`` or a forbidden redirect, ``SourceUnavailable`` when no connection can be made.
@@ -279,11 +280,15 @@ async def fetch(
     """
     chain = [url]
     extensions: dict[str, object] = {}
-    if on_sent is not None:
+    if turn is not None:
 
         async def trace(event: str, info: object) -> None:
-            if event.endswith(".send_request_headers.complete"):
-                on_sent()
+            if len(chain) > 1:  # a redirect's hop: that server's turn was taken apart
+                return
+            if event.endswith(".send_request_headers.started"):
+                await turn.leaving()
+            elif event.endswith(".send_request_headers.complete"):
+                turn.sent()
 
         extensions["trace"] = trace
     try:

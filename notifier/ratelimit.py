@@ -4,9 +4,12 @@ configured rate, and no turn while the server asked us to wait (HTTP 429, Retry-
 A turn is when a request may start, not when its bytes reach the wire: between the two lie the
 connection pool's and the TLS layer's turns of a busy event loop, tens of milliseconds at
 times, so two requests given turns an interval apart could reach the server together. A caller
-that can tell when its request left (``Turn.sent``) makes the next turn wait for that and keep
-its distance from it; and its turns come early by the least of the last few delays between a
-turn and its request leaving, so that requests leave on the even schedule, not that much later.
+that can tell when its request is about to leave (``Turn.leaving``, awaited right before its
+first bytes are written) and when it has (``Turn.sent``) gets its request held at the wire until
+nine tenths of an interval after the last one to that server, and the next turn waits until it
+has left. Its turns come early by the usual delay between a turn and its request leaving (the
+median of the last eight), so that requests leave on the even schedule, not that much later;
+the hold at the wire keeps them apart whatever the delay of the moment.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ class Turn:
         self._key = key
         self._given = limiter._clock() if limiter is not None else time.monotonic()
         self.left = asyncio.Event()
+
+    async def leaving(self) -> None:
+        """Until this request may be written: nine tenths of an interval after the last."""
+        if self._limiter is not None and not self.left.is_set():
+            await self._limiter._hold(self._key)
 
     def sent(self) -> None:
         if self.left.is_set():
@@ -72,6 +80,7 @@ class RateLimiter:
         self._locks: dict[str, asyncio.Lock] = {}
         self._leaving: dict[str, Turn] = {}  # a turn whose request has not said it left
         self._leads: dict[str, deque[float]] = {}  # per server: turn-to-leaving delays
+        self._written: dict[str, float] = {}  # per server: when the last request was written
 
     async def wait(self, key: str, *, confirm: bool = False) -> Turn:
         """Until the next turn at ``key``. With ``confirm``, the caller calls ``sent`` on the
@@ -113,7 +122,14 @@ class RateLimiter:
         leads = self._leads.get(key)
         if not leads or len(leads) < 3:
             return 0.0
-        return min(min(leads), self._interval * _MAX_LEAD)
+        return min(sorted(leads)[len(leads) // 2], self._interval * _MAX_LEAD)
+
+    async def _hold(self, key: str) -> None:
+        gap = self._interval * _LATE_GAP
+        # another request may take the moment while this one sleeps: look again after
+        while (wait := self._written.get(key, -gap) + gap - self._clock()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+        self._written[key] = self._clock()  # checked and taken with no turn of the loop between
 
     def _left(self, key: str, lead: float) -> None:
         """A request of ``key`` left ``lead`` seconds after its turn: the next one leaves at

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from notifier.net import RateLimiter
+from notifier.net import RateLimiter, Turn
 
 RATE = 20.0  # a turn every 50 ms
 
@@ -43,3 +43,15 @@ async def test_turns_without_confirmation_keep_the_even_pace() -> None:
         turn = await limiter.wait("rdap.example")
         turn.sent()  # harmless: nobody waits for it
     assert 4 / RATE - 0.01 <= time.monotonic() - began < 4 / RATE + 0.2
+
+
+async def test_a_request_is_held_at_the_wire_until_its_distance_from_the_last() -> None:
+    limiter = RateLimiter(RATE)
+    first = await limiter.wait("rdap.example", confirm=True)
+    second = Turn(limiter, "rdap.example")  # a turn given early, as a busy moment can
+    await first.leaving()
+    began = time.monotonic()
+    await second.leaving()  # written no sooner than nine tenths of an interval after the first
+    assert time.monotonic() - began >= 0.9 / RATE - 0.005
+    first.sent()
+    second.sent()

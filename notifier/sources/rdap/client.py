@@ -185,7 +185,7 @@ class RDAPClient:
                 source=self.source,
                 # a redirect's registry takes its turn too (its rate counts that request)
                 before_hop=lambda hop: self.ctx.limiter.wait(host_of(hop)),
-                on_sent=turn.sent,
+                turn=turn,
             )
         finally:
             turn.sent()  # it never left (no connection): the turn is over all the same
