@@ -279,18 +279,8 @@ async def fetch(
     Any HTTP status is returned, not raised: 404, 429 and 5xx mean different things to callers.
     """
     chain = [url]
-    extensions: dict[str, object] = {}
-    if turn is not None:
-
-        async def trace(event: str, info: object) -> None:
-            if len(chain) > 1:  # a redirect's hop: that server's turn was taken apart
-                return
-            if event.endswith(".send_request_headers.started"):
-                await turn.leaving()
-            elif event.endswith(".send_request_headers.complete"):
-                turn.sent()
-
-        extensions["trace"] = trace
+    # a redirect's hop is not the turn's request: that server's turn was taken apart
+    extensions = {} if turn is None else {"trace": turn.tracer(lambda: len(chain) == 1)}
     try:
         async with asyncio.timeout(deadline):
             while True:

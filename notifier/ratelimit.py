@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 __all__ = ["Pacer", "RateLimiter", "Turn"]
@@ -42,6 +42,20 @@ class Turn:
         """Until this request may be written: nine tenths of an interval after the last."""
         if self._limiter is not None and not self.left.is_set():
             await self._limiter._hold(self._key)
+
+    def tracer(self, own: Callable[[], bool]) -> Callable[[str, object], Awaitable[None]]:
+        """httpcore's trace hook for this turn's request (``own()``: the request traced now is
+        this turn's): held before its head is written, told once it has been."""
+
+        async def trace(event: str, info: object) -> None:
+            if not own():
+                return
+            if event.endswith(".send_request_headers.started"):
+                await self.leaving()
+            elif event.endswith(".send_request_headers.complete"):
+                self.sent()
+
+        return trace
 
     def sent(self) -> None:
         if self.left.is_set():

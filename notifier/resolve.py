@@ -12,10 +12,12 @@ is recorded, never fatal. The policy (what replaces what, when to guess, who is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 
+from .errors import NotifierError
 from .inflight import gate
 from .models import (
     HintCheck,
@@ -49,6 +51,8 @@ __all__ = [
     "reverse_dns",
     "registry",
     "complete",
+    "by_name",
+    "ready_by_name",
 ]
 
 Lookup = Callable[[Query, LookupContext], Awaitable[SourceReport]]
@@ -254,6 +258,19 @@ async def reverse_dns(target: Target, ctx: LookupContext) -> SourceReport:
 async def registry(target: Target, ctx: LookupContext) -> list[SourceReport]:
     """Stage 1b: the registry's answer for the target's network (cached by range)."""
     return await _registry(Query(target, hostnames=target.hostnames), ctx)
+
+
+async def ready_by_name(ctx: LookupContext) -> None:
+    """What the first lookups by name need, readied while a batch's first queries are out: the
+    domain registries' bootstrap (else fetched only once a host name is known, delaying the
+    busiest queue) and the public suffix lists (parsing them holds the event loop for some
+    30 ms each: off it, in threads)."""
+    names = asyncio.gather(
+        asyncio.to_thread(rdns.psl, only_icann=False), asyncio.to_thread(rdns.psl, only_icann=True)
+    )
+    with contextlib.suppress(NotifierError):  # the lookup that needs it reports the failure
+        await rdap.load_bootstrap("dns", ctx)
+    await names
 
 
 async def complete(

@@ -15,15 +15,13 @@ need. So the stages are apart:
 - the rest (security.txt and domain lookups by host name, overrides, the national CERT) once an
   address has both: again ``limits.dns_concurrency`` wide.
 
-An address whose DNS goes unanswered is not held up: every query has its deadline, and once the
-resolver has left a run of queries unanswered the rest skip reverse DNS (noted as the reason) but
-for one probe a second, until it answers again.
+An address whose DNS goes unanswered is not held up: every query has its deadline, and a silent
+resolver is asked no more but for a probe a second (``turns.Silence``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import time
 from collections import deque
@@ -32,22 +30,19 @@ from typing import Any, TypeVar
 
 from ..errors import NotifierError
 from ..models import Resolution, SourceReport, Target
-from ..resolve import by_name, complete, registry, reverse_dns
+from ..resolve import by_name, complete, ready_by_name, registry, reverse_dns
 from ..sources import LookupContext
 from ..sources.ares import BulkResolver
-from ..sources.rdap import load_bootstrap
-from ..sources.rdns import is_generic_hosting_name, psl
+from ..sources.rdns import is_generic_hosting_name
 from ..workers import warm_forkserver
 from .remote import REMOTE_AFTER, Remote, Result, default_lookup_workers
-from .turns import Answered, Turns
+from .turns import Answered, Silence, Turns
 
 __all__ = ["Lookups"]
 
 _BLOCK = {4: 24, 6: 48}  # addresses of one block wait for one registry answer
 _QUEUE_SECONDS = 3  # registry fetches started at once: this many seconds of their rate
 _BLOCK_FAILURES = 2  # failed registry lookups in one block before its addresses share the failure
-_SILENT_RUN = 32  # unanswered queries in a row after which the resolver counts as silent
-_PROBE_EVERY = 1.0  # seconds between queries to a silent resolver
 
 _BULK_PER_TICK = 8  # addresses the DNS and finishing stages take up per event-loop iteration
 _PRELOAD = 256  # addresses whose cached PTR answers are read in one query
@@ -83,15 +78,13 @@ class Lookups:
         self._own_registry = own_registry
         self._on_dns = on_dns
         workers = ctx.settings.limits.lookup_workers
-        self._workers_wanted = default_lookup_workers() if workers is None else workers
-        if not own_registry:
-            self._workers_wanted = 0
+        wanted = default_lookup_workers() if workers is None else workers
+        self._workers_wanted = wanted if own_registry else 0
         self._remotes: list[Remote] = []
         self._sharing: set[Remote] = set()  # workers up, whose share of the width they have
         self.worker_cpu = 0.0  # CPU seconds the workers used, once they are done
         self._remote_of: dict[int, Remote] = {}  # addresses a worker holds
         self._pumping = False
-        self._dns_timeout = ctx.settings.dns.timeout
         self._dns_queue: deque[int] = deque()
         # the same addresses in the same order, until their cached answers are read in bulk
         self._unloaded: deque[int] = deque()
@@ -114,8 +107,7 @@ class Lookups:
         self._failure: BaseException | None = None
         self._bulk: BulkResolver | None = None  # ours to close
         self._turns = Turns(_BULK_PER_TICK)
-        self._silent = 0  # DNS queries in a row that ran out of time
-        self._next_probe = 0.0
+        self._silence = Silence(ctx.settings.dns.timeout)
         self._warmed = False
 
     # -- scheduling -------------------------------------------------------------------------
@@ -126,7 +118,7 @@ class Lookups:
             self._bulk = self._ctx.bulk_dns = BulkResolver(self._ctx.settings.dns)
         if not self._warmed:
             self._warmed = True
-            self._spawn(self._warm())
+            self._spawn(ready_by_name(self._ctx))
         self._pending += 1
         self._idle.clear()
         self._dns_queue.append(ip_id)
@@ -194,27 +186,11 @@ class Lookups:
                 self._ctx.bulk_dns = None
             await bulk.close()
 
-    async def _warm(self) -> None:
-        """What the first lookups by name need, readied while the first queries are out: the
-        domain registries' bootstrap (else fetched only once a host name is known, delaying
-        the busiest queue) and the public suffix lists (parsing them holds the event loop for
-        some 30 ms each, off it in a thread)."""
-        names = asyncio.gather(
-            asyncio.to_thread(psl, only_icann=False), asyncio.to_thread(psl, only_icann=True)
-        )
-        with contextlib.suppress(NotifierError):  # the lookup that needs it reports the failure
-            await load_bootstrap("dns", self._ctx)
-        await names
-
     @property
     def bulk_done(self) -> bool:
-        """Every address is past reverse DNS, here and in the workers: what is left waits on
-        the registries, and the cores have room for other work."""
-        return (
-            not self._dns_queue
-            and not self._dns_workers
-            and not any(remote.in_dns for remote in self._remotes)
-        )
+        """Every address is past reverse DNS, here and in the workers: the cores have room."""
+        busy = self._dns_queue or self._dns_workers or any(r.in_dns for r in self._remotes)
+        return not busy
 
     def _settled(self) -> None:
         self._pending -= 1
@@ -251,21 +227,15 @@ class Lookups:
             preload("ptr", keys)
 
     async def _reverse_dns(self, ip_id: int) -> SourceReport:
-        now = time.monotonic()
-        if self._silent >= _SILENT_RUN and now < self._next_probe:
-            return SourceReport(
-                "rdns",
-                error=f"not asked: the resolver left the last {self._silent} queries unanswered",
-            )
-        self._next_probe = now + _PROBE_EVERY
+        skipped = self._silence.skip()
+        if skipped is not None:
+            return SourceReport("rdns", error=skipped)
+        began = time.monotonic()
         try:
             report = await reverse_dns(self._target(ip_id), self._ctx)
         except NotifierError as exc:
             report = SourceReport("rdns", error=str(exc))
-        if report.error and time.monotonic() - now >= self._dns_timeout * 0.9:
-            self._silent += 1
-        else:
-            self._silent = 0
+        self._silence.answered(bool(report.error), time.monotonic() - began)
         return report
 
     async def _registry_worker(self, block: tuple[int, int]) -> None:

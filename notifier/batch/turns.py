@@ -1,14 +1,19 @@
-"""The lookup stages' bookkeeping: turns on the event loop, and registry answers by range."""
+"""The lookup stages' bookkeeping: turns on the event loop, registry answers by range, and
+whether the resolver has gone silent."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections import deque
 
 from ..models import IPAddress, SourceReport
 
-__all__ = ["Answered", "Turns"]
+__all__ = ["Answered", "Silence", "Turns"]
+
+_SILENT_RUN = 32  # unanswered queries in a row after which the resolver counts as silent
+_PROBE_EVERY = 1.0  # seconds between queries to a silent resolver
 
 
 class Turns:
@@ -84,3 +89,24 @@ class Answered:
             if found is not None:
                 best, best_length = found, length
         return best
+
+
+class Silence:
+    """A resolver that leaves a run of queries unanswered is asked no more but for one probe a
+    second, until it answers again: the addresses meanwhile skip reverse DNS, with the reason."""
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._silent = 0  # queries in a row that ran out of time
+        self._next_probe = 0.0
+
+    def skip(self) -> str | None:
+        """Why this query is not asked, or None: ask it (and note it as this second's probe)."""
+        now = time.monotonic()
+        if self._silent >= _SILENT_RUN and now < self._next_probe:
+            return f"not asked: the resolver left the last {self._silent} queries unanswered"
+        self._next_probe = now + _PROBE_EVERY
+        return None
+
+    def answered(self, failed: bool, took: float) -> None:
+        self._silent = self._silent + 1 if failed and took >= self._timeout * 0.9 else 0
