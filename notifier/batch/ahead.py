@@ -28,6 +28,7 @@ __all__ = ["SETTLE", "Ahead"]
 SETTLE = 0.3  # seconds a recipient's addresses stay the same before its messages are composed
 _LOOK_EVERY = 0.1  # seconds between two looks for settled recipients
 _FULL_WAIT = 0.01  # seconds before asking again when the workers had enough in hand
+_INDEX_SLICE = 16_384  # rows indexed between two turns of the event loop
 
 
 class Ahead:
@@ -66,7 +67,6 @@ class Ahead:
 
     def start(self) -> None:
         """The input is read (every address's findings are known): compose from now on."""
-        self._index()
         self._task = asyncio.get_running_loop().create_task(self._composing())
 
     async def stop(self) -> None:
@@ -76,22 +76,33 @@ class Ahead:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    def _index(self) -> None:
-        """Each address's rows, in one pass (a counting sort over the row column)."""
+    async def _index(self) -> None:
+        """Each address's rows (a counting sort over the row column), a slice a loop turn: a
+        million rows in one go would hold the registries' turns for half a second."""
         row_ip = self._rows.row_ip
         counts = array("I", bytes(4 * (len(self._rows.ips) + 1)))
-        for ip_id in row_ip:
-            counts[ip_id + 1] += 1
+        for begin in range(0, len(row_ip), _INDEX_SLICE):
+            for ip_id in row_ip[begin : begin + _INDEX_SLICE]:
+                counts[ip_id + 1] += 1
+            await asyncio.sleep(0)
         for ip_id in range(1, len(counts)):
             counts[ip_id] += counts[ip_id - 1]
         self._starts = array("I", counts)
         by_ip = array("I", bytes(4 * len(row_ip)))
-        for row, ip_id in enumerate(row_ip):
-            by_ip[counts[ip_id]] = row
-            counts[ip_id] += 1
+        for begin in range(0, len(row_ip), _INDEX_SLICE):
+            for row in range(begin, min(begin + _INDEX_SLICE, len(row_ip))):
+                ip_id = row_ip[row]
+                by_ip[counts[ip_id]] = row
+                counts[ip_id] += 1
+            await asyncio.sleep(0)
         self._by_ip = by_ip
 
     async def _composing(self) -> None:
+        # the index waits, like the composing, for reverse DNS to end (a state polled, not an
+        # event anyone sets)
+        while not self._idle():  # noqa: ASYNC110
+            await asyncio.sleep(_LOOK_EVERY)
+        await self._index()
         pause = _LOOK_EVERY
         while True:  # noqa: ASYNC110 - a look at the time that passed, not a wait for one event
             await asyncio.sleep(pause)
