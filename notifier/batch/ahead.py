@@ -1,13 +1,13 @@
 """A batch's messages composed while its lookups go on, not all after the last one.
 
 Each recipient's message can only be sent once every lookup is done (a late address may still
-be theirs), but it can be written before: once the input is read, a recipient whose addresses
-have not changed for ``SETTLE`` seconds has its messages composed in the compose workers (once
-reverse DNS is done for every address: before, the cores are the lookups'), the
-same messages the delivery round would ask for (same contact, findings in the same order, same
-split). When the round asks, the message is there; if a late address changed the recipient's
-share after all, the message composed ahead is dropped and the new one composed then. Only the
-first round's recipients (the chosen ones, not the fallbacks a failure would climb to).
+be theirs), but it can be written before. Once the input is read and reverse DNS is done for
+every address (before, the cores are the lookups'), a recipient whose addresses have not changed
+for ``SETTLE`` seconds has its messages composed in the compose workers: the same messages the
+delivery round will ask for (same contact, findings in the same order, same split). When the
+round asks, the message is there; if a late address changed the recipient's share after all,
+the message composed ahead is dropped and the new one composed then. Only the first round's
+recipients (the chosen ones, not the fallbacks a failure would climb to).
 """
 
 from __future__ import annotations
