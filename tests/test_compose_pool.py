@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -180,18 +181,24 @@ async def test_a_message_composed_ahead_is_the_one_asked_for_later() -> None:
         composer.close()
 
 
-async def test_composing_ahead_keeps_few_in_a_worker_and_a_bounded_store() -> None:
+@pytest.fixture
+async def pool() -> AsyncIterator[Composer]:
+    """A composer whose worker is up."""
     composer = Composer(SETTINGS, workers=1)
     try:
         await _pool_ready(composer)
-        keys = [composer.ahead(job(100 + number)) for number in range(20)]
-        started = [k for k in keys if k is not None]
-        # a message asked for now waits behind at most these
-        assert len(started) == AHEAD_IN_FLIGHT_PER_WORKER
-        for key in started:
-            await composer._ahead[key]
-        assert composer._ahead_bytes > 0
-        composer.drop()
-        assert not composer._ahead and composer._ahead_bytes == 0
+        yield composer
     finally:
         composer.close()
+
+
+async def test_composing_ahead_keeps_few_in_a_worker_and_a_bounded_store(pool: Composer) -> None:
+    keys = [pool.ahead(job(100 + number)) for number in range(20)]
+    started = [k for k in keys if k is not None]
+    # a message asked for now waits behind at most these
+    assert len(started) == AHEAD_IN_FLIGHT_PER_WORKER
+    for key in started:
+        await pool._ahead[key]
+    assert pool._ahead_bytes > 0
+    pool.drop()
+    assert not pool._ahead and pool._ahead_bytes == 0
