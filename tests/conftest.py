@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ import pytest
 from notifier.config import Settings
 from notifier.net import RateLimiter, make_http_client, make_resolver
 from notifier.sandbox.dns import DNSServer
+from notifier.sandbox.web import SandboxCA
 from notifier.sources import LookupContext
 from notifier.testing import Sandbox
 
@@ -26,6 +27,18 @@ def corpus_dir() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"captured corpus not found at {CORPUS} (set NOTIFY_CORPUS)")
     return CORPUS
+
+
+@pytest.fixture(scope="module")
+def ca() -> SandboxCA:
+    """A test certificate authority for the loopback HTTPS servers of one module."""
+    return SandboxCA()
+
+
+@pytest.fixture(scope="module")
+def ca_pem(ca: SandboxCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Its certificate, as a file for ``[http] ca_bundle``."""
+    yield ca.pem_path(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture(autouse=True)

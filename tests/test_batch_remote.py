@@ -64,6 +64,31 @@ async def _run(
     return seen, batch.lookup_workers_cpu
 
 
+def _every_address_resolved(seen: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+    """The batch finished every address, with its recipients, whatever became of the worker."""
+    assert len(seen) == len(ADDRESSES)
+    assert {status for status, _ in seen.values()} == {"dry-run"}
+    assert all(recipients for _, recipients in seen.values())
+
+
+def _signal_worker(
+    sig: signal.Signals, signalled: list[int]
+) -> Callable[[Batch, BatchCounts], None]:
+    """A progress callback sending ``sig`` once to the first worker, as soon as it holds
+    addresses; its pid goes into ``signalled``."""
+
+    def send(batch: Batch, counts: BatchCounts) -> None:
+        remotes = batch._lookups._remotes
+        if signalled or not remotes or not remotes[0].held:
+            return
+        process = remotes[0]._process
+        if process is not None and process.pid is not None:
+            os.kill(process.pid, sig)
+            signalled.append(process.pid)
+
+    return send
+
+
 @pytest.fixture
 def early_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Workers start once 20 addresses wait for reverse DNS, not a thousand, from a fork
@@ -91,22 +116,10 @@ class TestLookupWorkers:
 
     async def test_a_killed_worker_leaves_its_addresses_to_the_batch(self, tmp_path: Path) -> None:
         killed: list[int] = []
-
-        def kill_the_worker(batch: Batch, counts: BatchCounts) -> None:
-            remotes = batch._lookups._remotes
-            if killed or not remotes or not remotes[0].held:
-                return
-            process = remotes[0]._process
-            if process is not None and process.pid is not None:
-                process.kill()
-                killed.append(process.pid)
-
         async with Sandbox(NETS, directory=tmp_path) as box:
-            seen, _ = await _run(box, 1, kill_the_worker)
+            seen, _ = await _run(box, 1, _signal_worker(signal.SIGKILL, killed))
         assert killed
-        assert len(seen) == len(ADDRESSES)
-        assert {status for status, _ in seen.values()} == {"dry-run"}
-        assert all(recipients for _, recipients in seen.values())
+        _every_address_resolved(seen)
 
     async def test_a_stuck_worker_is_killed_and_its_addresses_taken_back(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -118,22 +131,10 @@ class TestLookupWorkers:
         monkeypatch.setattr(remote, "SILENCE", 1.0)
         monkeypatch.setattr(remote, "_WATCH_EVERY", 0.2)
         stopped: list[int] = []
-
-        def stop_the_worker(batch: Batch, counts: BatchCounts) -> None:
-            remotes = batch._lookups._remotes
-            if stopped or not remotes or not remotes[0].held:
-                return
-            process = remotes[0]._process
-            if process is not None and process.pid is not None:
-                os.kill(process.pid, signal.SIGSTOP)
-                stopped.append(process.pid)
-
         async with Sandbox(NETS, directory=tmp_path) as box:
-            seen, _ = await _run(box, 1, stop_the_worker)
+            seen, _ = await _run(box, 1, _signal_worker(signal.SIGSTOP, stopped))
         assert stopped and not running(stopped[0])
-        assert len(seen) == len(ADDRESSES)
-        assert {status for status, _ in seen.values()} == {"dry-run"}
-        assert all(recipients for _, recipients in seen.values())
+        _every_address_resolved(seen)
 
     async def test_small_batches_start_no_worker(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

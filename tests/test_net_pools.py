@@ -5,7 +5,7 @@ loopback."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,16 +51,6 @@ class Box:
 
     def url(self, host: str, path: str = "/") -> str:
         return f"https://{host}:{self.web.port}{path}"
-
-
-@pytest.fixture(scope="module")
-def ca() -> SandboxCA:
-    return SandboxCA()
-
-
-@pytest.fixture(scope="module")
-def ca_pem(ca: SandboxCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield ca.pem_path(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture

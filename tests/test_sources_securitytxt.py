@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -299,16 +299,6 @@ class Sandbox:
 
     def url(self, host: str, path: str = WELL_KNOWN) -> str:
         return f"https://{host}:{self.web.port}{path}"
-
-
-@pytest.fixture(scope="module")
-def ca() -> SandboxCA:
-    return SandboxCA()
-
-
-@pytest.fixture(scope="module")
-def ca_pem(ca: SandboxCA, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield ca.pem_path(tmp_path_factory.mktemp("ca"))
 
 
 @pytest.fixture
