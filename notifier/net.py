@@ -25,6 +25,7 @@ import httpx
 
 from .config import DNSSettings, HTTPSettings
 from .errors import SourceProtocolError, SourceTimeout, SourceUnavailable
+from .hostcache import GuardedClient, HostAddresses
 from .models import IPAddress
 from .origins import OriginPools
 from .public import is_public_address
@@ -135,6 +136,11 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         self._bulk_dns = bulk_dns
         self._policy = policy
         self._inner = httpcore.AnyIOBackend()
+        self.hosts = HostAddresses(self._lookup)
+
+    async def _lookup(self, host: str) -> list[IPAddress]:
+        bulk = self._bulk_dns() if self._bulk_dns is not None else None
+        return await resolve_host(self._resolver, host, bulk)
 
     async def connect_tcp(
         self,
@@ -145,8 +151,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[typing.Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
-            bulk = self._bulk_dns() if self._bulk_dns is not None else None
-            addresses = await resolve_host(self._resolver, host, bulk)
+            addresses = await self.hosts.get(host)
         except SourceTimeout as exc:
             raise httpcore.ConnectTimeout(str(exc)) from exc
         if not addresses:
@@ -232,7 +237,8 @@ def make_http_client(
     """
     context = make_ssl_context(settings.ca_bundle)
     backend = _GuardedBackend(resolver, AddressPolicy(settings.allow_private), bulk_dns)
-    return httpx.AsyncClient(
+    return GuardedClient(
+        backend.hosts,
         transport=_GuardedTransport(context, backend, connections, settings.connections_per_host),
         headers={"User-Agent": user_agent},
         follow_redirects=False,

@@ -5,11 +5,13 @@ A turn is when a request may start, not when its bytes reach the wire: between t
 connection pool's and the TLS layer's turns of a busy event loop, tens of milliseconds at
 times, so two requests given turns an interval apart could reach the server together. A caller
 that can tell when its request is about to leave (``Turn.leaving``, awaited right before its
-first bytes are written) and when it has (``Turn.sent``) gets its request held at the wire until
-nine tenths of an interval after the last one to that server, and the next turn waits until it
-has left. Its turns come early by the usual delay between a turn and its request leaving (the
-median of the last eight), so that requests leave on the even schedule, not that much later;
-the hold at the wire keeps them apart whatever the delay of the moment.
+first bytes are written) and when it has (``Turn.sent``) gets its request held at the wire by a
+token bucket one and a half requests deep, filled at the rate: a request written late lets the
+next follow half an interval after it, so lateness is caught up instead of adding up, and no
+stretch of time sees more than half a request over the rate (servers' buckets hold a second's
+worth or more). The next turn waits until the request has left. Turns come early by the usual
+delay between a turn and its request leaving (the median of the last eight), so that requests
+leave on the even schedule, not that much later.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Protocol, runtime_checkable
 
 __all__ = ["Pacer", "RateLimiter", "Turn"]
 
-_LATE_GAP = 0.9  # intervals between a request that left late and the next one, at least
+_LATE_GAP = 0.9  # intervals between a turn woken late and the next one, unconfirmed
+_DEPTH = 1.5  # requests the bucket at the wire holds: the most a late one is caught up by
+_MIN_GAP = 0.5  # intervals between two requests written to one server, at least
 _LEAVE_WAIT = 2.0  # intervals the next turn waits at most for the last request to leave
 _LEADS = 8  # delays between a turn and its request leaving remembered per server
 _MAX_LEAD = 0.5  # intervals a turn comes early at most
@@ -95,11 +99,12 @@ class RateLimiter:
         self._leaving: dict[str, Turn] = {}  # a turn whose request has not said it left
         self._leads: dict[str, deque[float]] = {}  # per server: turn-to-leaving delays
         self._written: dict[str, float] = {}  # per server: when the last request was written
+        self._tokens: dict[str, tuple[float, float]] = {}  # per server: the wire's bucket, when
 
     async def wait(self, key: str, *, confirm: bool = False) -> Turn:
         """Until the next turn at ``key``. With ``confirm``, the caller calls ``sent`` on the
         turn once its request has left (or has failed to): the next turn waits for that (at
-        most two intervals) and comes at least nine tenths of an interval after it."""
+        most two intervals) and comes at least half an interval after it."""
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             leaving = self._leaving.pop(key, None)
@@ -119,14 +124,13 @@ class RateLimiter:
             self._next[key] = start + lead + self._interval
             if start > now:
                 await asyncio.sleep(start - now)
-                # a busy event loop wakes us late: the next request keeps its distance from
-                # when this one really leaves, or several would leave together and exhaust the
-                # server's burst (nine tenths of an interval: a late start is caught up slowly;
-                # keeping to the even schedule instead, half an interval apart at least, made
-                # a batch 5% faster but drew an answer of 429 in one run of five)
-                self._next[key] = max(
-                    self._next[key], self._clock() + lead + self._interval * _LATE_GAP
-                )
+                if not confirm:
+                    # woken late by a busy loop and with no bucket at the wire: the next turn
+                    # keeps nine tenths of an interval from this one (a confirmed turn's
+                    # schedule stays, and its request is caught up at the wire)
+                    self._next[key] = max(
+                        self._next[key], self._clock() + self._interval * _LATE_GAP
+                    )
             turn = Turn(self, key)
             if confirm:
                 self._leaving[key] = turn
@@ -139,17 +143,30 @@ class RateLimiter:
         return min(sorted(leads)[len(leads) // 2], self._interval * _MAX_LEAD)
 
     async def _hold(self, key: str) -> None:
-        gap = self._interval * _LATE_GAP
         # another request may take the moment while this one sleeps: look again after
-        while (wait := self._written.get(key, -gap) + gap - self._clock()) > 0:  # noqa: ASYNC110
+        while (wait := self._wire_wait(key)) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait)
-        self._written[key] = self._clock()  # checked and taken with no turn of the loop between
+        # checked and taken with no turn of the loop between
+        now = self._clock()
+        tokens, _ = self._bucket(key, now)
+        self._tokens[key] = (tokens - 1.0, now)
+        self._written[key] = now
+
+    def _bucket(self, key: str, now: float) -> tuple[float, float]:
+        """The wire's tokens for ``key`` now, and the seconds until the next request may go."""
+        tokens, at = self._tokens.get(key, (_DEPTH, now))
+        tokens = min(_DEPTH, tokens + (now - at) / self._interval)
+        gap = self._written.get(key, -self._interval) + self._interval * _MIN_GAP - now
+        return tokens, max(gap, (1.0 - tokens) * self._interval)
+
+    def _wire_wait(self, key: str) -> float:
+        return self._bucket(key, self._clock())[1]
 
     def _left(self, key: str, lead: float) -> None:
         """A request of ``key`` left ``lead`` seconds after its turn: the next one leaves at
-        least nine tenths of an interval after it."""
+        least half an interval after it."""
         self._leads.setdefault(key, deque(maxlen=_LEADS)).append(lead)
-        self._next[key] = max(self._next.get(key, 0.0), self._clock() + self._interval * _LATE_GAP)
+        self._next[key] = max(self._next.get(key, 0.0), self._clock() + self._interval * _MIN_GAP)
 
     def pause(self, key: str, seconds: float) -> None:
         """The server asked us to wait (429 Retry-After): nobody queries it before then."""

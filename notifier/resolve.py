@@ -52,7 +52,7 @@ __all__ = [
     "registry",
     "complete",
     "by_name",
-    "ready_by_name",
+    "ready",
 ]
 
 Lookup = Callable[[Query, LookupContext], Awaitable[SourceReport]]
@@ -260,16 +260,18 @@ async def registry(target: Target, ctx: LookupContext) -> list[SourceReport]:
     return await _registry(Query(target, hostnames=target.hostnames), ctx)
 
 
-async def ready_by_name(ctx: LookupContext) -> None:
-    """What the first lookups by name need, readied while a batch's first queries are out: the
-    domain registries' bootstrap (else fetched only once a host name is known, delaying the
-    busiest queue) and the public suffix lists (parsing them holds the event loop for some
-    30 ms each: off it, in threads)."""
+async def ready(ctx: LookupContext, version: int) -> None:
+    """What a batch's first lookups need, readied as its first address comes: the registries'
+    bootstrap for that address family and the domain registries' one (else fetched only once a
+    network or a host name is asked for, delaying the busiest queues), and the public suffix
+    lists (parsing them holds the event loop for some 30 ms each: off it, in threads)."""
     names = asyncio.gather(
         asyncio.to_thread(rdns.psl, only_icann=False), asyncio.to_thread(rdns.psl, only_icann=True)
     )
     with contextlib.suppress(NotifierError):  # the lookup that needs it reports the failure
-        await rdap.load_bootstrap("dns", ctx)
+        await asyncio.gather(
+            rdap.load_bootstrap("dns", ctx), rdap.load_bootstrap(f"ipv{version}", ctx)
+        )
     await names
 
 

@@ -16,6 +16,7 @@ import pytest
 from notifier import net
 from notifier.config import Settings
 from notifier.errors import SourceTimeout, SourceUnavailable
+from notifier.hostcache import GuardedClient
 from notifier.origins import OriginPools
 from notifier.sandbox.dns import DNSServer
 from notifier.sandbox.web import Reply, Request, SandboxCA, WebServer
@@ -153,6 +154,22 @@ class TestOrigins:
             )
         assert statuses == [200] * 20
         assert peak <= 3 and box.web.connections <= 3
+
+    async def test_a_hosts_connections_ask_the_nameserver_once(self, box: Box) -> None:
+        """Three requests at once to one host open three connections, and its name is asked
+        once (A and AAAA); ``look_up`` asked ahead leaves nothing for the connections to ask."""
+        box.web.route("/slow", Reply(200, b"ok\n", drip=0.01))
+        async with client(box.settings) as http:
+            statuses = await asyncio.gather(
+                *(get(http, box.url(REGISTRY, "/slow")) for _ in range(3))
+            )
+            assert statuses == [200] * 3 and box.web.connections == 3
+            asked = [q.name for q in box.dns.queries]
+            assert sorted(asked) == [REGISTRY, REGISTRY]
+            assert isinstance(http, GuardedClient)
+            await http.look_up(box.url(OTHERS[0]))
+            assert await get(http, box.url(OTHERS[0])) == 200
+            assert [q.name for q in box.dns.queries].count(OTHERS[0]) == 2
 
     async def test_a_request_waits_for_its_host_within_the_timeout(self, box: Box) -> None:
         """With its host's connections all busy, a request waits at most the HTTP timeout and

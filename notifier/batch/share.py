@@ -85,35 +85,39 @@ class SharedUnits:
 
     async def round(
         self,
-        names: dict[str, str],
+        addresses: list[str],
+        name: Callable[[str], str],
         deliver: Callable[[str, bool], Awaitable[None]],
         *,
         width: int,
     ) -> None:
-        """``deliver(address, first)`` for every unit (address → unit name) this process
-        takes: first those nobody holds, then, as their holders let go, the others."""
-        later: list[str] = []
+        """``deliver(address, first)`` for every unit (``name(address)``) this process takes:
+        first those nobody holds, in the order given, then, as their holders let go, the
+        others."""
+        later: list[tuple[str, str]] = []
 
         async def first(address: str) -> None:
-            if not self.take(names[address]):
-                later.append(address)
+            unit = name(address)
+            if not self.take(unit):
+                later.append((address, unit))
                 return
             try:
                 await deliver(address, True)
             finally:
-                self.give_back(names[address])
+                self.give_back(unit)
 
-        async def second(address: str) -> None:
+        async def second(held: tuple[str, str]) -> None:
+            address, unit = held
             while True:  # the holder is another process: nothing here can wake us
-                if self.take(names[address]):
+                if self.take(unit):
                     break
                 await asyncio.sleep(POLL)
             try:
                 await deliver(address, False)
             finally:
-                self.give_back(names[address])
+                self.give_back(unit)
 
-        await each(sorted(names), first, width)
+        await each(addresses, first, width)
         await each(sorted(later), second, width)
 
 

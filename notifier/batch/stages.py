@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from ..errors import NotifierError
 from ..models import Resolution, SourceReport, Target
-from ..resolve import by_name, complete, ready_by_name, registry, reverse_dns
+from ..resolve import by_name, complete, ready, registry, reverse_dns
 from ..sources import LookupContext
 from ..sources.ares import BulkResolver
 from ..sources.rdns import is_generic_hosting_name
@@ -118,7 +118,7 @@ class Lookups:
             self._bulk = self._ctx.bulk_dns = BulkResolver(self._ctx.settings.dns)
         if not self._warmed:
             self._warmed = True
-            self._spawn(ready_by_name(self._ctx))
+            self._spawn(ready(self._ctx, self._target(ip_id).ip.version))
         self._pending += 1
         self._idle.clear()
         self._dns_queue.append(ip_id)

@@ -43,7 +43,7 @@ __all__ = ["IN_PROCESS_FIRST", "Composer", "Job"]
 IN_PROCESS_FIRST = 50
 # messages composed ahead, held until sent: at most this many in a worker at once (a message
 # that cannot wait is not queued behind them), at most this many bytes kept
-AHEAD_IN_FLIGHT_PER_WORKER = 4
+AHEAD_IN_FLIGHT_PER_WORKER = 16
 AHEAD_BYTES = 64 << 20
 
 _settings: Settings | None = None  # a worker's copy, set once when it starts

@@ -36,6 +36,7 @@ import httpx
 from ...addresses import header_text
 from ...config import shipped_path
 from ...errors import ConfigError, SourceError, SourceProtocolError, SourceUnavailable
+from ...hostcache import GuardedClient
 from ...models import IPAddress
 from .. import LookupContext
 
@@ -176,6 +177,7 @@ def decode_json(body: bytes, where: str) -> dict[str, Any]:
 
 
 _PARSED: dict[str, tuple[Bootstrap, datetime | None]] = {}  # key -> (parsed, fresh until)
+_LOOKING: set[asyncio.Future[None]] = set()  # servers' names resolved ahead, until answered
 
 
 def clear_bootstrap_cache() -> None:
@@ -289,7 +291,12 @@ async def _get(
 async def _fetch(kind: str, url: str, ctx: LookupContext) -> tuple[Bootstrap, datetime | None]:
     """The parsed file and until when it is fresh, from the stored copy, IANA, or the snapshot."""
     now = ctx.clock()
-
+    # the server's name resolved while the stored copy is read: both are on the way to a
+    # registry's first turn
+    if isinstance(ctx.http, GuardedClient):
+        looking = asyncio.ensure_future(ctx.http.look_up(url))
+        _LOOKING.add(looking)
+        looking.add_done_callback(_LOOKING.discard)
     stored = await asyncio.to_thread(_load_stored, ctx, url)
     if stored is not None and stored.fresh_until > now:
         ctx.trace("rdap.bootstrap", {"url": url, "from": "stored, fresh"})

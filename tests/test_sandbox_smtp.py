@@ -1,0 +1,76 @@
+"""The loopback mail server's DATA: what a client's bytes become, and aiosmtpd's replies."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from notifier.sandbox.smtp import SMTPServer
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[SMTPServer]:
+    async with SMTPServer(size_limit=4096) as running:
+        yield running
+
+
+async def _session(server: SMTPServer, *writes: bytes) -> list[bytes]:
+    """Send ``writes`` (each at once, pipelined as they are) after EHLO, MAIL and RCPT; the
+    replies from the first after RCPT on, up to and with the reply to QUIT."""
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        await reader.readline()  # greeting
+        writer.write(b"EHLO client.test\r\n")
+        while (await reader.readline())[3:4] == b"-":
+            pass
+        writer.write(b"MAIL FROM:<a@client.test>\r\nRCPT TO:<b@server.test>\r\n")
+        assert (await reader.readline()).startswith(b"250")
+        assert (await reader.readline()).startswith(b"250")
+        for chunk in writes:
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        replies = []
+        async with asyncio.timeout(5):
+            while not (line := await reader.readline()).startswith(b"221") and line:
+                replies.append(line.rstrip())
+        return replies
+    finally:
+        writer.close()
+
+
+async def test_data_is_unstuffed_and_a_pipelined_command_after_it_answered(
+    server: SMTPServer,
+) -> None:
+    body = b"Subject: dots\r\n\r\n..leading dot\r\n.\r\n"
+    # the end of data and QUIT in one write; the data split mid-line, and inside the end mark
+    for cut in (20, len(body) - 2, len(body) - 4):
+        replies = await _session(server, b"DATA\r\n", body[:cut], body[cut:] + b"QUIT\r\n")
+        assert replies[0].startswith(b"354") and replies[1].startswith(b"250 2.0.0 OK")
+        assert server.messages.pop().raw == b"Subject: dots\r\n\r\n.leading dot\r\n"
+
+
+async def test_an_empty_message_is_accepted(server: SMTPServer) -> None:
+    replies = await _session(server, b"DATA\r\n.\r\nQUIT\r\n")
+    assert replies[1].startswith(b"250")
+    assert server.messages[0].raw == b""
+
+
+async def test_a_line_too_long_and_data_too_big_are_refused_after_the_end(
+    server: SMTPServer,
+) -> None:
+    long_line = b"x" * 1000 + b"\r\n.\r\n"
+    replies = await _session(server, b"DATA\r\n", long_line, b"QUIT\r\n")
+    assert replies[1].startswith(b"500 Line too long")
+    # more than the limit, in many chunks: read to the end and refused, the session goes on
+    big = [b"y" * 70 + b"\r\n"] * 200
+    replies = await _session(
+        server,
+        b"DATA\r\n",
+        *[b"".join(big[i : i + 50]) for i in range(0, 200, 50)],
+        b".\r\nRSET\r\nQUIT\r\n",
+    )
+    assert replies[1].startswith(b"552") and replies[2].startswith(b"250")
+    assert server.messages == []
