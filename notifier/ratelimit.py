@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Pacer", "RateLimiter", "Turn"]
+__all__ = ["Pacer", "RateLimiter", "Turn", "shared_turn"]
 
 _LATE_GAP = 0.9  # intervals between a turn woken late and the next one, unconfirmed
 _DEPTH = 1.5  # requests the bucket at the wire holds: the most a late one is caught up by
@@ -67,6 +67,24 @@ class Turn:
         self.left.set()
         if self._limiter is not None:
             self._limiter._left(self._key, self._limiter._clock() - self._given)
+
+
+def shared_turn(
+    due: float | None, now: float, interval: float, hold: float = 0.0
+) -> tuple[float, float]:
+    """A turn on the schedule several processes share (the lookup cache's store keeps ``due``,
+    the moment of the next turn): ``(when it starts, when the one after it is due)``.
+
+    None starts before ``now + hold`` (a 429's Retry-After comes as ``hold`` with ``interval``
+    0). A turn asked after its moment (a busy process) starts at once, and the next is due up
+    to half an interval sooner than a whole one later: what was lost is caught up by half a
+    request at most, as at the wire.
+    """
+    due = now if due is None else due
+    start = max(now + hold, due)
+    if not interval:
+        return start, start
+    return start, start + interval - min(start - due, interval * (_DEPTH - 1.0))
 
 
 @runtime_checkable

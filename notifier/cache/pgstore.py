@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from ..ratelimit import shared_turn
 from .protocol import IndexRow, Networks, RangeRow, StoreError, StoreUnavailable, hex128
 from .sql import UPSERT, SqlStore
 
@@ -223,11 +224,10 @@ class PgStore(SqlStore):
             ).fetchone()
             assert row is not None
             now = float(row[1])
-            start = max(now + hold, float(row[0]))
-            conn.execute(
-                "UPDATE cache_pace SET next = %s WHERE key = %s",
-                (start + interval if interval else start, key),
-            )
+            # a new row's 0 is long past: its first turn starts now, with nothing to catch up
+            due = float(row[0]) or None
+            start, turn = shared_turn(due, now, interval, hold)
+            conn.execute("UPDATE cache_pace SET next = %s WHERE key = %s", (turn, key))
         return start - now
 
     def set_aside(self) -> str:

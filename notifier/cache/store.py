@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..ratelimit import shared_turn
 from .protocol import (
     IndexRow,
     Networks,
@@ -261,8 +262,7 @@ class SqliteStore(SqlStore):
             conn.execute("BEGIN IMMEDIATE")
             now = time.time()  # one file, one machine: one clock
             row = conn.execute("SELECT next FROM cache_pace WHERE key = ?", (key,)).fetchone()
-            start = max(now + hold, float(row[0]) if row else now)
-            turn = start + interval if interval else start
+            start, turn = shared_turn(float(row[0]) if row else None, now, interval, hold)
             conn.execute("INSERT OR REPLACE INTO cache_pace (key, next) VALUES (?, ?)", (key, turn))
         return start - now
 
