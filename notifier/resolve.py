@@ -12,12 +12,10 @@ is recorded, never fatal. The policy (what replaces what, when to guess, who is 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 
-from .errors import NotifierError
 from .inflight import gate
 from .models import (
     HintCheck,
@@ -260,19 +258,33 @@ async def registry(target: Target, ctx: LookupContext) -> list[SourceReport]:
     return await _registry(Query(target, hostnames=target.hostnames), ctx)
 
 
-async def ready(ctx: LookupContext, version: int) -> None:
+async def ready(ctx: LookupContext, version: int, asked: asyncio.Event | None = None) -> None:
     """What a batch's first lookups need, readied as its first address comes: the registries'
     bootstrap for that address family and the domain registries' one (else fetched only once a
     network or a host name is asked for, delaying the busiest queues), and the public suffix
-    lists (parsing them holds the event loop for some 30 ms each: off it, in threads)."""
-    names = asyncio.gather(
+    lists (parsing them holds the event loop for some 30 ms each: off it, in threads).
+
+    ``asked`` is set once both bootstraps' requests have left (or none was needed): the batch
+    holds its bulk DNS back until then, as the answers it brings keep the event loop too busy
+    for the connections to the registries to be made quickly. The suffix lists are parsed
+    after, while the answers are on their way.
+    """
+    marks = [asyncio.Event(), asyncio.Event()]
+    loads = asyncio.gather(
+        rdap.load_bootstrap("dns", ctx, asked=marks[0]),
+        rdap.load_bootstrap(f"ipv{version}", ctx, asked=marks[1]),
+        return_exceptions=True,  # the lookup that needs one reports its failure
+    )
+    try:
+        for mark in marks:
+            await mark.wait()
+    finally:
+        if asked is not None:
+            asked.set()
+    await asyncio.gather(
         asyncio.to_thread(rdns.psl, only_icann=False), asyncio.to_thread(rdns.psl, only_icann=True)
     )
-    with contextlib.suppress(NotifierError):  # the lookup that needs it reports the failure
-        await asyncio.gather(
-            rdap.load_bootstrap("dns", ctx), rdap.load_bootstrap(f"ipv{version}", ctx)
-        )
-    await names
+    await loads
 
 
 async def complete(

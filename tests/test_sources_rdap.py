@@ -31,8 +31,8 @@ from notifier.sources.rdap import (
     parse_rdap,
     parse_retry_after,
 )
-from notifier.sources.rdap.bootstrap import freshness
 from notifier.sources.rdap.client import RDAPClient, host_of
+from notifier.sources.rdap.stored import freshness
 
 # file -> (registry, abuse addresses in order; [] where the answer names no abuse desk)
 CORPUS: dict[str, tuple[str, list[str]]] = {
@@ -439,6 +439,28 @@ class TestLiveBootstrap:
         v4 = await load_bootstrap("ipv4", ctx)
         match = v4.match_ip(ipaddress.ip_address(RIPE_IP))
         assert match is not None and match[1][0] == registry.base_url
+
+    async def test_told_once_the_request_has_left_not_once_answered(
+        self, corpus_dir: Path, make_ctx: CtxFactory, start: Starter
+    ) -> None:
+        """``asked`` is set when the bootstrap's request has left (a batch then starts its
+        bulk DNS), while its answer is still on the way; a second caller joining the same fetch
+        is told alike, and both get the file."""
+        registry = ripe_registry(corpus_dir)
+        await start(registry)
+        registry.server.latency = 0.5
+        ctx = make_ctx(registry.bootstrap_url)
+        first, second = asyncio.Event(), asyncio.Event()
+        loads = asyncio.gather(
+            load_bootstrap("ipv4", ctx, asked=first), load_bootstrap("ipv4", ctx, asked=second)
+        )
+        async with asyncio.timeout(0.4):
+            await first.wait()
+            await second.wait()
+        assert [r.path for r in registry.requests] == ["/bootstrap/ipv4.json"]
+        assert not loads.done()
+        for found in await loads:
+            assert found.match_ip(ipaddress.ip_address(RIPE_IP)) is not None
 
     def test_freshness_rules(self) -> None:
         """max-age (less Age) wins over Expires; then a tenth of the age since Last-Modified,

@@ -22,6 +22,7 @@ resolver is asked no more but for a probe a second (``turns.Silence``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import time
 from collections import deque
@@ -47,6 +48,7 @@ _BLOCK_FAILURES = 2  # failed registry lookups in one block before its addresses
 _BULK_PER_TICK = 8  # addresses the DNS and finishing stages take up per event-loop iteration
 _PRELOAD = 256  # addresses whose cached PTR answers are read in one query
 _WARM_WORKERS_AT = 1_000  # addresses waiting for DNS when the workers' fork server is started
+_HOLD_DNS = 0.5  # seconds bulk DNS waits at most for the registries' bootstraps to be asked for
 
 T = TypeVar("T")
 Finish = Callable[[int, Resolution], Awaitable[None]]
@@ -109,6 +111,7 @@ class Lookups:
         self._turns = Turns(_BULK_PER_TICK)
         self._silence = Silence(ctx.settings.dns.timeout)
         self._warmed = False
+        self._asked = asyncio.Event()  # the registries' bootstraps asked for: bulk DNS may go
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -118,7 +121,7 @@ class Lookups:
             self._bulk = self._ctx.bulk_dns = BulkResolver(self._ctx.settings.dns)
         if not self._warmed:
             self._warmed = True
-            self._spawn(ready(self._ctx, self._target(ip_id).ip.version))
+            self._spawn(ready(self._ctx, self._target(ip_id).ip.version, self._asked))
         self._pending += 1
         self._idle.clear()
         self._dns_queue.append(ip_id)
@@ -200,6 +203,10 @@ class Lookups:
     # -- the stages -------------------------------------------------------------------------
 
     async def _dns_worker(self) -> None:
+        if not self._asked.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_HOLD_DNS):
+                    await self._asked.wait()
         try:
             while self._dns_queue and self._dns_workers <= self._width:
                 ip_id = self._dns_queue.popleft()

@@ -19,15 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import ipaddress
 import json
-import os
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +35,7 @@ from ...errors import ConfigError, SourceError, SourceProtocolError, SourceUnava
 from ...hostcache import GuardedClient
 from ...models import IPAddress
 from .. import LookupContext
+from .stored import Stored, freshness, load_stored, store
 
 __all__ = [
     "Bootstrap",
@@ -54,10 +51,6 @@ SOURCE = "rdap"
 IANA_BOOTSTRAP = "https://data.iana.org/rdap/"
 SHIPPED = "shipped"
 _MAX_BYTES = 4_000_000  # IANA's dns.json is some 50 kB; far more is not a bootstrap file
-_MAX_HEURISTIC = timedelta(days=1)
-_DEFAULT_FRESH = timedelta(hours=1)
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d{1,10})\"?", re.IGNORECASE)
-_NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-cache|no-store)\b", re.IGNORECASE)
 
 
 class Bootstrap:
@@ -185,88 +178,16 @@ def clear_bootstrap_cache() -> None:
     _PARSED.clear()
 
 
-def freshness(headers: httpx.Headers | dict[str, str], now: datetime) -> datetime:
-    """Until when an answer with ``headers`` may be used without asking again (RFC 9111 §4.2)."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    control = lower.get("cache-control", "")
-    if _NO_CACHE.search(control):
-        return now
-    age = lower.get("age", "0")
-    already = int(age) if age.isdigit() else 0
-    match = _MAX_AGE.search(control)
-    if match:
-        return now + timedelta(seconds=max(0, int(match.group(1)) - already))
-    expires = _http_date(lower.get("expires", ""))
-    if "expires" in lower:
-        date = _http_date(lower.get("date", "")) or now
-        return now + (expires - date) if expires is not None else now
-    modified = _http_date(lower.get("last-modified", ""))
-    if modified is not None and modified < now:
-        return now + min((now - modified) / 10, _MAX_HEURISTIC)
-    return now + _DEFAULT_FRESH
-
-
-def _http_date(value: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        stamp = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return stamp if stamp.tzinfo is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class _Stored:
-    body: bytes
-    fresh_until: datetime
-    etag: str
-    last_modified: str
-
-
-def _paths(ctx: LookupContext, url: str) -> tuple[Path, Path]:
-    folder = ctx.settings.state_dir / "rdap-bootstrap"
-    name = hashlib.sha256(url.encode()).hexdigest()[:24]
-    return folder / f"{name}.json", folder / f"{name}.meta.json"
-
-
-def _load_stored(ctx: LookupContext, url: str) -> _Stored | None:
-    body_path, meta_path = _paths(ctx, url)
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        body = body_path.read_bytes()
-        if meta.get("url") != url or hashlib.sha256(body).hexdigest() != meta.get("sha256"):
-            return None
-        return _Stored(
-            body,
-            datetime.fromisoformat(meta["fresh_until"]),
-            str(meta.get("etag", "")),
-            str(meta.get("last_modified", "")),
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no copy, or a damaged one: fetched again
-
-
-def _store(ctx: LookupContext, url: str, stored: _Stored) -> None:
-    body_path, meta_path = _paths(ctx, url)
-    body_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    meta = {
-        "url": url,
-        "sha256": hashlib.sha256(stored.body).hexdigest(),
-        "fresh_until": stored.fresh_until.isoformat(),
-        "etag": stored.etag,
-        "last_modified": stored.last_modified,
-    }
-    for path, data in ((body_path, stored.body), (meta_path, json.dumps(meta).encode())):
-        scratch = path.with_suffix(f".{os.getpid()}.tmp")
-        scratch.write_bytes(data)
-        os.replace(scratch, path)
-
-
 async def _get(
-    ctx: LookupContext, url: str, stored: _Stored | None
+    ctx: LookupContext, url: str, stored: Stored | None, sent: asyncio.Event
 ) -> tuple[int, httpx.Headers, bytes]:
-    """A bounded GET, conditional on the stored copy's validators."""
+    """A bounded GET, conditional on the stored copy's validators; ``sent`` once its request
+    has left."""
+
+    async def trace(event: str, info: object) -> None:
+        if event.endswith(".send_request_headers.complete"):
+            sent.set()
+
     headers = {"Accept": "application/json"}
     if stored is not None and stored.etag:
         headers["If-None-Match"] = stored.etag
@@ -275,7 +196,9 @@ async def _get(
     deadline = ctx.settings.rdap.timeout
     try:
         async with asyncio.timeout(deadline):
-            async with ctx.http.stream("GET", url, headers=headers) as response:
+            async with ctx.http.stream(
+                "GET", url, headers=headers, extensions={"trace": trace}
+            ) as response:
                 body = bytearray()
                 async for chunk in response.aiter_raw():
                     body += chunk
@@ -288,8 +211,20 @@ async def _get(
         raise SourceUnavailable(f"{url}: {header_text(exc) or type(exc).__name__}") from None
 
 
-async def _fetch(kind: str, url: str, ctx: LookupContext) -> tuple[Bootstrap, datetime | None]:
-    """The parsed file and until when it is fresh, from the stored copy, IANA, or the snapshot."""
+async def _fetch(
+    kind: str, url: str, ctx: LookupContext, sent: asyncio.Event
+) -> tuple[Bootstrap, datetime | None]:
+    """The parsed file and until when it is fresh, from the stored copy, IANA, or the snapshot;
+    ``sent`` once the request has left, or once known that none will."""
+    try:
+        return await _fetched(kind, url, ctx, sent)
+    finally:
+        sent.set()
+
+
+async def _fetched(
+    kind: str, url: str, ctx: LookupContext, sent: asyncio.Event
+) -> tuple[Bootstrap, datetime | None]:
     now = ctx.clock()
     # the server's name resolved while the stored copy is read: both are on the way to a
     # registry's first turn
@@ -297,29 +232,29 @@ async def _fetch(kind: str, url: str, ctx: LookupContext) -> tuple[Bootstrap, da
         looking = asyncio.ensure_future(ctx.http.look_up(url))
         _LOOKING.add(looking)
         looking.add_done_callback(_LOOKING.discard)
-    stored = await asyncio.to_thread(_load_stored, ctx, url)
+    stored = await asyncio.to_thread(load_stored, ctx, url)
     if stored is not None and stored.fresh_until > now:
         ctx.trace("rdap.bootstrap", {"url": url, "from": "stored, fresh"})
         return parse_bootstrap(kind, decode_json(stored.body, url)), stored.fresh_until
     try:
-        status, headers, body = await _get(ctx, url, stored)
+        status, headers, body = await _get(ctx, url, stored, sent)
         if status == 304 and stored is not None:
             # ETag and Last-Modified stay those of the 200 the copy came from
-            kept = _Stored(stored.body, freshness(headers, now), stored.etag, stored.last_modified)
-            await asyncio.to_thread(_store, ctx, url, kept)
+            kept = Stored(stored.body, freshness(headers, now), stored.etag, stored.last_modified)
+            await asyncio.to_thread(store, ctx, url, kept)
             ctx.trace("rdap.bootstrap", {"url": url, "from": "stored, revalidated"})
             return parse_bootstrap(kind, decode_json(stored.body, url)), kept.fresh_until
         if status != 200:
             raise SourceUnavailable(f"{url}: HTTP {status}")
         parsed = parse_bootstrap(kind, decode_json(body, url))
-        fresh = _Stored(
+        fresh = Stored(
             body,
             freshness(headers, now),
             headers.get("etag", "")[:200],
             headers.get("last-modified", "")[:100] or format_datetime(now, usegmt=True),
         )
         with contextlib.suppress(OSError):  # an unwritable state dir costs a fetch next time
-            await asyncio.to_thread(_store, ctx, url, fresh)
+            await asyncio.to_thread(store, ctx, url, fresh)
         ctx.trace("rdap.bootstrap", {"url": url, "from": "fetched", "status": status})
         return parsed, fresh.fresh_until
     except SourceError as exc:
@@ -348,8 +283,21 @@ async def _read_folder(kind: str, folder: Path) -> Bootstrap:
     return parsed
 
 
-async def load_bootstrap(kind: str, ctx: LookupContext, *, source: str = SOURCE) -> Bootstrap:
-    """The ``kind`` bootstrap (ipv4, ipv6, asn or dns) as ``rdap.bootstrap`` says."""
+async def load_bootstrap(
+    kind: str, ctx: LookupContext, *, source: str = SOURCE, asked: asyncio.Event | None = None
+) -> Bootstrap:
+    """The ``kind`` bootstrap (ipv4, ipv6, asn or dns) as ``rdap.bootstrap`` says; ``asked`` is
+    set once its request to the server has left (or none is needed)."""
+    try:
+        return await _load_bootstrap(kind, ctx, source, asked)
+    finally:
+        if asked is not None:
+            asked.set()
+
+
+async def _load_bootstrap(
+    kind: str, ctx: LookupContext, source: str, asked: asyncio.Event | None
+) -> Bootstrap:
     setting = ctx.settings.rdap.bootstrap.strip()
     try:
         if setting == SHIPPED:
@@ -367,8 +315,16 @@ async def load_bootstrap(kind: str, ctx: LookupContext, *, source: str = SOURCE)
         return known[0]
     pending = ctx.inflight.get(f"rdap-bootstrap:{url}")
     if pending is None:
-        pending = asyncio.ensure_future(_fetch(kind, url, ctx))
+        started = asyncio.Event()
+        pending = asyncio.ensure_future(_fetch(kind, url, ctx, started))
         ctx.inflight[f"rdap-bootstrap:{url}"] = pending
+        ctx.inflight[f"rdap-bootstrap-sent:{url}"] = started
+    sent: asyncio.Event | None = ctx.inflight.get(f"rdap-bootstrap-sent:{url}")
+    if asked is not None and sent is not None and not pending.done():
+        # told when the request has left, whoever started the fetch (which sets ``sent`` at
+        # the latest when it ends)
+        await sent.wait()
+        asked.set()
     try:
         found: tuple[Bootstrap, datetime | None] = await asyncio.shield(pending)
     except SourceError as exc:
@@ -377,5 +333,6 @@ async def load_bootstrap(kind: str, ctx: LookupContext, *, source: str = SOURCE)
     finally:
         if pending.done():
             ctx.inflight.pop(f"rdap-bootstrap:{url}", None)
+            ctx.inflight.pop(f"rdap-bootstrap-sent:{url}", None)
     _PARSED[url] = found
     return found[0]
