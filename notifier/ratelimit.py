@@ -6,12 +6,14 @@ connection pool's and the TLS layer's turns of a busy event loop, tens of millis
 times, so two requests given turns an interval apart could reach the server together. A caller
 that can tell when its request is about to leave (``Turn.leaving``, awaited right before its
 first bytes are written) and when it has (``Turn.sent``) gets its request held at the wire by a
-token bucket one and a half requests deep, filled at the rate: a request written late lets the
-next follow half an interval after it, so lateness is caught up instead of adding up, and no
-stretch of time sees more than half a request over the rate (servers' buckets hold a second's
-worth or more). The next turn waits until the request has left. Turns come early by the usual
-delay between a turn and its request leaving (the median of the last eight), so that requests
-leave on the even schedule, not that much later.
+token bucket one and a quarter requests deep, filled at the rate: a request written late lets
+the next follow three quarters of an interval after it, so lateness is caught up instead of
+adding up, and no stretch of time sees more than a quarter of a request over the rate (servers'
+buckets hold a second's worth or more; a depth of one and a half drew two answers of 429 in some
+thirty runs, from a loaded server reading requests late and together). The next turn waits
+until the request has left. Turns come early by the usual delay between a turn and its request
+leaving (the median of the last eight), so that requests leave on the even schedule, not that
+much later.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from typing import Protocol, runtime_checkable
 __all__ = ["Pacer", "RateLimiter", "Turn", "shared_turn"]
 
 _LATE_GAP = 0.9  # intervals between a turn woken late and the next one, unconfirmed
-_DEPTH = 1.5  # requests the bucket at the wire holds: the most a late one is caught up by
-_MIN_GAP = 0.5  # intervals between two requests written to one server, at least
+_DEPTH = 1.25  # requests the bucket at the wire holds: the most a late one is caught up by
+_MIN_GAP = 0.75  # intervals between two requests written to one server, at least
 _LEAVE_WAIT = 2.0  # intervals the next turn waits at most for the last request to leave
 _LEADS = 8  # delays between a turn and its request leaving remembered per server
 _MAX_LEAD = 0.5  # intervals a turn comes early at most
@@ -77,8 +79,8 @@ def shared_turn(
 
     None starts before ``now + hold`` (a 429's Retry-After comes as ``hold`` with ``interval``
     0). A turn asked after its moment (a busy process) starts at once, and the next is due up
-    to half an interval sooner than a whole one later: what was lost is caught up by half a
-    request at most, as at the wire.
+    to a quarter of an interval sooner than a whole one later: what was lost is caught up by a
+    quarter of a request at most, as at the wire.
     """
     due = now if due is None else due
     start = max(now + hold, due)
@@ -122,7 +124,7 @@ class RateLimiter:
     async def wait(self, key: str, *, confirm: bool = False) -> Turn:
         """Until the next turn at ``key``. With ``confirm``, the caller calls ``sent`` on the
         turn once its request has left (or has failed to): the next turn waits for that (at
-        most two intervals) and comes at least half an interval after it."""
+        most two intervals) and comes at least three quarters of an interval after it."""
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             leaving = self._leaving.pop(key, None)
@@ -182,7 +184,7 @@ class RateLimiter:
 
     def _left(self, key: str, lead: float) -> None:
         """A request of ``key`` left ``lead`` seconds after its turn: the next one leaves at
-        least half an interval after it."""
+        least three quarters of an interval after it."""
         self._leads.setdefault(key, deque(maxlen=_LEADS)).append(lead)
         self._next[key] = max(self._next.get(key, 0.0), self._clock() + self._interval * _MIN_GAP)
 

@@ -22,8 +22,8 @@ async def test_the_next_turn_keeps_its_distance_from_when_the_request_left() -> 
 
     leaving = asyncio.create_task(leave_late())
     await limiter.wait("rdap.example")
-    # not 50 ms after the first turn, but half an interval after the request left
-    assert time.monotonic() - began >= 0.08 + 0.5 / RATE - 0.005
+    # not 50 ms after the first turn, but three quarters of an interval after the request left
+    assert time.monotonic() - began >= 0.08 + 0.75 / RATE - 0.005
     await leaving
 
 
@@ -51,8 +51,8 @@ async def test_a_request_is_held_at_the_wire_until_its_distance_from_the_last() 
     second = Turn(limiter, "rdap.example")  # a turn given early, as a busy moment can
     await first.leaving()
     began = time.monotonic()
-    await second.leaving()  # the bucket had half a request left: half an interval later
-    assert time.monotonic() - began >= 0.5 / RATE - 0.005
+    await second.leaving()  # a quarter of a request left in the bucket: 3/4 interval later
+    assert time.monotonic() - began >= 0.75 / RATE - 0.005
     first.sent()
     second.sent()
 
@@ -68,12 +68,12 @@ async def test_a_late_request_is_caught_up_but_the_rate_holds_over_every_stretch
         await turn.leaving()
         written.append(time.monotonic())
         turn.sent()
-    # half an interval of each late request's 70 ms caught up (not one tenth, as a rule of
-    # keeping nine tenths of an interval from the last request would)
-    assert written[-1] - began < 11 / RATE + 0.14 - 2 * 0.5 / RATE + 0.01
+    # a quarter of an interval of each late request's 70 ms caught up (not one tenth, as a rule
+    # of keeping nine tenths of an interval from the last request would)
+    assert written[-1] - began < 11 / RATE + 0.14 - 2 * 0.25 / RATE + 0.01
     gaps = [b - a for a, b in zip(written, written[1:], strict=False)]
-    assert min(gaps) >= 0.5 / RATE - 0.003
-    # no stretch sees more than one and a half requests over the rate
+    assert min(gaps) >= 0.75 / RATE - 0.003
+    # no stretch sees more than a quarter of a request over the rate
     for i, start in enumerate(written):
         for j in range(i, len(written)):
-            assert j - i + 1 <= 1.5 + (written[j] - start) * RATE + 1e-6
+            assert j - i + 1 <= 1.25 + (written[j] - start) * RATE + 1e-6
