@@ -22,7 +22,7 @@ from ..pipeline import Notifier, resolution_record
 __all__ = ["LOG_EVERY", "ResolutionLog"]
 
 LOG_EVERY = 1024  # addresses resolved between two writes of resolution records, at most
-LOG_SECONDS = 0.2  # seconds between two writes, at most (while addresses resolve)
+LOG_SECONDS = 1.0  # seconds between two writes, at most (while addresses resolve)
 _IPS_PER_RECORD = 1000  # addresses named by one resolution record at most
 
 
