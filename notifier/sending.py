@@ -167,7 +167,8 @@ class Sender:
         """Compose (and sign or encrypt) the message, then hand it over (not in a dry run)."""
         if self._guard is not None:
             self._guard.prefetch(contact, self._n.ctx)  # the key's lookup runs while composing
-        composed = await self._composer.compose(self._job(contact, findings, network, options))
+        job = self._job(contact, findings, network, options, head=False)
+        composed = await self._composer.compose(job, self._with_head)
         protection = None
         if self._guard is not None:
             try:
@@ -204,18 +205,28 @@ class Sender:
         findings: list[Finding],
         network: Network | None,
         options: SendOptions,
+        *,
+        head: bool = True,
     ) -> Job:
+        """The message's job; with ``head`` False, the log's head is left for ``_with_head``
+        (a message composed ahead carries its own)."""
         return Job(
             findings,
             contact,
             template=options.template,
             case_ref=options.case_ref or case_reference(findings),
             now=self._n.clock(),
-            log_head=None if options.dry_run else format_head(*self._n.audit.head()),
+            log_head=None if options.dry_run else self._head() if head else "",
             in_reply_to=options.in_reply_to,
             references=options.references,
             network=network,
         )
+
+    def _head(self) -> str:
+        return format_head(*self._n.audit.head())
+
+    def _with_head(self, job: Job) -> Job:
+        return replace(job, log_head=self._head()) if job.log_head == "" else job
 
     def ahead(
         self,

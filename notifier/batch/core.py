@@ -330,7 +330,10 @@ class Batch:
                 )
             if not first:  # another process held it: see what it wrote
                 self.notifier.gate.refresh()
-            await self._deliver_plan(plan, state)
+            try:
+                await self._deliver_plan(plan, state)
+            finally:
+                plan.findings = None
 
         width = max(1, min(self.notifier.settings.limits.concurrency, _MAX_DELIVERY_WORKERS))
         if self._units is None:
@@ -341,7 +344,7 @@ class Batch:
         def name(address: str) -> str:
             # named as each is taken: all of them at once held the first message back (30,000
             # findings' keys: a quarter of a second)
-            return unit_name(rung, address, (finding(i).key for i in plans[address].rows))
+            return unit_name(rung, address, (f.key for f in plans[address].built(finding)))
 
         await self._units.round(sorted(plans), name, deliver, width=width)
 
@@ -354,7 +357,7 @@ class Batch:
             chunk = plan.rows[start : start + limit]
             self.counts.queued += 1
             self._on_progress(self.counts)
-            findings = [self._rows.finding(i) for i in chunk]
+            findings = plan.built(self._rows.finding)[start : start + limit]
             networks = {route.network for i in chunk if (route := self._route(i)) is not None}
             network: Network | None = networks.pop() if len(networks) == 1 else None
             priors = [self.notifier.prior(f, address) if checks else None for f in findings]

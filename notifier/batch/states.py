@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..models import Contact, DeliveryStatus, Network
+from ..models import Contact, DeliveryStatus, Finding, Network
 
 __all__ = [
     "ALREADY",
@@ -119,6 +119,15 @@ class Plan:
     rows: array[int] = field(default_factory=lambda: array("I"))
     priors: bytearray = field(default_factory=bytearray)
     message_ids: list[str] = field(default_factory=list)
+    # the rows' findings while the plan is being sent (its unit's name and its messages)
+    findings: list[Finding] | None = None
+
+    def built(self, finding: Callable[[int], Finding]) -> list[Finding]:
+        """The rows' findings, built from ``finding`` once (``findings = None`` lets them go:
+        a million-line batch cannot keep every plan's)."""
+        if self.findings is None:
+            self.findings = [finding(i) for i in self.rows]
+        return self.findings
 
 
 def reached(

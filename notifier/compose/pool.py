@@ -24,7 +24,7 @@ import asyncio
 import multiprocessing
 import os
 import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -212,12 +212,18 @@ class Composer:
             self.ahead_used += 1
         return composed
 
-    async def compose(self, job: Job) -> ComposedMessage:
-        """``job`` composed: in a worker once the run has many messages, else here."""
+    async def compose(
+        self, job: Job, complete: Callable[[Job], Job] | None = None
+    ) -> ComposedMessage:
+        """``job`` composed: in a worker once the run has many messages, else here.
+        ``complete`` finishes a job composed now, not ahead (the log's head, read from disk, is
+        asked for only then)."""
         self.composed += 1
         early = await self._composed_ahead(job)
         if early is not None:
             return early
+        if complete is not None:
+            job = complete(job)
         pool = self._usable_pool()
         if pool is not None:
             try:
