@@ -226,6 +226,21 @@ class TestStagedBatch:
             assert during and all(t[0] > usual[0] for t in during)
             assert gc.get_threshold() == usual
 
+    async def test_bulk_dns_waits_for_the_bootstraps_to_be_asked_for(self, tmp_path: Path) -> None:
+        """Reverse DNS for the input starts once the registries' bootstrap requests have left
+        (its answers would keep the event loop from making those connections), not once they
+        are answered: here the bootstrap server's name takes 0.1 s to resolve and its answers
+        0.3 s to come."""
+        async with Sandbox(NETS, directory=tmp_path, latency=0.3) as box:
+            box.dns.latency = 0.1
+            outcomes = await _run_batch(box.settings())
+            assert {o.status for o in outcomes} == {"dry-run"}
+            asked = [r.at for r in box.web.requests if r.path.startswith("/bootstrap/")]
+            ptr = [q.at for q in box.dns.queries if q.rtype == "PTR"]
+            assert len(asked) == 2 and len(ptr) == 80
+            # the server reads a request a moment after it left: that moment is allowed for
+            assert max(asked) - 0.02 <= min(ptr) < min(asked) + 0.3
+
     async def test_silent_resolver_does_not_stall_the_batch(self, tmp_path: Path) -> None:
         """A resolver that answers nothing: the batch goes on with the registries' answers,
         and far fewer than 80 timeouts are waited for."""

@@ -27,8 +27,9 @@ import json
 import pickle  # noqa: S403 - the zone goes to our own child process over a pipe
 import socket
 import sys
+import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from dnslib import QTYPE, RCODE, DNSRecord
@@ -51,6 +52,7 @@ class LoggedQuery:
     rtype: str  # "A", "PTR", ...
     transport: str  # "udp" | "tcp"
     outcome: str  # "NOERROR", "NXDOMAIN", "SERVFAIL", "truncated", "dropped"
+    at: float = field(default_factory=time.monotonic)  # when it came (tests' timelines)
 
 
 @dataclass(frozen=True, slots=True)
