@@ -13,7 +13,8 @@ buckets hold a second's worth or more; a depth of one and a half drew two answer
 thirty runs, from a loaded server reading requests late and together). The next turn waits
 until the request has left. Turns come early by the usual delay between a turn and its request
 leaving (the median of the last eight), so that requests leave on the even schedule, not that
-much later.
+much later; a turn given late (its predecessor left late) lets the next one come a quarter of
+an interval sooner, by the rule the processes of a team share (``shared_turn``).
 """
 
 from __future__ import annotations
@@ -135,13 +136,16 @@ class RateLimiter:
             # the request leaves about ``lead`` after its turn: the turn comes that much early
             lead = self._lead(key) if confirm else 0.0
             now = self._clock()
-            start = max(now, self._next.get(key, now + lead) - lead)
+            # a turn given late (its request left late) lets the next come a little sooner
+            due = self._next.get(key)
+            start, following = shared_turn(None if due is None else due - lead, now, self._interval)
             if self._shared is not None:
                 # the team's next turn, no sooner than this process's own
                 reserved = self._shared.reserve(f"rate:{key}", self._interval, start - now)
-                if reserved is not None:
-                    start = max(start, now + reserved)
-            self._next[key] = start + lead + self._interval
+                if reserved is not None and now + reserved > start:
+                    start = now + reserved
+                    following = start + self._interval
+            self._next[key] = following + lead
             if start > now:
                 await asyncio.sleep(start - now)
                 if not confirm:
