@@ -278,13 +278,17 @@ async def ready(ctx: LookupContext, version: int, asked: asyncio.Event | None = 
     try:
         for mark in marks:
             await mark.wait()
+        if asked is not None:
+            asked.set()
+        await asyncio.gather(
+            asyncio.to_thread(rdns.psl, only_icann=False),
+            asyncio.to_thread(rdns.psl, only_icann=True),
+        )
+        await loads
     finally:
         if asked is not None:
             asked.set()
-    await asyncio.gather(
-        asyncio.to_thread(rdns.psl, only_icann=False), asyncio.to_thread(rdns.psl, only_icann=True)
-    )
-    await loads
+        loads.cancel()  # done by now, unless this was cancelled
 
 
 async def complete(
