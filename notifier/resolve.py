@@ -259,16 +259,11 @@ async def registry(target: Target, ctx: LookupContext) -> list[SourceReport]:
 
 
 async def ready(ctx: LookupContext, version: int, asked: asyncio.Event | None = None) -> None:
-    """What a batch's first lookups need, readied as its first address comes: the registries'
-    bootstrap for that address family and the domain registries' one (else fetched only once a
-    network or a host name is asked for, delaying the busiest queues), and the public suffix
-    lists (parsing them holds the event loop for some 30 ms each: off it, in threads).
-
-    ``asked`` is set once both bootstraps' requests have left (or none was needed): the batch
-    holds its bulk DNS back until then, as the answers it brings keep the event loop too busy
-    for the connections to the registries to be made quickly. The suffix lists are parsed
-    after, while the answers are on their way.
-    """
+    """What a batch's first lookups need, readied with its first address: the bootstraps of
+    that address family's registries and of the domain registries, then the public suffix
+    lists (30 ms of parsing each: in threads, while the bootstraps' answers are on their way).
+    ``asked`` is set once both bootstraps' requests have left (or none was needed): bulk DNS
+    waits for it, as its answers would keep the event loop from making those connections."""
     marks = [asyncio.Event(), asyncio.Event()]
     loads = asyncio.gather(
         rdap.load_bootstrap("dns", ctx, asked=marks[0]),
