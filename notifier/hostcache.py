@@ -1,5 +1,6 @@
-"""The addresses of the hosts a run connects to, asked once and kept a minute, and asked ahead
-where a connection is sure to follow (``GuardedClient.look_up``).
+"""The addresses of the hosts a run connects to: asked of the configured resolver (c-ares in a
+batch, ``resolve_host``), once, kept a minute, and asked ahead where a connection is sure to
+follow (``GuardedClient.look_up``).
 
 A registry's second connection (two requests in flight) or a new one after an idle close would
 otherwise wait for a DNS round trip first, tens of milliseconds on the internet, while its turn
@@ -11,19 +12,73 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
+import dns.asyncresolver
+import dns.exception
 import httpx
 
+from .errors import SourceTimeout
 from .models import IPAddress
 
-__all__ = ["GuardedClient", "HostAddresses"]
+if TYPE_CHECKING:
+    from .sources.ares import BulkResolver
+
+__all__ = ["GuardedClient", "HostAddresses", "resolve_host"]
 
 KEEP_SECONDS = 60.0  # far below the TTLs registries give their names (minutes to days)
 MAX_HOSTS = 1024  # security.txt fetches name many hosts once each: the oldest go first
+
+
+async def resolve_host(
+    resolver: dns.asyncresolver.Resolver, host: str, bulk: BulkResolver | None = None
+) -> list[IPAddress]:
+    """Addresses of ``host`` (A then AAAA) through ``bulk`` (c-ares) when given, else through
+    ``resolver``; an IP literal is itself."""
+    literal = host.strip("[]")
+    try:
+        return [ipaddress.ip_address(literal)]
+    except ValueError:
+        pass
+    found: list[IPAddress] = []
+    timed_out = False
+    # both asked at once: a name's lookup costs one round trip, not two
+    answers: list[Iterable[str] | BaseException]
+    if bulk is not None:
+        answers = [
+            a if isinstance(a, BaseException) else a.values
+            for a in await asyncio.gather(
+                bulk.query(host, "A"), bulk.query(host, "AAAA"), return_exceptions=True
+            )
+        ]
+    else:
+        answers = [
+            a if isinstance(a, BaseException) else (r.to_text() for r in a)
+            for a in await asyncio.gather(
+                resolver.resolve(host, "A", search=False),
+                resolver.resolve(host, "AAAA", search=False),
+                return_exceptions=True,
+            )
+        ]
+    for answer in answers:
+        if isinstance(answer, dns.exception.Timeout):
+            timed_out = True
+        elif isinstance(answer, BaseException):
+            if not isinstance(answer, dns.exception.DNSException):
+                raise answer
+        else:
+            found.extend(ipaddress.ip_address(text) for text in answer)
+    if not found and timed_out:
+        raise SourceTimeout(
+            f"DNS lookup of {host} timed out after the {resolver.lifetime:g} s limit "
+            "([dns] timeout)",
+            source="dns",
+        )
+    return found
 
 
 class HostAddresses:

@@ -9,7 +9,6 @@ each DNS answer and each redirect.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
 import typing
 from collections.abc import Awaitable, Callable, Iterable
@@ -25,7 +24,7 @@ import httpx
 
 from .config import DNSSettings, HTTPSettings
 from .errors import SourceProtocolError, SourceTimeout, SourceUnavailable
-from .hostcache import GuardedClient, HostAddresses
+from .hostcache import GuardedClient, HostAddresses, resolve_host
 from .models import IPAddress
 from .origins import OriginPools
 from .public import is_public_address
@@ -74,53 +73,6 @@ def make_resolver(settings: DNSSettings) -> dns.asyncresolver.Resolver:
     resolver.lifetime = settings.timeout
     resolver.cache = dns.resolver.LRUCache(10_000)
     return resolver
-
-
-async def resolve_host(
-    resolver: dns.asyncresolver.Resolver, host: str, bulk: BulkResolver | None = None
-) -> list[IPAddress]:
-    """Addresses of ``host`` (A then AAAA) through ``bulk`` (c-ares) when given, else through
-    ``resolver``; an IP literal is itself."""
-    literal = host.strip("[]")
-    try:
-        return [ipaddress.ip_address(literal)]
-    except ValueError:
-        pass
-    found: list[IPAddress] = []
-    timed_out = False
-    # both asked at once: a name's lookup costs one round trip, not two
-    answers: list[Iterable[str] | BaseException]
-    if bulk is not None:
-        answers = [
-            a if isinstance(a, BaseException) else a.values
-            for a in await asyncio.gather(
-                bulk.query(host, "A"), bulk.query(host, "AAAA"), return_exceptions=True
-            )
-        ]
-    else:
-        answers = [
-            a if isinstance(a, BaseException) else (r.to_text() for r in a)
-            for a in await asyncio.gather(
-                resolver.resolve(host, "A", search=False),
-                resolver.resolve(host, "AAAA", search=False),
-                return_exceptions=True,
-            )
-        ]
-    for answer in answers:
-        if isinstance(answer, dns.exception.Timeout):
-            timed_out = True
-        elif isinstance(answer, BaseException):
-            if not isinstance(answer, dns.exception.DNSException):
-                raise answer
-        else:
-            found.extend(ipaddress.ip_address(text) for text in answer)
-    if not found and timed_out:
-        raise SourceTimeout(
-            f"DNS lookup of {host} timed out after the {resolver.lifetime:g} s limit "
-            "([dns] timeout)",
-            source="dns",
-        )
-    return found
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):

@@ -1,21 +1,20 @@
 """A batch's lookups in stages, each with its own width and queue.
 
-One address at a time through every stage would let the slowest stage set everyone's pace: an
-address waiting its turn at a rate-limited registry would hold a slot the DNS lookups behind it
-need. So the stages are apart:
+One address at a time through every stage would let the slowest set everyone's pace (an address
+waiting for a rate-limited registry would hold a slot the DNS lookups need), so they are apart:
 
-- reverse DNS with forward confirmation: ``limits.dns_concurrency`` queries in flight to the one
-  resolver, over the whole input while the registries' queues drain;
+- reverse DNS with forward confirmation: ``limits.dns_concurrency`` queries in flight to one
+  resolver, over the whole input while the registries' queues drain (once their bootstraps
+  are asked for: ``resolve.ready``);
 - the registry (RDAP, WHOIS): one task per /24 (v6 /48) with addresses waiting, one request per
   network range: an address whose range is already answered takes that answer without a
-  request, and the registry's own rate limiter paces each registry host apart, so a registry
-  answering 429 slows only its own queue; no more fetches start at once than the registries
-  answer in three seconds (a fetch's deadline runs while it waits its turn), and a block whose
-  lookups failed twice shares that failure rather than asking a registry in trouble again;
+  request, each registry host is paced apart (one answering 429 slows only its own queue), no
+  more fetches start at once than the registries answer in three seconds (a fetch's deadline
+  runs while it waits), and a block whose lookups failed twice shares that failure;
 - the rest (security.txt and domain lookups by host name, overrides, the national CERT) once an
   address has both: again ``limits.dns_concurrency`` wide.
 
-An address whose DNS goes unanswered is not held up: every query has its deadline, and a silent
+An address whose DNS goes unanswered is not held up: every query has a deadline, and a silent
 resolver is asked no more but for a probe a second (``turns.Silence``).
 """
 
@@ -79,8 +78,8 @@ class Lookups:
         self._width = width or ctx.settings.limits.dns_concurrency
         self._own_registry = own_registry
         self._on_dns = on_dns
-        workers = ctx.settings.limits.lookup_workers
-        wanted = default_lookup_workers() if workers is None else workers
+        wanted = ctx.settings.limits.lookup_workers
+        wanted = default_lookup_workers() if wanted is None else wanted
         self._workers_wanted = wanted if own_registry else 0
         self._remotes: list[Remote] = []
         self._sharing: set[Remote] = set()  # workers up, whose share of the width they have
@@ -92,8 +91,6 @@ class Lookups:
         self._unloaded: deque[int] = deque()
         self._dns_workers = 0
         self._blocks: dict[tuple[int, int], deque[int]] = {}
-        # a fetch's deadline runs while it waits its turn at the registry's rate: no more start
-        # at once than the registries answer in a few seconds
         rate = ctx.settings.rdap.rate_per_second
         self._fetching = asyncio.Semaphore(max(10, int(rate * _QUEUE_SECONDS)))
         self._answered = Answered()
@@ -138,8 +135,7 @@ class Lookups:
         if not self._own_registry:
             return
         ip = self._target(ip_id).ip
-        shift = ip.max_prefixlen - _BLOCK[ip.version]
-        block = (ip.version, int(ip) >> shift)
+        block = (ip.version, int(ip) >> (ip.max_prefixlen - _BLOCK[ip.version]))
         waiting = self._blocks.get(block)
         if waiting is None:
             self._blocks[block] = deque([ip_id])
@@ -203,10 +199,8 @@ class Lookups:
     # -- the stages -------------------------------------------------------------------------
 
     async def _dns_worker(self) -> None:
-        if not self._asked.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_HOLD_DNS):
-                    await self._asked.wait()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._asked.wait(), _HOLD_DNS)
         try:
             while self._dns_queue and self._dns_workers <= self._width:
                 ip_id = self._dns_queue.popleft()

@@ -313,17 +313,16 @@ async def _load_bootstrap(
     known = _PARSED.get(url)
     if known is not None and known[1] is not None and known[1] > ctx.clock():
         return known[0]
-    pending = ctx.inflight.get(f"rdap-bootstrap:{url}")
-    if pending is None:
-        started = asyncio.Event()
-        pending = asyncio.ensure_future(_fetch(kind, url, ctx, started))
-        ctx.inflight[f"rdap-bootstrap:{url}"] = pending
-        ctx.inflight[f"rdap-bootstrap-sent:{url}"] = started
-    sent: asyncio.Event | None = ctx.inflight.get(f"rdap-bootstrap-sent:{url}")
-    if asked is not None and sent is not None and not pending.done():
-        # told when the request has left, whoever started the fetch (which sets ``sent`` at
-        # the latest when it ends)
-        await sent.wait()
+    fetching = ctx.inflight.get(f"rdap-bootstrap:{url}")
+    if fetching is None:
+        sent = asyncio.Event()  # set by the fetch once its request has left, or at its end
+        fetching = ctx.inflight[f"rdap-bootstrap:{url}"] = (
+            asyncio.ensure_future(_fetch(kind, url, ctx, sent)),
+            sent,
+        )
+    pending, sent = fetching
+    if asked is not None and not pending.done():
+        await sent.wait()  # whoever started the fetch
         asked.set()
     try:
         found: tuple[Bootstrap, datetime | None] = await asyncio.shield(pending)
@@ -333,6 +332,5 @@ async def _load_bootstrap(
     finally:
         if pending.done():
             ctx.inflight.pop(f"rdap-bootstrap:{url}", None)
-            ctx.inflight.pop(f"rdap-bootstrap-sent:{url}", None)
     _PARSED[url] = found
     return found[0]
