@@ -113,6 +113,7 @@ async def _child_batch(config: str, input_path: str, trace_errors: bool) -> dict
             counts = batch.counts
             lookup_workers_cpu = batch.lookup_workers_cpu
             composed_ahead = notifier.composed_ahead
+            relayed = notifier.sending.relayed
     finally:
         cache.close()
     wall = time.perf_counter() - started
@@ -145,6 +146,7 @@ async def _child_batch(config: str, input_path: str, trace_errors: bool) -> dict
         "cache": cache.stats.as_dict(),
         "phases": phases,
         "composed_ahead": composed_ahead,
+        "relayed": relayed,
         "clock_start": clock_start,
     }
 

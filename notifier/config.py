@@ -220,6 +220,9 @@ class LimitSettings(_Section):
     # processes taking a large batch's per-address lookups (reverse DNS, names, policy) beside
     # the sending process; unset: one per core but the sending process's, 0: none
     lookup_workers: int | None = Field(default=None, ge=0, le=64)
+    # a run expecting this many messages starts a second sending process (on a core of its own)
+    # that takes part of its SMTP; 0: every message goes out from the one process
+    relay_from: int = Field(default=100, ge=0)
 
 
 class AuditSettings(_Section):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -92,8 +92,11 @@ class Dispatcher:
             finally:
                 self._mailers.append(mailer)
 
-    async def hand_over(self, item: Handover) -> Delivery | Refusal:
+    async def hand_over(
+        self, item: Handover, on_intent: Callable[[], None] | None = None
+    ) -> Delivery | Refusal:
         """Send one message; its Delivery, or the gate's refusal when the claim failed.
+        ``on_intent`` is called once its intent is on disk (from then on it must be finished).
 
         A refusal means nothing was sent and no intent written: IN_DOUBT (another run claimed
         these findings meanwhile: decide again) or HELD_BACK (the daily cap filled up).
@@ -124,6 +127,8 @@ class Dispatcher:
             if record is None:
                 raise _NotOurs(refused[-1])
             written = True
+            if on_intent is not None:
+                on_intent()
             # stored after its intent, so that every stored message has an intent line (verify
             # checks it); in a worker thread: deliveries in parallel sync their files together
             await asyncio.to_thread(self._ledger.store_message, composed.raw)
@@ -152,6 +157,8 @@ class Dispatcher:
         if not written:
             # refused at MAIL or RCPT (or never connected): the message did not leave, and the
             # case still has to show whom it was meant for, so intent and outcome follow now
+            if on_intent is not None:
+                on_intent()
             await self._journal.append("intent", **_intent(item, attempt_id, keys))
             await asyncio.to_thread(self._ledger.store_message, composed.raw)
         await self._journal.append(

@@ -206,6 +206,11 @@ class Notifier:
     def clock(self) -> datetime:
         return self._clock()
 
+    @property
+    def tracing(self) -> bool:
+        """Whether someone listens to this run's events (they are built only then)."""
+        return self._tracing
+
     def trace(self, event: str, fields: Mapping[str, object]) -> None:
         self._trace(event, dict(fields))
 
@@ -338,9 +343,13 @@ class Notifier:
 
         await walk(recipients, fallbacks, deliver, on_climb)
 
-    def expect_messages(self, count: int) -> None:
-        """This run will send about ``count`` messages: the composer gets ready for them."""
+    def expect_messages(self, count: int, *, relay: bool = False) -> None:
+        """This run will send about ``count`` messages: the composer gets ready for them, and
+        with ``relay`` (real messages, not a rehearsal) a second sending process if it pays.
+        Not with a clock of the caller's: the relay keeps the time of day."""
         self._composer.expect(count)
+        if relay and self._clock is utcnow:
+            self.sending.relay(count)
 
     def prefetch_keys(self, contacts: Sequence[Contact], *, first: bool = False) -> bool:
         """Look up the recipients' OpenPGP keys ahead of their messages, a few at a time, in

@@ -19,6 +19,7 @@ from .ladder import DEFAULT_OPTIONS, SendOptions
 from .ledger import GroupCommit, Ledger, format_head
 from .models import Contact, Delivery, DeliveryStatus, Finding, Network, case_reference
 from .outcome import SendResult
+from .relay import DEPTH, Relay, pays
 from .sources import LookupContext
 from .trust import EncryptionRequired, MessageGuard
 
@@ -47,6 +48,9 @@ class _Run(Protocol):
 
     def clock(self) -> datetime: ...
 
+    @property
+    def tracing(self) -> bool: ...
+
     def trace(self, event: str, fields: Mapping[str, object]) -> None: ...
 
     def prior(self, finding: Finding, recipient: str) -> str | None: ...
@@ -65,6 +69,24 @@ class Sender:
         self._guard: MessageGuard | None = guard
         self._stack = stack
         self._dispatcher: Dispatcher | None = None
+        self._relay: Relay | None = None
+
+    def relay(self, messages: int) -> None:
+        """This run will send about ``messages`` messages: start the relay if it pays."""
+        if self._relay is None and pays(self._n.settings, messages):
+            self._relay = Relay(self._n.settings, self._n.trace if self._n.tracing else None)
+            self._stack.push_async_callback(self._relay.close)
+            self._relay.start()
+
+    @property
+    def relayed(self) -> int:
+        """Messages the relay took (``relay.py``)."""
+        return self._relay.handed if self._relay is not None else 0
+
+    @property
+    def relay_depth(self) -> int:
+        """Messages the relay may hold besides this process's own: 0 without one."""
+        return DEPTH if self._relay is not None else 0
 
     def _refuse(
         self, findings: list[Finding], address: str, status: DeliveryStatus, reason: str
@@ -194,7 +216,13 @@ class Sender:
             protection=protection.record() if protection else None,
         )
         self._n.wrote()
-        sent = await self._dispatch().hand_over(handover)
+        relay = self._relay
+        if relay is not None and relay.takes(handover.contact.address.rpartition("@")[2].lower()):
+            sent = await relay.hand_over(handover)
+            if not isinstance(sent, Delivery):
+                self._n.gate.refresh()  # what the relay wrote: the next decision reads it
+        else:
+            sent = await self._dispatch().hand_over(handover)
         if not isinstance(sent, Delivery):
             result.messages.remove(composed)
         return sent

@@ -1,10 +1,10 @@
 """Worker processes beside the sending process: how many cores there are, and where they come from.
 
-Composing (``compose/pool.py``) and a large batch's lookups (``batch/remote.py``) both run in
-worker processes. Both come from one fork server: clean processes, not forks of one holding
-threads and open connections, started from a server that has imported what either kind runs, so
-a worker starts in a fraction of a second. Whichever kind starts first starts the server, so the
-list of what it imports is one, here.
+Composing (``compose/pool.py``), a large batch's lookups (``batch/remote.py``) and the relay
+taking part of a run's SMTP (``relay.py``) run in worker processes. All come from one fork
+server: clean processes, not forks of one holding threads and open connections, started from a
+server that has imported what each kind runs, so a worker starts in a fraction of a second.
+Whichever kind starts first starts the server, so the list of what it imports is one, here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,12 @@ from multiprocessing.context import ForkServerContext
 
 __all__ = ["forkserver", "other_cores", "warm_forkserver"]
 
-_PRELOAD = ["notifier.compose.pool", "notifier.compose.warm", "notifier.batch.remote"]
+_PRELOAD = [
+    "notifier.compose.pool",
+    "notifier.compose.warm",
+    "notifier.batch.remote",
+    "notifier.relay",
+]
 
 
 def other_cores() -> int:

@@ -93,7 +93,8 @@ class Batch:
         if isinstance(cache, LookupCache):
             cache.write_behind = _WRITE_BEHIND  # an answer per address: written in bulk
         self._blocks = Blocks(share) if share is not None else None
-        self._units = None if dry_run or test_recipient else share  # not for rehearsals
+        self._real = not (dry_run or test_recipient)  # messages to owners, not a rehearsal
+        self._units = share if self._real else None
         # recipients' keys looked up as they are found (a rehearsal encrypts to the tester)
         self._keys_ahead = not test_recipient
         self._recipients: set[str] = set()  # found so far (each gets at least one message)
@@ -197,7 +198,7 @@ class Batch:
             new = [c for c in route.recipients if c.address not in self._recipients]
             if new:
                 self._recipients.update(c.address for c in new)
-                self.notifier.expect_messages(len(self._recipients))
+                self.notifier.expect_messages(len(self._recipients), relay=self._real)
                 if self._keys_ahead:
                     self._keys_ahead = self.notifier.prefetch_keys(new)
         self.counts.resolved += 1
@@ -335,7 +336,9 @@ class Batch:
             finally:
                 plan.findings = None
 
-        width = max(1, min(self.notifier.settings.limits.concurrency, _MAX_DELIVERY_WORKERS))
+        # with a relay, as many more as it holds messages
+        most = _MAX_DELIVERY_WORKERS + self.notifier.sending.relay_depth
+        width = max(1, min(self.notifier.settings.limits.concurrency, most))
         if self._units is None:
             await each(sorted(plans), deliver, width)
             return
