@@ -207,8 +207,7 @@ class Notifier:
         return self._clock()
 
     @property
-    def tracing(self) -> bool:
-        """Whether someone listens to this run's events (they are built only then)."""
+    def tracing(self) -> bool:  # whether anyone listens to this run's events
         return self._tracing
 
     def trace(self, event: str, fields: Mapping[str, object]) -> None:
@@ -344,9 +343,8 @@ class Notifier:
         await walk(recipients, fallbacks, deliver, on_climb)
 
     def expect_messages(self, count: int, *, relay: bool = False) -> None:
-        """This run will send about ``count`` messages: the composer gets ready for them, and
-        with ``relay`` (real messages, not a rehearsal) a second sending process if it pays.
-        Not with a clock of the caller's: the relay keeps the time of day."""
+        """This run will send about ``count`` messages: the composer gets ready, and with
+        ``relay`` (real messages) a relay if it pays (not on a caller's clock: it has its own)."""
         self._composer.expect(count)
         if relay and self._clock is utcnow:
             self.sending.relay(count)

@@ -3,9 +3,11 @@
 Once a batch's lookups are done, its delivery is bound by the CPU of the process that sends:
 the SMTP exchange of a 40-60 kB message, the claim, the intent and the outcome records and the
 model reading them back cost some 3.5 ms a message, while composing already runs on the other
-cores. A run that expects many messages therefore starts a relay: a process from the fork
-server with its own SMTP connections and its own handle on the same ledger, running
-``Dispatcher.hand_over`` for the messages it is handed, exactly as the sending process would.
+cores. A run that expects many messages therefore starts a relay (where there is a core for
+it; on two cores shared with a local mail server it shortens the delivery by a tenth): a
+process from the fork server with its own SMTP connections and its own handle on the same
+ledger, running ``Dispatcher.hand_over`` for the messages it is handed, exactly as the sending
+process would.
 Everything before the hand-over stays in the sending process (the history's say, the run cap,
 composing, signing or encrypting), so the relay changes who speaks SMTP, not what is sent or
 what is recorded.
@@ -96,10 +98,7 @@ class Relay:
         self._ready = False  # the relay has its ledger and its gate: it takes messages
         self.handed = 0  # messages handed to the relay
         self.failure = ""  # why the relay stopped taking messages, if it did
-
-    @property
-    def started(self) -> bool:
-        return self._starter is not None
+        self._closing = False
 
     def start(self) -> None:
         """Start the relay beside the event loop (starting a process may wait for the fork
@@ -167,10 +166,15 @@ class Relay:
                     self._answer(number, LOST)
                 else:
                     self._answer(number, payload)
-        except (asyncio.IncompleteReadError, OSError, ValueError, pickle.UnpicklingError):
-            pass  # the relay ended: what it held is decided again here
+        # either way, what the relay held is decided again here and this process sends the rest
+        except (asyncio.IncompleteReadError, OSError):
+            self.failure = self.failure or "the relay process ended"
+        except Exception as exc:  # noqa: BLE001 - a garbled answer ends the relay's part too
+            self.failure = self.failure or f"the relay's answer could not be read: {exc}"
         finally:
             self._stop()
+            if not self._closing and self._trace is not None:
+                self._trace("relay-ended", {"reason": self.failure})
 
     def _answer(self, number: int, result: Delivery | Refusal) -> None:
         future = self._waiting.pop(number, None)
@@ -188,6 +192,7 @@ class Relay:
     async def close(self) -> None:
         """Tell the relay it is done (it ends once its messages are recorded), wait for it."""
         self._ready = False
+        self._closing = True
         if self._starter is not None:
             await asyncio.to_thread(self._starter.join)
         if self._writer is not None:

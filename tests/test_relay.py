@@ -210,7 +210,8 @@ async def test_a_sending_process_killed_leaves_its_relay_to_finish_and_end(
 async def test_the_sending_process_decides_again_when_the_relay_fails_or_ends() -> None:
     """The protocol, with the test playing the relay: a failure stops the handing over and the
     message comes back as LOST; so does every message held when the relay's end closes."""
-    relay = Relay(Settings(), None)
+    events: list[tuple[str, dict[str, object]]] = []
+    relay = Relay(Settings(), lambda event, fields: events.append((event, fields)))
     ours, theirs = socket.socketpair()
     relay._reading = asyncio.get_running_loop().create_task(relay._read(ours))
     reader, writer = await asyncio.open_unix_connection(sock=theirs)
@@ -229,8 +230,9 @@ async def test_the_sending_process_decides_again_when_the_relay_fails_or_ends() 
     assert "disk full" in relay.failure
     assert await relay.hand_over(item) == LOST  # nothing more is handed over
 
-    writer.close()
+    writer.close()  # the relay's end, gone while this process still had use for it
     await relay._reading
+    assert events == [("relay-ended", {"reason": "AuditError: disk full"})]
     await relay.close()
 
 
