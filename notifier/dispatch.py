@@ -48,6 +48,11 @@ class Handover:
     exclusive: bool = True  # claim the findings (not for --force or a rehearsal)
     protection: dict[str, Any] | None = None  # how the message was signed or encrypted
 
+    @property
+    def domain(self) -> str:
+        """The recipient's domain: what the sending rate is kept per, and by one process."""
+        return self.contact.address.rpartition("@")[2].lower()
+
 
 class _NotOurs(Exception):
     def __init__(self, refusal: Refusal) -> None:
@@ -145,7 +150,7 @@ class Dispatcher:
                     transient=isinstance(error, TransientDeliveryError),
                 )
 
-        await self._domains.wait(recipient.rpartition("@")[2])
+        await self._domains.wait(item.domain)
         try:
             async with self._mailer() as mailer:
                 delivery = await mailer.send(

@@ -217,7 +217,7 @@ class Sender:
         )
         self._n.wrote()
         relay = self._relay
-        if relay is not None and relay.takes(handover.contact.address.rpartition("@")[2].lower()):
+        if relay is not None and relay.takes(handover.domain):
             sent = await relay.hand_over(handover)
             if not isinstance(sent, Delivery):
                 self._n.gate.refresh()  # what the relay wrote: the next decision reads it
