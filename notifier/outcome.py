@@ -8,9 +8,21 @@ from typing import Any
 from .compose import ComposedMessage
 from .errors import EXIT_FAILED, EXIT_HELD_BACK, EXIT_OK
 from .ladder import held_back, settles
-from .models import Channel, Contact, Delivery, DeliveryStatus, Resolution, Role
+from .models import Channel, Contact, Delivery, DeliveryStatus, Evidence, Resolution, Role
+from .sources.rdns import SOURCE as RDNS
 
-__all__ = ["SendResult", "channel_record", "contact_record", "resolution_record"]
+__all__ = [
+    "OWN_EVIDENCE",
+    "SendResult",
+    "address_record",
+    "channel_record",
+    "contact_record",
+    "resolution_record",
+]
+
+# evidence about one address alone: its PTR answer. The rest (the network's RDAP answer, a
+# domain's security.txt) holds for every address that resolved through it.
+OWN_EVIDENCE = frozenset({RDNS})
 
 
 def contact_record(contact: Contact) -> dict[str, Any]:
@@ -48,11 +60,22 @@ def resolution_record(resolution: Resolution) -> dict[str, Any]:
         "errors": [{"source": s, "error": e} for s, e in resolution.errors],
         "channels": [channel_record(c) for c in resolution.channels],
         "hints": [asdict(h) for h in resolution.hints],
-        "evidence": [
-            {"source": e.source, "locator": e.locator, "sha256": e.sha256}
-            for e in resolution.evidence
-        ],
+        "evidence": [_evidence(e) for e in resolution.evidence],
     }
+
+
+def address_record(resolution: Resolution) -> dict[str, Any]:
+    """One more address a batch's ``resolution`` record holds for: its own host names and the
+    evidence about it alone (``OWN_EVIDENCE``); the record's other evidence is its too."""
+    return {
+        "ip": str(resolution.target.ip),
+        "hostnames": list(resolution.hostnames),
+        "evidence": [_evidence(e) for e in resolution.evidence if e.source in OWN_EVIDENCE],
+    }
+
+
+def _evidence(evidence: Evidence) -> dict[str, str]:
+    return {"source": evidence.source, "locator": evidence.locator, "sha256": evidence.sha256}
 
 
 @dataclass(slots=True)

@@ -80,6 +80,9 @@ class Resolution(Entry):
     # more addresses this same resolution holds for: a batch writes one record for the
     # addresses of a network range that resolved alike, not one each
     ips: list[str] = []
+    # those addresses again, each with what is its alone: its host names and the evidence
+    # about it alone (its PTR answer), in place of the first address's
+    addresses: list[dict[str, Any]] = []
     hostnames: list[str] = []
     network: dict[str, Any] | None = None
     recipients: list[dict[str, Any]] = []
