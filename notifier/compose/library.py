@@ -207,8 +207,9 @@ def _guide(path: Path, service: str, language: str, fallback: Guide | None) -> G
 def _check_frame(env: ImmutableSandboxedEnvironment, name: str) -> None:
     source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
     try:
+        # parsed to check it; compiled where it is first rendered (a compose worker, mostly),
+        # not here, where it would hold up a run's first lookups by some 50 ms
         tree = env.parse(source, name, filename)
-        env.get_template(name)  # compiled once here, cached by the environment after
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template {filename} line {exc.lineno}: {exc.message}") from None
     # names a template binds itself (imports, sets, macros) are visible in its blocks too
