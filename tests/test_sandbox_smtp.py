@@ -74,3 +74,32 @@ async def test_a_line_too_long_and_data_too_big_are_refused_after_the_end(
     )
     assert replies[1].startswith(b"552") and replies[2].startswith(b"250")
     assert server.messages == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "<a@b.test>",
+        " <abuse@org1.test> SIZE=1234",
+        "<bounce+ntf-abc.123=x@research.test>\tBODY=8BITMIME",
+        "<a@b> (a comment) SIZE=1",
+        '<"quoted"@x.test>',
+        "<a@[127.0.0.1]>",
+        "<@route:a@b>",
+        "<a@b.>",
+        "<>",
+        "a@b.test",
+        "<abcdefgh@b.test>",
+    ],
+)
+def test_paths_are_read_as_aiosmtpd_reads_them(path: str) -> None:
+    """The plain <local@domain> is read without aiosmtpd's header parser, to the same result;
+    the local part's limit holds on both ways."""
+    from aiosmtpd.smtp import SMTP
+
+    from notifier.sandbox.smtp import _Protocol
+
+    protocol = _Protocol.__new__(_Protocol)
+    for limit in (0, 4):
+        protocol.local_part_limit = limit
+        assert protocol._getaddr(path) == SMTP._getaddr(protocol, path)

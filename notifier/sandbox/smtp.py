@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import re
 import secrets
 import ssl
 import time
@@ -287,6 +288,9 @@ class SMTPServer:
 
 
 _END_OF_DATA = b"\r\n.\r\n"
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+# a reverse- or forward-path of dot-atoms only: the form whose reading needs no parser
+_PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
 
 
 class _Protocol(SMTPProtocol):
@@ -341,6 +345,19 @@ class _Protocol(SMTPProtocol):
             await self.push("250 OK" if status is MISSING else status)
             return
         self.envelope = self._create_envelope()  # the state after DATA
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        # a plain <local@domain> as every client here sends it, read without aiosmtpd's header
+        # parser (0.2 ms of CPU for each MAIL and RCPT); anything else goes to that parser
+        text = arg.lstrip()
+        match = _PLAIN_PATH.match(text)
+        rest = text[match.end() :].lstrip(" \t") if match else ""
+        if match is None or rest[:1].isspace() or rest.startswith("("):
+            return super()._getaddr(arg)
+        address = match.group(1)
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, rest
 
     def connection_lost(self, error: Exception | None) -> None:
         self._owner._protocols.discard(self)
