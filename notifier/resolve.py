@@ -40,18 +40,8 @@ from .sources import (
     whois,
 )
 
-__all__ = [
-    "resolve",
-    "choose",
-    "merge_contacts",
-    "apply_overrides",
-    "guess_allowed",
-    "reverse_dns",
-    "registry",
-    "complete",
-    "by_name",
-    "ready",
-]
+__all__ = ["resolve", "choose", "merge_contacts", "apply_overrides", "guess_allowed"]
+__all__ += ["reverse_dns", "registry", "complete", "by_name", "ready"]
 
 Lookup = Callable[[Query, LookupContext], Awaitable[SourceReport]]
 
@@ -63,7 +53,7 @@ async def _cached(
     lookup: Lookup,
     query: Query,
     ctx: LookupContext,
-    deadline: float,
+    deadline: float | None,
 ) -> SourceReport:
     """A by-name source's answer from the cache, else run and cached (failures are not).
 
@@ -88,13 +78,17 @@ async def _cached(
 
 
 async def _run(
-    name: str, lookup: Lookup, query: Query, ctx: LookupContext, deadline: float
+    name: str, lookup: Lookup, query: Query, ctx: LookupContext, deadline: float | None
 ) -> SourceReport:
+    # ``deadline`` None: a lookup that asks no server (for each address, a timer costs more)
     if ctx.tracing:
         ctx.trace("source-start", {"source": name, "ip": str(query.target.ip)})
     try:
-        async with asyncio.timeout(deadline):
+        if deadline is None:
             report = await lookup(query, ctx)
+        else:
+            async with asyncio.timeout(deadline):
+                report = await lookup(query, ctx)
     except TimeoutError:
         report = SourceReport(name, error=f"no answer within {deadline:g} s")
     except Exception as exc:  # noqa: BLE001 - one source's failure never sinks the others
@@ -337,7 +331,7 @@ async def by_name(
             securitytxt.lookup,
             query,
             ctx,
-            settings.http.timeout * 4 + 1,
+            settings.http.timeout * 4 + 1 if named else None,
         ),
         _cached(
             "domain-rdap",
@@ -346,7 +340,7 @@ async def by_name(
             domain_rdap.lookup,
             replace(query, hostnames=named),
             ctx,
-            settings.rdap.timeout * 3 + settings.whois.timeout,
+            settings.rdap.timeout * 3 + settings.whois.timeout if named else None,
         ),
     )
     if named:
@@ -374,7 +368,7 @@ async def _decide(
         reports.append(await _run("role-mailbox", rolemailbox.lookup, query, ctx, dns_deadline))
     elif query.hostnames and not any(c.role in (Role.OWNER, Role.OVERRIDE) for c in found):
         reports.append(SourceReport("role-mailbox", notes=[f"no role mailbox guessed: {why_not}"]))
-    reports.append(await _run("national-cert", cert.lookup, query, ctx, dns_deadline))
+    reports.append(await _run("national-cert", cert.lookup, query, ctx, None))
 
     contacts, channels, replaced = apply_overrides(
         merge_contacts(c for r in reports for c in r.contacts),
