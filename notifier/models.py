@@ -45,7 +45,10 @@ def _pickled_by_fields(cls: type[_T]) -> type[_T]:
     message's findings); a slotted dataclass's own ``__getstate__`` walks its fields in Python
     for every object, three times the cost of this.
     """
-    names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+    given = fields(cls)  # type: ignore[arg-type]
+    if not all(f.init for f in given):
+        raise TypeError(f"{cls.__name__}: a field its constructor does not take")
+    names = tuple(f.name for f in given)
     values = attrgetter(*names)
 
     def __reduce__(self: Any) -> tuple[type[_T], tuple[Any, ...]]:
