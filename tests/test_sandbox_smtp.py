@@ -103,3 +103,13 @@ def test_paths_are_read_as_aiosmtpd_reads_them(path: str) -> None:
     for limit in (0, 4):
         protocol.local_part_limit = limit
         assert protocol._getaddr(path) == SMTP._getaddr(protocol, path)
+
+
+async def test_every_line_loses_one_leading_dot(server: SMTPServer) -> None:
+    """As RFC 5321 4.5.2 says and aiosmtpd does it, line by line: the first line too."""
+    lines = [b"..first", b"x", b"...", b"..", b"a.b", b"", b"..\tz"]  # as a client stuffs them
+    body = b"\r\n".join(lines) + b"\r\n"
+    replies = await _session(server, b"DATA\r\n", body + b".\r\nQUIT\r\n")
+    assert replies[1].startswith(b"250")
+    expected = b"".join((line[1:] if line[:1] == b"." else line) + b"\r\n" for line in lines)
+    assert server.messages[0].raw == expected

@@ -288,6 +288,7 @@ class SMTPServer:
 
 
 _END_OF_DATA = b"\r\n.\r\n"
+_STUFFED = re.compile(rb"(^|\r\n)\.")  # a line's leading dot, added by the client
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 # a reverse- or forward-path of dot-atoms only: the form whose reading needs no parser
 _PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
@@ -332,13 +333,14 @@ class _Protocol(SMTPProtocol):
                 start, dropped = 0, True
         if rest := bytes(block[end + len(_END_OF_DATA) :]):
             self._reader.feed_data(rest)  # the next command, pipelined behind the data
-        lines = bytes(block[2 : end + 2]).split(b"\r\n")
+        data = bytes(block[2 : end + 2])
         if dropped or (limit and end > limit):
             await self.push("552 Error: Too much mail data")
-        elif any(len(line) + 2 > self.line_length_limit for line in lines):
+        elif max(map(len, data.split(b"\r\n"))) + 2 > self.line_length_limit:
             await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
         else:
-            content = b"\r\n".join(line[1:] if line[:1] == b"." else line for line in lines)
+            # each line's leading dot taken off (RFC 5321 4.5.2), in one pass over the bytes
+            content = _STUFFED.sub(rb"\1", data) if data[:1] == b"." or b"\r\n." in data else data
             self.envelope.content = self.envelope.original_content = content
             status = await self._call_handler_hook("DATA")
             self.envelope = self._create_envelope()  # the state after DATA
