@@ -377,6 +377,36 @@ class TestResolutionRecords:
         assert len(digests) == 9  # each address's own answer, not the first one's
         assert len(box.smtp.messages) == 1
 
+    async def test_a_large_range_is_split_over_records_each_naming_its_own(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past ``_IPS_PER_RECORD`` addresses a range takes more records (each may bring ten
+        long PTR names): every address is named once, with its own names."""
+        from notifier.batch import records
+        from notifier.ledger import open_ledger
+
+        monkeypatch.setattr(records, "LOG_SECONDS", 60.0)
+        monkeypatch.setattr(records, "_IPS_PER_RECORD", 4)
+        world = World(
+            networks=NETS.networks[1:],
+            hosts=tuple(
+                WorldHost(f"127.21.0.{h}", f"ip-127-21-0-{h}.pool.t.test") for h in range(1, 11)
+            ),
+        )
+        async with Sandbox(world, directory=tmp_path) as box:
+            settings = box.settings()
+            async with Notifier(settings) as notifier:
+                batch = Batch(notifier)
+                for host in range(1, 11):
+                    await batch.submit(Finding(ip_address(f"127.21.0.{host}"), "open ES"))
+                await batch.flush()
+            ledger = open_ledger(settings, clock=lambda: datetime.now(UTC))
+            found = [r for r in ledger.records() if r["event"] == "resolution"]
+        assert [len(r["ips"]) for r in found] == [3, 3, 1]
+        named = {r["ip"]: r["hostnames"] for r in found}
+        named.update({a["ip"]: a["hostnames"] for r in found for a in r["addresses"]})
+        assert named == {f"127.21.0.{h}": [f"ip-127-21-0-{h}.pool.t.test"] for h in range(1, 11)}
+
     @pytest.mark.parametrize("every", ["four addresses", "moment"])
     async def test_records_written_while_the_lookups_go_on(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: str

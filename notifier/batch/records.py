@@ -30,7 +30,7 @@ __all__ = ["LOG_EVERY", "ResolutionLog"]
 
 LOG_EVERY = 4096  # addresses resolved between two writes of resolution records, at most
 LOG_SECONDS = 2.0  # seconds between two writes, at most (while addresses resolve)
-_IPS_PER_RECORD = 1000  # addresses named by one resolution record at most
+_IPS_PER_RECORD = 256  # addresses one record names: each may bring ten PTR names, 2.8 kB
 
 
 class ResolutionLog:
