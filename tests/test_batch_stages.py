@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -336,57 +337,12 @@ class TestResolutionRecords:
             assert all(f"127.21.0.{h}" in model.resolutions for h in range(1, 41))
             assert len(box.smtp.messages) == 1
 
-    async def test_addresses_with_names_of_their_own_share_one_record(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """Every address of a hosting range has its own PTR name: still one record for the
-        range, which keeps each address's names and the digest of its own PTR answer, and
-        the range's RDAP answer once."""
-        from notifier.batch import records
+    @staticmethod
+    async def _pool_range(tmp_path: Path) -> tuple[list[dict[str, Any]], int]:
+        """Ten addresses of one hosting range, each with a PTR name of its own, sent in one
+        batch: its resolution records, and the messages sent."""
         from notifier.ledger import open_ledger
 
-        monkeypatch.setattr(records, "LOG_SECONDS", 60.0)
-        world = World(
-            networks=NETS.networks[1:],
-            hosts=tuple(
-                WorldHost(f"127.21.0.{h}", f"ip-127-21-0-{h}.pool.t.test") for h in range(1, 11)
-            ),
-        )
-        async with Sandbox(world, directory=tmp_path) as box:
-            settings = box.settings()
-            async with Notifier(settings) as notifier:
-                batch = Batch(notifier)
-                for host in range(1, 11):
-                    await batch.submit(Finding(ip_address(f"127.21.0.{host}"), "open ES"))
-                await batch.flush()
-            ledger = open_ledger(settings, clock=lambda: datetime.now(UTC))
-            [record] = [r for r in ledger.records() if r["event"] == "resolution"]
-        first = int(record["ip"].rsplit(".", 1)[1])
-        assert record["hostnames"] == [f"ip-127-21-0-{first}.pool.t.test"]
-        assert sorted(e["source"] for e in record["evidence"]) == ["rdap", "rdns"]
-        others = {a["ip"]: a for a in record["addresses"]}
-        assert sorted(others) == sorted(record["ips"]) and len(others) == 9
-        digests = set()
-        for ip, facts in others.items():
-            host = ip.rsplit(".", 1)[1]
-            assert facts["hostnames"] == [f"ip-127-21-0-{host}.pool.t.test"]
-            [ptr] = facts["evidence"]
-            assert ptr["source"] == "rdns"
-            assert ptr["locator"] == f"PTR {host}.0.21.127.in-addr.arpa."
-            digests.add(ptr["sha256"])
-        assert len(digests) == 9  # each address's own answer, not the first one's
-        assert len(box.smtp.messages) == 1
-
-    async def test_a_large_range_is_split_over_records_each_naming_its_own(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """Past ``_IPS_PER_RECORD`` addresses a range takes more records (each may bring ten
-        long PTR names): every address is named once, with its own names."""
-        from notifier.batch import records
-        from notifier.ledger import open_ledger
-
-        monkeypatch.setattr(records, "LOG_SECONDS", 60.0)
-        monkeypatch.setattr(records, "_IPS_PER_RECORD", 4)
         world = World(
             networks=NETS.networks[1:],
             hosts=tuple(
@@ -402,6 +358,44 @@ class TestResolutionRecords:
                 await batch.flush()
             ledger = open_ledger(settings, clock=lambda: datetime.now(UTC))
             found = [r for r in ledger.records() if r["event"] == "resolution"]
+            return found, len(box.smtp.messages)
+
+    async def test_addresses_with_names_of_their_own_share_one_record(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every address of a hosting range has its own PTR name: still one record for the
+        range, which keeps each address's names and the digest of its own PTR answer, and
+        the range's RDAP answer once."""
+        from notifier.batch import records
+
+        monkeypatch.setattr(records, "LOG_SECONDS", 60.0)
+        [record], messages = await self._pool_range(tmp_path)
+        first = int(record["ip"].rsplit(".", 1)[1])
+        assert record["hostnames"] == [f"ip-127-21-0-{first}.pool.t.test"]
+        assert sorted(e["source"] for e in record["evidence"]) == ["rdap", "rdns"]
+        others = {a["ip"]: a for a in record["addresses"]}
+        assert sorted(others) == sorted(record["ips"]) and len(others) == 9
+        digests = set()
+        for ip, facts in others.items():
+            host = ip.rsplit(".", 1)[1]
+            assert facts["hostnames"] == [f"ip-127-21-0-{host}.pool.t.test"]
+            [ptr] = facts["evidence"]
+            assert ptr["source"] == "rdns"
+            assert ptr["locator"] == f"PTR {host}.0.21.127.in-addr.arpa."
+            digests.add(ptr["sha256"])
+        assert len(digests) == 9  # each address's own answer, not the first one's
+        assert messages == 1
+
+    async def test_a_large_range_is_split_over_records_each_naming_its_own(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past ``_IPS_PER_RECORD`` addresses a range takes more records (each may bring ten
+        long PTR names): every address is named once, with its own names."""
+        from notifier.batch import records
+
+        monkeypatch.setattr(records, "LOG_SECONDS", 60.0)
+        monkeypatch.setattr(records, "_IPS_PER_RECORD", 4)
+        found, _ = await self._pool_range(tmp_path)
         assert [len(r["ips"]) for r in found] == [3, 3, 1]
         named = {r["ip"]: r["hostnames"] for r in found}
         named.update({a["ip"]: a["hostnames"] for r in found for a in r["addresses"]})
