@@ -12,17 +12,17 @@ from .models import Channel, Contact, Delivery, DeliveryStatus, Evidence, Resolu
 from .sources.rdns import SOURCE as RDNS
 
 __all__ = [
-    "OWN_EVIDENCE",
     "SendResult",
     "address_record",
     "channel_record",
     "contact_record",
     "resolution_record",
+    "shared_evidence",
 ]
 
 # evidence about one address alone: its PTR answer. The rest (the network's RDAP answer, a
 # domain's security.txt) holds for every address that resolved through it.
-OWN_EVIDENCE = frozenset({RDNS})
+_OWN_EVIDENCE = frozenset({RDNS})
 
 
 def contact_record(contact: Contact) -> dict[str, Any]:
@@ -66,12 +66,19 @@ def resolution_record(resolution: Resolution) -> dict[str, Any]:
 
 def address_record(resolution: Resolution) -> dict[str, Any]:
     """One more address a batch's ``resolution`` record holds for: its own host names and the
-    evidence about it alone (``OWN_EVIDENCE``); the record's other evidence is its too."""
+    evidence about it alone (``_OWN_EVIDENCE``); the record's other evidence is its too."""
     return {
         "ip": str(resolution.target.ip),
         "hostnames": list(resolution.hostnames),
-        "evidence": [_evidence(e) for e in resolution.evidence if e.source in OWN_EVIDENCE],
+        "evidence": [_evidence(e) for e in resolution.evidence if e.source in _OWN_EVIDENCE],
     }
+
+
+def shared_evidence(resolution: Resolution) -> tuple[tuple[str, str, str], ...]:
+    """What a record says of the evidence that is not one address's alone (not when each
+    answer came): addresses alike in this and the rest share a record."""
+    kept = (e for e in resolution.evidence if e.source not in _OWN_EVIDENCE)
+    return tuple((e.source, e.locator, e.sha256) for e in kept)
 
 
 def _evidence(evidence: Evidence) -> dict[str, str]:

@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import AuditError
 from ..ledger import Record
 from ..models import Resolution
-from ..outcome import OWN_EVIDENCE, address_record
+from ..outcome import address_record, shared_evidence
 from ..pipeline import Notifier, resolution_record
 
 __all__ = ["LOG_EVERY", "ResolutionLog"]
@@ -50,12 +50,7 @@ class ResolutionLog:
             resolution.fallbacks,
             resolution.network,
             resolution.errors,
-            # what the record says of the evidence: not when each answer came
-            tuple(
-                (e.source, e.locator, e.sha256)
-                for e in resolution.evidence
-                if e.source not in OWN_EVIDENCE
-            ),
+            shared_evidence(resolution),
             resolution.channels,
             resolution.hints,
         )
