@@ -6,6 +6,9 @@ token against them (the chain at genTime, the critical time-stamping key usage).
 do stays here: checking the token's CMS signature with the certificate the token carries, with
 no trust anchor at all (its verifier needs a root and exposes no signer's signed attributes),
 which is what ``timestamp_head`` and a verify without ``[audit] tsa_ca`` rely on.
+
+Both libraries, and pyasn1's RFC modules, are imported where they are used: together they cost
+a fifth of a second at start-up, and most runs (and every worker process) never timestamp.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from cryptography import x509
@@ -27,23 +30,13 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.utils import CryptographyDeprecationWarning
-from pyasn1.codec.der import decoder as der_decoder
-from pyasn1.codec.der import encoder as der_encoder
-from pyasn1.error import PyAsn1Error
-from pyasn1.type import univ
-from pyasn1_modules import rfc3161, rfc5652
-from rfc3161_client import (
-    HashAlgorithm,
-    TimestampRequestBuilder,
-    TimeStampResponse,
-    VerificationError,
-    VerifierBuilder,
-    decode_timestamp_response,
-)
 
 from ..errors import AuditError
 from .chain import format_head, parse_head
 from .fileio import atomic_write, make_dir
+
+if TYPE_CHECKING:
+    from rfc3161_client import TimeStampResponse
 
 __all__ = [
     "MAX_TSA_REPLY",
@@ -111,6 +104,8 @@ def token_name(count: int, last_hash: str) -> str:
 def build_timestamp_request(head_text: str) -> tuple[bytes, int]:
     """A DER ``TimeStampReq`` over ``sha256(head_text)`` asking for the TSA certificate, and
     the random nonce it carries."""
+    from rfc3161_client import HashAlgorithm, TimestampRequestBuilder
+
     request = TimestampRequestBuilder(
         data=head_text.encode("utf-8"),
         hash_algorithm=HashAlgorithm.SHA256,
@@ -123,6 +118,9 @@ def build_timestamp_request(head_text: str) -> tuple[bytes, int]:
 
 
 def _decode(data: bytes, spec: Any, what: str) -> Any:
+    from pyasn1.codec.der import decoder as der_decoder
+    from pyasn1.error import PyAsn1Error
+
     try:
         value, rest = der_decoder.decode(data, asn1Spec=spec)
     except (PyAsn1Error, ValueError, TypeError, RecursionError) as exc:
@@ -139,6 +137,8 @@ def parse_timestamp_reply(data: bytes) -> TimestampToken:
     deserves trust is a separate question (``verify(..., tsa_trust=...)``, or ``openssl ts
     -verify -CAfile``). Raises ``AuditError`` on anything wrong.
     """
+    from pyasn1.error import PyAsn1Error
+
     try:
         with warnings.catch_warnings():
             # a certificate cryptography only warns about today (a non-positive serial...) is
@@ -167,6 +167,8 @@ def parse_timestamp_reply(data: bytes) -> TimestampToken:
 
 
 def _parse_timestamp_reply(data: bytes) -> TimestampToken:
+    from rfc3161_client import decode_timestamp_response
+
     try:
         reply = decode_timestamp_response(data)
     except ValueError as exc:
@@ -205,6 +207,10 @@ def _check_cms_signature(token_der: bytes, certs: list[x509.Certificate]) -> x50
     The library decoded the same token bytes already; the signed attributes and the signature
     it does not expose are read here.
     """
+    from pyasn1.codec.der import encoder as der_encoder
+    from pyasn1.type import univ
+    from pyasn1_modules import rfc3161, rfc5652
+
     token = _decode(token_der, rfc5652.ContentInfo(), "timestamp token")
     if token["contentType"] != rfc5652.id_signedData:
         raise AuditError("the timestamp token is not CMS SignedData")
@@ -264,6 +270,8 @@ def _sig_hash(oid: str, fallback: hashes.HashAlgorithm) -> hashes.HashAlgorithm:
 
 
 def _find_signer(sid: Any, certs: list[x509.Certificate]) -> x509.Certificate:
+    from pyasn1.codec.der import encoder as der_encoder
+
     if not certs:
         raise AuditError("the timestamp token carries no certificate to check it with")
     if sid.getName() == "issuerAndSerialNumber":
@@ -287,6 +295,8 @@ def _find_signer(sid: Any, certs: list[x509.Certificate]) -> x509.Certificate:
 
 def trusted(token: TimestampToken, trust: Iterable[x509.Certificate]) -> bool:
     """Whether one of the ``trust`` certificates vouches for the token at its genTime."""
+    from rfc3161_client import VerificationError, VerifierBuilder
+
     anchors = list(trust)
     signer = token.signer
     # a trust list may name the TSA's own certificate, which OpenSSL only accepts with its issuer
