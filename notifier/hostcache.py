@@ -26,7 +26,10 @@ from .errors import SourceTimeout
 from .models import IPAddress
 
 if TYPE_CHECKING:
+    import ssl
+
     from .sources.ares import BulkResolver
+    from .spares import Spares
 
 __all__ = ["GuardedClient", "HostAddresses", "resolve_host"]
 
@@ -119,11 +122,23 @@ class HostAddresses:
 
 
 class GuardedClient(httpx.AsyncClient):
-    """The client ``make_http_client`` makes: its hosts' addresses can be asked ahead."""
+    """The client ``make_http_client`` makes: its hosts' addresses can be asked ahead, and
+    connections to a server it will ask many times opened ahead (``spare``)."""
 
-    def __init__(self, hosts: HostAddresses, **kwargs: Any) -> None:
+    def __init__(
+        self, hosts: HostAddresses, spares: Spares, context: ssl.SSLContext, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.hosts = hosts
+        self.spares = spares
+        self._context = context
+
+    def spare(self, url: str, count: int) -> None:
+        """Open ``count`` connections to ``url``'s server ahead, TLS and all (``Spares``)."""
+        parsed = httpx.URL(url)
+        if parsed.scheme == "https" and parsed.host:
+            port = parsed.port or 443
+            self.spares.open(parsed.host, port, self._context, count, self.timeout.connect or 5.0)
 
     async def look_up(self, url: str) -> None:
         """Resolve ``url``'s host now, so that its connection finds the answer (a failure is

@@ -29,6 +29,7 @@ from .models import IPAddress
 from .origins import OriginPools
 from .public import is_public_address
 from .ratelimit import Pacer, RateLimiter, Turn
+from .spares import Spares
 
 if typing.TYPE_CHECKING:
     from .sources.ares import BulkResolver
@@ -89,6 +90,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         self._policy = policy
         self._inner = httpcore.AnyIOBackend()
         self.hosts = HostAddresses(self._lookup)
+        self.spares = Spares(self._connect)
 
     async def _lookup(self, host: str) -> list[IPAddress]:
         bulk = self._bulk_dns() if self._bulk_dns is not None else None
@@ -102,6 +104,17 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[typing.Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
+        spare = await self.spares.take(host, port)
+        if spare is not None:
+            return spare
+        options = {"local_address": local_address, "socket_options": socket_options}
+        return await self._connect(host, port, timeout=timeout, **options)
+
+    async def _connect(
+        self, host: str, port: int, **options: typing.Any
+    ) -> httpcore.AsyncNetworkStream:
+        """A connection to ``host:port`` at an address the policy allows (``options``: the
+        rest of httpcore's ``connect_tcp`` arguments)."""
         try:
             addresses = await self.hosts.get(host)
         except SourceTimeout as exc:
@@ -116,13 +129,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         last: Exception | None = None
         for addr in allowed:
             try:
-                return await self._inner.connect_tcp(
-                    str(addr),
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
+                return await self._inner.connect_tcp(str(addr), port, **options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last = exc
         assert last is not None
@@ -158,6 +165,15 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
             per_host=per_host,
             keepalive_expiry=_KEEP_ALIVE_SECONDS,
         )
+        self._spares = backend.spares
+
+    async def aclose(self) -> None:
+        await self._spares.aclose()
+        await super().aclose()
+
+    async def __aexit__(self, *exc: typing.Any) -> None:
+        await self._spares.aclose()  # ``async with`` closes through here, not ``aclose``
+        await super().__aexit__(*exc)
 
 
 def make_ssl_context(ca_bundle: str = "") -> ssl.SSLContext:
@@ -191,6 +207,8 @@ def make_http_client(
     backend = _GuardedBackend(resolver, AddressPolicy(settings.allow_private), bulk_dns)
     return GuardedClient(
         backend.hosts,
+        backend.spares,
+        context,
         transport=_GuardedTransport(context, backend, connections, settings.connections_per_host),
         headers={"User-Agent": user_agent},
         follow_redirects=False,

@@ -13,7 +13,7 @@ import httpcore
 import httpx
 import pytest
 
-from notifier import net
+from notifier import net, spares
 from notifier.config import Settings
 from notifier.errors import SourceTimeout, SourceUnavailable
 from notifier.hostcache import GuardedClient
@@ -34,10 +34,12 @@ class CountingServer(WebServer):
         self.keep_alive = True
         self.connections = 0
         self.open = 0
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.open += 1
+        self.writers.append(writer)
         try:
             await super()._serve(reader, writer)
         finally:
@@ -307,3 +309,68 @@ class TestHostNamesThroughCares:
                     await net.resolve_host(resolver, "silent.example", through)
         finally:
             await bulk.close()
+
+
+async def _spared(http: GuardedClient, count: int) -> None:
+    async with asyncio.timeout(2):
+        while http.spares.opened < count:
+            await asyncio.sleep(0.01)
+
+
+class TestSpares:
+    """Connections opened ahead to a server about to be asked many times (``Spares``)."""
+
+    async def test_the_next_connections_take_the_spares(self, box: Box) -> None:
+        """Two spares opened ahead (TLS 1.3: the server's session tickets wait unread on them)
+        carry the next two requests at once: the server sees no third connection."""
+        box.web.route("/slow", Reply(200, b"ok\n", drip=0.01))
+        async with client(box.settings) as http:
+            assert isinstance(http, GuardedClient)
+            http.spare(box.url(REGISTRY), 2)
+            await _spared(http, 2)
+            assert box.web.connections == 2
+            statuses = await asyncio.gather(*(get(http, box.url(REGISTRY, "/slow")) for _ in "ab"))
+            assert statuses == [200, 200]
+            assert http.spares.used == 2 and box.web.connections == 2
+
+    async def test_a_spare_the_server_closed_is_not_used(self, box: Box) -> None:
+        """A spare whose server hung up meanwhile is dropped: the request connects afresh."""
+        async with client(box.settings) as http:
+            assert isinstance(http, GuardedClient)
+            http.spare(box.url(REGISTRY), 1)
+            await _spared(http, 1)
+            for writer in box.web.writers:
+                writer.close()
+            await asyncio.sleep(0.1)
+            assert await get(http, box.url(REGISTRY)) == 200
+            assert http.spares.used == 0 and box.web.connections == 2
+
+    async def test_a_spare_kept_too_long_is_not_used(
+        self, box: Box, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Past ``KEEP_SECONDS`` a spare is closed rather than trusted to be still open."""
+        monkeypatch.setattr(spares, "KEEP_SECONDS", 0.0)
+        async with client(box.settings) as http:
+            assert isinstance(http, GuardedClient)
+            http.spare(box.url(REGISTRY), 1)
+            await _spared(http, 1)
+            assert await get(http, box.url(REGISTRY)) == 200
+            assert http.spares.used == 0 and box.web.connections == 2
+            await asyncio.sleep(0.1)
+            assert box.web.open == 1  # the spare was closed, the request's connection kept
+        await asyncio.sleep(0.1)
+        assert box.web.open == 0
+
+    async def test_spares_go_with_the_client(self, box: Box) -> None:
+        """Spares nobody used are closed with the client; plain http and a host that does not
+        resolve open none."""
+        async with client(box.settings) as http:
+            assert isinstance(http, GuardedClient)
+            http.spare(box.url(REGISTRY), 2)
+            http.spare(f"http://{REGISTRY}:{box.web.port}/", 2)
+            http.spare(box.url("nowhere.example"), 2)
+            await _spared(http, 2)
+            await asyncio.sleep(0.2)
+            assert http.spares.opened == 2 and box.web.open == 2
+        await asyncio.sleep(0.1)
+        assert box.web.open == 0

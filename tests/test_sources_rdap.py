@@ -17,10 +17,12 @@ import pytest
 from notifier import net
 from notifier.config import Settings
 from notifier.errors import SourceProtocolError, SourceTimeout, SourceUnavailable
+from notifier.hostcache import GuardedClient
 from notifier.models import Role, Target
 from notifier.sandbox.rdap import RDAPRegistry, entity_json, network_json, write_bootstrap
 from notifier.sandbox.web import SandboxCA
 from notifier.sources import LookupContext, Query
+from notifier.sources.ares import BulkResolver
 from notifier.sources.rdap import (
     MAX_DEPTH,
     clear_bootstrap_cache,
@@ -532,6 +534,35 @@ class TestLookup:
         )
         report = await lookup(query(RIPE_IP), ctx)
         assert "zzdnsr@bt.com" in [c.address for c in report.contacts]
+
+    @pytest.mark.corpus
+    async def test_a_batch_opens_spare_connections_to_a_registry(
+        self, corpus_dir: Path, tmp_path: Path, make_ctx: CtxFactory, start: Starter
+    ) -> None:
+        """In a batch (a bulk resolver in the context) the first turn at a registry opens two
+        connections ahead for the requests that follow, once per registry; a single lookup
+        (``notify send``) opens none."""
+        ca = SandboxCA()
+        registry = ripe_registry(corpus_dir, ca=ca)
+        await start(registry)
+        boot = str(write_bootstrap(tmp_path / "boot", [registry]))
+        ca_bundle = str(ca.pem_path(tmp_path / "ca"))
+        single = make_ctx(boot, ca_bundle=ca_bundle)
+        await lookup(query(RIPE_IP), single)
+        assert isinstance(single.http, GuardedClient) and single.http.spares.opened == 0
+        batch = make_ctx(boot, ca_bundle=ca_bundle)
+        batch.bulk_dns = BulkResolver(batch.settings.dns)
+        try:
+            for _ in range(2):
+                await lookup(query(RIPE_IP), batch)
+            assert isinstance(batch.http, GuardedClient)
+            async with asyncio.timeout(2):
+                while batch.http.spares.opened < 2:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            assert batch.http.spares.opened == 2
+        finally:
+            await batch.bulk_dns.close()
 
     async def test_ipv6(self, tmp_path: Path, make_ctx: CtxFactory, start: Starter) -> None:
         """IPv6 addresses go through the ipv6 bootstrap to the right registry."""

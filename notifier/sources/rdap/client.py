@@ -25,6 +25,7 @@ from tenacity import (
 
 from ... import net
 from ...errors import SourceUnavailable
+from ...hostcache import GuardedClient
 from ...models import Evidence, SourceReport
 from .. import LookupContext
 from .bootstrap import decode_json
@@ -34,6 +35,9 @@ __all__ = ["ACCEPT", "RETRY_ATTEMPTS", "RDAPAnswer", "RDAPClient", "host_of", "p
 
 ACCEPT = "application/rdap+json"
 RETRY_ATTEMPTS = 3
+# connections a batch opens ahead to each registry it asks: at its rate, answers that take a
+# round trip or two keep this many requests in flight beside the first
+SPARES = 2
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -166,10 +170,25 @@ class RDAPClient:
             )
         return slot
 
+    def _spare(self, url: str) -> None:
+        """In a batch, the first turn at a registry opens connections for the requests that
+        will follow it there, so that theirs are up when their turns come (``Spares``)."""
+        http = self.ctx.http
+        key = f"rdap-spares:{host_of(url)}"
+        if (
+            self.ctx.bulk_dns is None
+            or key in self.ctx.inflight
+            or not isinstance(http, GuardedClient)
+        ):
+            return
+        self.ctx.inflight[key] = True
+        http.spare(url, min(SPARES, self.ctx.settings.http.connections_per_host - 1))
+
     async def _paced(self, url: str, call: _Call) -> RDAPAnswer:
         settings = self.ctx.settings.rdap
         # the next turn at this registry waits until this request has really left
         turn = await self.ctx.limiter.wait(host_of(url), confirm=True)
+        self._spare(url)
         self.requests += 1
         self.ctx.trace("rdap.request", {"url": url, "attempt": call.attempts})
         try:
