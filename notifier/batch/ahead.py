@@ -25,7 +25,7 @@ from .states import Route
 
 __all__ = ["SETTLE", "Ahead"]
 
-SETTLE = 0.3  # seconds a recipient's addresses stay the same before its messages are composed
+SETTLE = 0.1  # seconds a recipient's addresses stay the same before its messages are composed
 _LOOK_EVERY = 0.1  # seconds between two looks for settled recipients
 _FULL_WAIT = 0.01  # seconds before asking again when the workers had enough in hand
 _INDEX_SLICE = 16_384  # rows indexed between two turns of the event loop

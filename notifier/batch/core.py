@@ -283,8 +283,9 @@ class Batch:
             await self._deliver_round(plans, state, rung)
 
         await self._prepare_manual(rows)
+        shown: dict[int, str] = {}  # each address written once, not once per finding
         for index in range(rows):
-            self._on_outcome(self._outcome(index, state[index], rounds))
+            self._on_outcome(self._outcome(index, state[index], rounds, shown))
         return self.result
 
     async def _prepare_manual(self, rows: int) -> None:
@@ -299,20 +300,26 @@ class Batch:
         for ip_id, resolution in self._channels.items():
             self.result.manual += await self.notifier.prepare_manual(resolution, by_ip[ip_id])
 
-    def _outcome(self, index: int, state: int, rounds: list[dict[str, Plan]]) -> FindingOutcome:
+    def _outcome(
+        self, index: int, state: int, rounds: list[dict[str, Plan]], shown: dict[int, str]
+    ) -> FindingOutcome:
         rows = self._rows
         port = rows.row_port[index]
         recipients, message_ids = reached(
             index, self._route(index), rounds, self.notifier.settings.batch.max_findings_per_message
         )
+        ip_id = rows.row_ip[index]
+        ip = shown.get(ip_id)
+        if ip is None:
+            ip = shown[ip_id] = str(rows.ips[ip_id])
         return FindingOutcome(
-            str(rows.ips[rows.row_ip[index]]),
+            ip,
             None if port < 0 else port,
             rows.strings.values[rows.row_text[index]],
             STATE_NAMES[state],
             recipients,
             message_ids,
-            self._errors.get(rows.row_ip[index], ""),
+            self._errors.get(ip_id, ""),
         )
 
     async def _deliver_round(self, plans: dict[str, Plan], state: bytearray, rung: int) -> None:
