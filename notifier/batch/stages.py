@@ -46,7 +46,10 @@ _BLOCK_FAILURES = 2  # failed registry lookups in one block before its addresses
 
 _BULK_PER_TICK = 8  # addresses the DNS and finishing stages take up per event-loop iteration
 _PRELOAD = 256  # addresses whose cached PTR answers are read in one query
-_WARM_WORKERS_AT = 1_000  # addresses waiting for DNS when the workers' fork server is started
+# addresses waiting for DNS when the workers' fork server is started: its imports take half a
+# second on the other core, and a lookup worker that joins sooner finds host names sooner (the
+# domain registry's queue runs dry early otherwise); a batch this large composes in workers too
+_WARM_WORKERS_AT = 256
 _HOLD_DNS = 0.5  # seconds bulk DNS waits at most for the registries' bootstraps to be asked for
 
 T = TypeVar("T")
