@@ -319,6 +319,7 @@ class TestResolutionRecords:
         from notifier.batch import records
 
         monkeypatch.setattr(records, "LOG_SECONDS", 60.0)  # however slow this machine is
+        monkeypatch.setattr(records, "TAIL_SECONDS", 60.0)
         from notifier.ledger import open_ledger
 
         async with Sandbox(NETS, directory=tmp_path) as box:
@@ -369,6 +370,7 @@ class TestResolutionRecords:
         from notifier.batch import records
 
         monkeypatch.setattr(records, "LOG_SECONDS", 60.0)
+        monkeypatch.setattr(records, "TAIL_SECONDS", 60.0)
         [record], messages = await self._pool_range(tmp_path)
         first = int(record["ip"].rsplit(".", 1)[1])
         assert record["hostnames"] == [f"ip-127-21-0-{first}.pool.t.test"]
@@ -394,6 +396,7 @@ class TestResolutionRecords:
         from notifier.batch import records
 
         monkeypatch.setattr(records, "LOG_SECONDS", 60.0)
+        monkeypatch.setattr(records, "TAIL_SECONDS", 60.0)
         monkeypatch.setattr(records, "_IPS_PER_RECORD", 4)
         found, _ = await self._pool_range(tmp_path)
         assert [len(r["ips"]) for r in found] == [3, 3, 1]
@@ -401,18 +404,21 @@ class TestResolutionRecords:
         named.update({a["ip"]: a["hostnames"] for r in found for a in r["addresses"]})
         assert named == {f"127.21.0.{h}": [f"ip-127-21-0-{h}.pool.t.test"] for h in range(1, 11)}
 
-    @pytest.mark.parametrize("every", ["four addresses", "moment"])
+    @pytest.mark.parametrize("every", ["four addresses", "moment", "moment once DNS is done"])
     async def test_records_written_while_the_lookups_go_on(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: str
     ) -> None:
-        """Every few resolved addresses (or every so often) their records are written, not all
-        at the end: each address is still named once, and every record is on disk before the
-        first intent."""
+        """Every few resolved addresses (or every so often, and more often once reverse DNS is
+        done for every address) their records are written, not all at the end: each address is
+        still named once, and every record is on disk before the first intent."""
         from notifier.batch import records
         from notifier.ledger import open_ledger
 
         if every == "moment":
             monkeypatch.setattr(records, "LOG_SECONDS", 0.0)
+        elif every == "moment once DNS is done":
+            monkeypatch.setattr(records, "LOG_SECONDS", 60.0)
+            monkeypatch.setattr(records, "TAIL_SECONDS", 0.0)
         else:
             monkeypatch.setattr(records, "LOG_EVERY", 4)
         async with Sandbox(NETS, directory=tmp_path) as box:

@@ -85,7 +85,7 @@ class Batch:
         self._channels: dict[int, Resolution] = {}
         self._routes = Interned(None)
         self._lookups = Lookups(notifier.ctx, self._target, self._resolved, self._unresolved)
-        self._records = ResolutionLog(notifier)
+        self._records = ResolutionLog(notifier, lambda: self._lookups.bulk_done)
         self.result = SendResult()
         # other processes on this input share its lookups and messages through the cache
         cache = notifier.ctx.cache
