@@ -73,7 +73,7 @@ class Spares:
                 # as httpcore sets it for every HTTP/1.1 connection it makes with this context
                 context.set_alpn_protocols(["http/1.1"])
                 stream = await plain.start_tls(context, server_hostname=host, timeout=limit)
-        except (OSError, TimeoutError, httpcore.ConnectError, httpcore.ConnectTimeout):
+        except Exception:  # noqa: BLE001 - a spare that cannot be made is simply not there
             return
         self.opened += 1
         self._kept.setdefault((host, port), []).append(_Spare(stream, context, host, self._clock()))

@@ -374,3 +374,36 @@ class TestSpares:
             assert http.spares.opened == 2 and box.web.open == 2
         await asyncio.sleep(0.1)
         assert box.web.open == 0
+
+
+async def test_a_domain_registrys_name_is_asked_once_ahead(box: Box, tmp_path: Path) -> None:
+    """A batch's reverse DNS hands its names on (``domain_registry_ahead``): the first name under
+    a top-level domain has that domain's RDAP server's name resolved, once; a later name under
+    it asks nothing more, nor does one under a top-level domain no server is listed for."""
+    import json
+
+    from notifier.sources import LookupContext
+    from notifier.sources.rdap import domain_registry_ahead
+
+    folder = tmp_path / "bootstrap"
+    folder.mkdir()
+    services = [[["example"], [box.url(REGISTRY)]]]
+    (folder / "dns.json").write_text(json.dumps({"version": "1.0", "services": services}))
+    settings = box.settings.model_copy(
+        update={"rdap": box.settings.rdap.model_copy(update={"bootstrap": str(folder)})}
+    )
+    async with client(settings) as http:
+        ctx = LookupContext(
+            settings=settings,
+            resolver=net.make_resolver(settings.dns),
+            http=http,
+            limiter=net.RateLimiter(100),
+        )
+        for names in [("www.shop.example", "shop.example"), ("db.other.example",), ("a.nowhere",)]:
+            domain_registry_ahead(names, ctx)
+            async with asyncio.timeout(2):
+                while len(box.dns.queries) < 2:
+                    await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert sorted(q.name for q in box.dns.queries) == [REGISTRY, REGISTRY]
+        assert box.web.connections == 0  # the name only: no connection is made ahead

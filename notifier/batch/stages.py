@@ -33,6 +33,7 @@ from ..models import Resolution, SourceReport, Target
 from ..resolve import by_name, complete, ready, registry, reverse_dns
 from ..sources import LookupContext
 from ..sources.ares import BulkResolver
+from ..sources.rdap import domain_registry_ahead
 from ..sources.rdns import is_generic_hosting_name
 from ..workers import warm_forkserver
 from .remote import REMOTE_AFTER, Remote, Result, default_lookup_workers
@@ -46,10 +47,7 @@ _BLOCK_FAILURES = 2  # failed registry lookups in one block before its addresses
 
 _BULK_PER_TICK = 8  # addresses the DNS and finishing stages take up per event-loop iteration
 _PRELOAD = 256  # addresses whose cached PTR answers are read in one query
-# addresses waiting for DNS when the workers' fork server is started: its imports take half a
-# second on the other core, and a lookup worker that joins sooner finds host names sooner (the
-# domain registry's queue runs dry early otherwise); a batch this large composes in workers too
-_WARM_WORKERS_AT = 256
+_WARM_WORKERS_AT = 256  # addresses waiting for DNS that start the fork server (0.5 s of imports)
 _HOLD_DNS = 0.5  # seconds bulk DNS waits at most for the registries' bootstraps to be asked for
 
 T = TypeVar("T")
@@ -191,8 +189,7 @@ class Lookups:
     @property
     def bulk_done(self) -> bool:
         """Every address is past reverse DNS, here and in the workers: the cores have room."""
-        busy = self._dns_queue or self._dns_workers or any(r.in_dns for r in self._remotes)
-        return not busy
+        return not (self._dns_queue or self._dns_workers or any(r.in_dns for r in self._remotes))
 
     def _settled(self) -> None:
         self._pending -= 1
@@ -269,16 +266,16 @@ class Lookups:
 
     def _by_name_early(self, ip_id: int, report: SourceReport) -> None:
         """Start the lookups by host name (security.txt, domain RDAP) of an address with an
-        owner's name now, not once its network is known: the domain registries have their
-        own pace, which their queue then keeps from the start."""
+        owner's name now, not once its network is known: the domain registries have their own
+        pace, which their queue then keeps from the start (their servers' names asked ahead)."""
         names = tuple(report.hostnames)
+        domain_registry_ahead(names, self._ctx)
         target = self._target(ip_id)
         if any(not is_generic_hosting_name(n, target.ip) for n in names):
             self._early[ip_id] = self._spawn(by_name(target, names, self._ctx))
 
     def answer(self, ip_id: int, reports: list[SourceReport]) -> None:
-        """The registry's answer for an address: to the worker holding it, or paired here with
-        its reverse DNS once both are known."""
+        """The registry's answer for an address: to its worker, or paired with its reverse DNS."""
         remote = self._remote_of.get(ip_id)
         if remote is not None:
             remote.answer(ip_id, reports)

@@ -19,6 +19,7 @@ from .bootstrap import (
     Bootstrap,
     clear_bootstrap_cache,
     decode_json,
+    domain_registry_ahead,
     load_bootstrap,
     parse_bootstrap,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "host_of",
     "decode_json",
     "load_bootstrap",
+    "domain_registry_ahead",
     "clear_bootstrap_cache",
     "lookup",
 ]
