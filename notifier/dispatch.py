@@ -17,7 +17,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .compose import ComposedMessage
@@ -47,13 +47,12 @@ class Handover:
     intended: str | None = None  # a rehearsal: who would have received it
     exclusive: bool = True  # claim the findings (not for --force or a rehearsal)
     protection: dict[str, Any] | None = None  # how the message was signed or encrypted
-    # the findings' keys, worked out where they are known already: the relay would spend half
-    # a millisecond a message hashing them again
-    keys: tuple[str, ...] = ()
+    # the findings' keys, worked out in the sending process (where they are known already) and
+    # carried to the relay, which would spend half a millisecond a message hashing them again
+    keys: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
-        if len(self.keys) != len(self.findings):
-            object.__setattr__(self, "keys", tuple(f.key for f in self.findings))
+        object.__setattr__(self, "keys", tuple(f.key for f in self.findings))
 
     @property
     def domain(self) -> str:
