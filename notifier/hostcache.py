@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import ipaddress
 import time
 from collections import OrderedDict
@@ -133,16 +134,30 @@ class GuardedClient(httpx.AsyncClient):
         self.spares = spares
         self._context = context
 
-    def spare(self, url: str, count: int) -> None:
-        """Open ``count`` connections to ``url``'s server ahead, TLS and all (``Spares``)."""
+    def spare(self, url: str, count: int, after: asyncio.Event | None = None) -> None:
+        """Open ``count`` connections to ``url``'s server ahead, TLS and all (``Spares``), once
+        ``after`` is set."""
         parsed = httpx.URL(url)
         if parsed.scheme == "https" and parsed.host:
             port = parsed.port or 443
-            self.spares.open(parsed.host, port, self._context, count, self.timeout.connect or 5.0)
+            limit = self.timeout.connect or 5.0
+            self.spares.open(parsed.host, port, self._context, count, limit, after)
 
     async def look_up(self, url: str) -> None:
         """Resolve ``url``'s host now, so that its connection finds the answer (a failure is
-        left for the connection to meet)."""
+        left for the connection to meet); the first time, the connection's own modules are
+        imported meanwhile (anyio's, which httpcore imports at its first connection: 20 ms
+        that would follow the answer)."""
         host = httpx.URL(url).host
+        warming = [] if _BACKEND_READY else [asyncio.to_thread(_import_backend)]
         with contextlib.suppress(Exception):
-            await self.hosts.get(host)
+            await asyncio.gather(self.hosts.get(host), *warming)
+
+
+_BACKEND_READY: list[bool] = []
+
+
+def _import_backend() -> None:
+    for name in ("anyio._backends._asyncio", "anyio.streams.tls"):
+        importlib.import_module(name)
+    _BACKEND_READY.append(True)

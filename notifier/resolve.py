@@ -269,10 +269,7 @@ async def ready(ctx: LookupContext, version: int, asked: asyncio.Event | None = 
             await mark.wait()
         if asked is not None:
             asked.set()
-        await asyncio.gather(
-            asyncio.to_thread(rdns.psl, only_icann=False),
-            asyncio.to_thread(rdns.psl, only_icann=True),
-        )
+        await asyncio.to_thread(rdns.load_psl)
         await loads
     finally:
         if asked is not None:

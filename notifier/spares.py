@@ -56,17 +56,33 @@ class Spares:
         self.used = 0  # spares httpcore took
 
     def open(
-        self, host: str, port: int, context: ssl.SSLContext, count: int, timeout: float
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        count: int,
+        timeout: float,
+        after: asyncio.Event | None = None,
     ) -> None:
-        """Open ``count`` spares to ``host:port`` in the background (failures are left for the
-        requests' own connections to meet)."""
+        """Open ``count`` spares to ``host:port`` in the background, once ``after`` is set
+        (failures are left for the requests' own connections to meet)."""
         room = MAX_SPARES - len(self._kept.get((host, port), ()))
         for _ in range(min(count, room)):
-            task = asyncio.get_running_loop().create_task(self._open(host, port, context, timeout))
+            opening = self._open(host, port, context, timeout, after)
+            task = asyncio.get_running_loop().create_task(opening)
             self._opening.add(task)
             task.add_done_callback(self._opening.discard)
 
-    async def _open(self, host: str, port: int, context: ssl.SSLContext, limit: float) -> None:
+    async def _open(
+        self,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        limit: float,
+        after: asyncio.Event | None,
+    ) -> None:
+        if after is not None:
+            await after.wait()
         try:
             async with asyncio.timeout(limit):
                 plain = await self._connect(host, port)

@@ -361,6 +361,19 @@ class TestSpares:
         await asyncio.sleep(0.1)
         assert box.web.open == 0
 
+    async def test_spares_wait_for_their_signal(self, box: Box) -> None:
+        """Spares asked for ``after`` an event (the first request having left) open only once
+        it is set: until then the server sees no connection."""
+        after = asyncio.Event()
+        async with client(box.settings) as http:
+            assert isinstance(http, GuardedClient)
+            http.spare(box.url(REGISTRY), 2, after=after)
+            await asyncio.sleep(0.2)
+            assert box.web.connections == 0 and http.spares.opened == 0
+            after.set()
+            await _spared(http, 2)
+            assert box.web.connections == 2
+
     async def test_spares_go_with_the_client(self, box: Box) -> None:
         """Spares nobody used are closed with the client; plain http and a host that does not
         resolve open none."""

@@ -9,6 +9,7 @@ import time
 
 import dns.resolver
 import pytest
+from publicsuffixlist import PublicSuffixList
 
 from notifier.config import Settings
 from notifier.errors import SourceTimeout, SourceUnavailable
@@ -20,6 +21,7 @@ from notifier.sources.rdns import (
     clean_hostname,
     is_generic_hosting_name,
     lookup,
+    psl,
     registrable_domain,
 )
 
@@ -236,6 +238,18 @@ class TestRegistrableDomain:
     def test_registrable_domain(self, name: str, expected: str | None) -> None:
         """The registrable domain comes from the shipped Public Suffix List."""
         assert registrable_domain(name) == expected
+
+    @pytest.mark.parametrize("only_icann", [False, True])
+    def test_the_list_read_as_the_library_reads_it(self, only_icann: bool) -> None:
+        """The rules read once with their A-labels beside them (``psl``) are exactly those the
+        library's own parser finds, private suffixes and internationalised rules included."""
+        ours = psl(only_icann=only_icann)
+        theirs = PublicSuffixList(only_icann=only_icann)
+        assert ours.publicsuffix("x.xn--55qx5d.cn") == theirs.publicsuffix("x.xn--55qx5d.cn")
+        assert ours.privatesuffix("a.b.blogspot.com") == theirs.privatesuffix("a.b.blogspot.com")
+        # the parsed rules themselves: nothing else tells two readings apart
+        assert ours._publicsuffix == theirs._publicsuffix
+        assert ours._maxlabel == theirs._maxlabel
 
     def test_clean_hostname(self) -> None:
         """Host names are lower-cased A-labels without the final dot; junk is refused."""

@@ -45,7 +45,7 @@ __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
 _PENDING = -1  # an address's route before its resolution is known
 _UNRESOLVED = -2  # its resolution failed (the reason is kept aside)
 _WRITE_BEHIND = 256  # lookup cache stores written in one transaction
-_YIELD_EVERY = 64  # submits between two chances for the lookups to run (some 2 ms)
+_YIELD_EVERY = 16  # submits between two chances for the lookups to run
 _MAX_DELIVERY_WORKERS = 2 * MAX_SMTP_CONNECTIONS  # compose the next messages while others send
 
 

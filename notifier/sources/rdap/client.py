@@ -27,6 +27,7 @@ from ... import net
 from ...errors import SourceUnavailable
 from ...hostcache import GuardedClient
 from ...models import Evidence, SourceReport
+from ...ratelimit import Turn
 from .. import LookupContext
 from .bootstrap import decode_json
 from .parse import SOURCE, rate_limited
@@ -170,9 +171,11 @@ class RDAPClient:
             )
         return slot
 
-    def _spare(self, url: str) -> None:
+    def _spare(self, url: str, turn: Turn) -> None:
         """In a batch, the first turn at a registry opens connections for the requests that
-        will follow it there, so that theirs are up when their turns come (``Spares``)."""
+        will follow it there, so that theirs are up when their turns come (``Spares``): once
+        its own request has left, whose handshake theirs would otherwise slow (at a batch's
+        start, five registries' first requests left 30 ms later beside ten more handshakes)."""
         http = self.ctx.http
         key = f"rdap-spares:{host_of(url)}"
         if (
@@ -182,13 +185,14 @@ class RDAPClient:
         ):
             return
         self.ctx.inflight[key] = True
-        http.spare(url, min(SPARES, self.ctx.settings.http.connections_per_host - 1))
+        count = min(SPARES, self.ctx.settings.http.connections_per_host - 1)
+        http.spare(url, count, after=turn.left)
 
     async def _paced(self, url: str, call: _Call) -> RDAPAnswer:
         settings = self.ctx.settings.rdap
         # the next turn at this registry waits until this request has really left
         turn = await self.ctx.limiter.wait(host_of(url), confirm=True)
-        self._spare(url)
+        self._spare(url, turn)
         self.requests += 1
         self.ctx.trace("rdap.request", {"url": url, "attempt": call.attempts})
         try:
