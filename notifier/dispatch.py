@@ -199,9 +199,11 @@ class Dispatcher:
 
 def _intent(item: Handover, attempt_id: str, keys: list[str]) -> dict[str, object]:
     findings = item.findings
+    # a message carries some ten findings an address: each address written out once
+    shown = {ip: str(ip) for ip in {f.ip for f in findings}}
     return {
         "attempt_id": attempt_id,
-        "ip": str(findings[0].ip),
+        "ip": shown[findings[0].ip],
         "recipient": item.contact.address,
         "intended_recipient": item.intended,
         "role": str(item.contact.role),
@@ -214,11 +216,11 @@ def _intent(item: Handover, attempt_id: str, keys: list[str]) -> dict[str, objec
         "language_reason": item.composed.language_reason,
         "guides": list(item.composed.guides),
         "finding_keys": keys,
-        "finding_texts": [f"{f.ip}:{f.port or ''} {f.text}" for f in findings],
+        "finding_texts": [f"{shown[f.ip]}:{f.port or ''} {f.text}" for f in findings],
         # structured, so that a follow-up or a bounce fallback can rebuild the findings
         "findings": [
             {
-                "ip": f.ip,
+                "ip": shown[f.ip],
                 "port": f.port,
                 "text": f.text,
                 "hostname": f.hostname,

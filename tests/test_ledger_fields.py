@@ -1,4 +1,5 @@
-"""The audit log refuses secrets in records exactly as its field-by-field walk does."""
+"""The audit log refuses secrets in records exactly as its field-by-field walk does, and writes
+a record's fields encoded one at a time exactly as its canonical form."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import random
 
 import pytest
 
-from notifier.ledger.chain import _refuse_secrets, normalise_fields
+from notifier.ledger.chain import (
+    _refuse_secrets,
+    canonical,
+    joined,
+    normalise_fields,
+    pieces,
+    pieces_hash,
+    record_hash,
+)
 
 NAMES = ["ip", "port", "text", "password", "api_key", "apiKey", "token_count", "findings", "x"]
 LEAVES: list[object] = ["a", 1, None, True, 2.5, "-----BEGIN RSA PRIVATE KEY-----\nMII", "PRIVATE"]
@@ -50,3 +59,18 @@ def test_nesting_limit(levels: int) -> None:
     fields = {"deep": _nested(levels)}
     assert _verdict(normalise_fields, fields) == _verdict(_refuse_secrets, fields, "")
     assert ("nested too deeply" in _verdict(normalise_fields, fields)) == (levels >= 64)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fields_encoded_one_at_a_time_make_the_canonical_form(seed: int) -> None:
+    """``joined(pieces(...))`` is ``canonical``, whatever the names sort like (a prefix, an
+    underscore, upper case, non-ASCII) and the values hold; ``pieces_hash`` is ``record_hash``."""
+    rng = random.Random(seed)
+    names = ["a", "a_b", "aB", "ab", "B", "é", "é2", "hash", "sig", "seq", "z"]
+    leaves: list[object] = ["x", "ü\u2028", 0, -1.5, None, False, '"quoted"']
+    for _ in range(300):
+        record = {rng.choice(names): _value(rng, 0) for _ in range(rng.randrange(1, 8))}
+        record["note"] = rng.choice(leaves)
+        parts = pieces(record)
+        assert joined(parts) == canonical(record)
+        assert pieces_hash(parts) == record_hash(record)

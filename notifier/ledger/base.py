@@ -27,8 +27,10 @@ from .chain import (
     Record,
     canonical,
     format_head,
+    joined,
     normalise_fields,
-    record_hash,
+    pieces,
+    pieces_hash,
     utc_iso,
 )
 from .evidence import Artifacts
@@ -129,11 +131,13 @@ class Ledger(abc.ABC):
         signer = self._signer if event == "outcome" else None
         if signer is not None:
             record["key_id"] = self._key_id
-        record["hash"] = record_hash(record)
+        parts = pieces(record)
+        record["hash"] = pieces_hash(parts)
         if signer is not None:
             signature = signer.sign(bytes.fromhex(record["hash"]))
             record["sig"] = base64.b64encode(signature).decode("ascii")
-        line = canonical(record)
+        parts.update(pieces({k: record[k] for k in ("hash", "sig") if k in record}))
+        line = joined(parts)
         size = len(line.encode("utf-8")) + 1
         if size > MAX_RECORD_BYTES:
             raise ValueError(f"audit record too large ({size} bytes)")

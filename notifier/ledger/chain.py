@@ -67,6 +67,9 @@ __all__ = [
     "HEX64",
     "EVENT",
     "canonical",
+    "joined",
+    "pieces",
+    "pieces_hash",
     "record_hash",
     "utc_iso",
     "normalise_fields",
@@ -95,6 +98,23 @@ def record_hash(record: Mapping[str, Any]) -> str:
     """The SHA-256 (hex) of ``record``'s canonical JSON without its ``hash`` and ``sig``."""
     body = {k: v for k, v in record.items() if k not in ("hash", "sig")}
     return hashlib.sha256(canonical(body).encode("utf-8")).hexdigest()
+
+
+def pieces(record: Mapping[str, Any]) -> dict[str, str]:
+    """Each field of ``record`` as its canonical form writes it (``"name":value``): a record
+    is hashed without its ``hash`` and written with it, and an intent's findings make it some
+    10 kB, so its fields are encoded once for both (``joined``)."""
+    return {name: canonical({name: value})[1:-1] for name, value in record.items()}
+
+
+def joined(parts: Mapping[str, str], leaving: tuple[str, ...] = ()) -> str:
+    """The canonical form of the record whose ``pieces`` are ``parts``, without ``leaving``."""
+    return "{" + ",".join(parts[name] for name in sorted(parts) if name not in leaving) + "}"
+
+
+def pieces_hash(parts: Mapping[str, str]) -> str:
+    """``record_hash`` of the record whose ``pieces`` are ``parts``."""
+    return hashlib.sha256(joined(parts, ("hash", "sig")).encode("utf-8")).hexdigest()
 
 
 def utc_iso(moment: datetime) -> str:
