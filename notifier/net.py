@@ -30,6 +30,7 @@ from .origins import OriginPools
 from .public import is_public_address
 from .ratelimit import Pacer, RateLimiter, Turn
 from .spares import Spares
+from .tls import ClientTLS
 
 if typing.TYPE_CHECKING:
     from .sources.ares import BulkResolver
@@ -40,7 +41,6 @@ __all__ = [
     "make_resolver",
     "resolve_host",
     "make_http_client",
-    "make_ssl_context",
     "FetchResult",
     "fetch",
     "UntrustedCertificate",
@@ -84,9 +84,13 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
         resolver: dns.asyncresolver.Resolver,
         policy: AddressPolicy,
         bulk_dns: Callable[[], BulkResolver | None] | None = None,
+        *,
+        trusted: Callable[[], Awaitable[None]] | None = None,
     ):
+        """``trusted``: until the TLS context's trust store is in (``ClientTLS.ready``)."""
         self._resolver = resolver
         self._bulk_dns = bulk_dns
+        self._trusted = trusted
         self._policy = policy
         self._inner = httpcore.AnyIOBackend()
         self.hosts = HostAddresses(self._lookup)
@@ -126,6 +130,8 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             raise httpcore.ConnectError(
                 f"{host} resolves only to non-public addresses ({addresses[0]}); refused"
             )
+        if self._trusted is not None:
+            await self._trusted()
         last: Exception | None = None
         for addr in allowed:
             try:
@@ -176,19 +182,6 @@ class _GuardedTransport(httpx.AsyncHTTPTransport):
         await super().__aexit__(*exc)
 
 
-def make_ssl_context(ca_bundle: str = "") -> ssl.SSLContext:
-    """The system trust store, plus the extra CAs in ``ca_bundle`` if given."""
-    context = ssl.create_default_context()
-    if ca_bundle:
-        try:
-            context.load_verify_locations(cafile=ca_bundle)
-        except (OSError, ssl.SSLError) as exc:
-            from .errors import ConfigError
-
-            raise ConfigError(f"cannot load CA bundle {ca_bundle}: {exc}") from None
-    return context
-
-
 def make_http_client(
     settings: HTTPSettings,
     resolver: dns.asyncresolver.Resolver,
@@ -203,13 +196,16 @@ def make_http_client(
     ``settings.connections_per_host`` to one origin. Host names are resolved through
     ``bulk_dns()`` (c-ares) when it gives a resolver, else through ``resolver``.
     """
-    context = make_ssl_context(settings.ca_bundle)
-    backend = _GuardedBackend(resolver, AddressPolicy(settings.allow_private), bulk_dns)
+    tls = ClientTLS(settings.ca_bundle)
+    policy = AddressPolicy(settings.allow_private)
+    backend = _GuardedBackend(resolver, policy, bulk_dns, trusted=tls.ready)
     return GuardedClient(
         backend.hosts,
         backend.spares,
-        context,
-        transport=_GuardedTransport(context, backend, connections, settings.connections_per_host),
+        tls.context,
+        transport=_GuardedTransport(
+            tls.context, backend, connections, settings.connections_per_host
+        ),
         headers={"User-Agent": user_agent},
         follow_redirects=False,
         timeout=httpx.Timeout(settings.timeout),

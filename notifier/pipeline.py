@@ -185,7 +185,7 @@ class Notifier:
     def journal(self) -> GroupCommit:
         """Appends from concurrent tasks, sharing one write and one sync."""
         if self._journal is None:
-            self._journal = GroupCommit(self.audit)
+            self._journal = GroupCommit(self.audit, prepare=self.gate.refresh)
         return self._journal
 
     @property

@@ -235,7 +235,8 @@ async def _serve(settings: Settings, sock: socket.socket, tracing: bool) -> None
     claimed: set[asyncio.Task[None]] = set()  # past their intent: finished whatever comes
     tasks: set[asyncio.Task[None]] = set()
     async with AsyncExitStack() as stack:
-        dispatcher = Dispatcher(settings, ledger, GroupCommit(ledger), gate, stack, trace)
+        journal = GroupCommit(ledger, prepare=gate.refresh)
+        dispatcher = Dispatcher(settings, ledger, journal, gate, stack, trace)
 
         async def one(number: int, item: Handover) -> None:
             task = asyncio.current_task()

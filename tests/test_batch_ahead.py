@@ -16,6 +16,7 @@ from desks import desk_hosts, desk_networks
 
 from notifier import Finding, Notifier
 from notifier.batch import Batch
+from notifier.batch import ahead as ahead_module
 from notifier.compose.pool import IN_PROCESS_FIRST
 from notifier.sandbox.world import World, WorldHost, WorldNetwork
 from notifier.testing import Sandbox
@@ -38,9 +39,12 @@ async def sandbox(tmp_path: Path) -> AsyncIterator[Sandbox]:
         yield box
 
 
+@pytest.mark.parametrize("budget", ["usual", "one recipient a look"])
 async def test_messages_composed_ahead_are_sent_and_a_late_address_is_not_left_out(
-    sandbox: Sandbox,
+    sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, budget: str
 ) -> None:
+    if budget != "usual":  # each look hands over one recipient's jobs, then lets the loop turn
+        monkeypatch.setattr(ahead_module, "_LOOK_BUDGET", 0.0)
     sandbox.registries["afrinic"].slow(0.002)  # seconds per byte of its answer
     dropped: list[Hashable] = []
     async with Notifier(sandbox.settings(rdap={"timeout": 20})) as notifier:

@@ -4,7 +4,9 @@ parallel delivery within the caps, and findings kept compactly without losing de
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,7 +19,7 @@ import pytest
 
 from notifier.batch import Batch, FindingOutcome
 from notifier.cache import LookupCache
-from notifier.ledger import AuditLog, GroupCommit, head, verify
+from notifier.ledger import AuditLog, GroupCommit, files, head, verify
 from notifier.models import Finding
 from notifier.pipeline import Notifier
 from notifier.sandbox.rdap import RDAPRegistry, network_json
@@ -175,6 +177,55 @@ class TestGroupCommit:
         )
         assert isinstance(results[1], ValueError)
         assert [r["text"] for r in log.records()] == ["one", "two"]
+
+    async def test_records_handed_in_while_another_process_writes_join_the_group(
+        self, tmp_path: Path
+    ) -> None:
+        """While the writer waits for the log's lock (another process holds it), the records
+        handed in meanwhile are taken with the first once the lock is had: one write for all;
+        ``prepare`` (the gate's reading) runs before the lock is asked for."""
+        log = AuditLog(tmp_path / "audit.jsonl", clock=utcnow)
+        prepared = threading.Event()
+        group = GroupCommit(log, prepare=prepared.set)
+        with open(tmp_path / "audit.jsonl.lock", "a") as other:
+            fcntl.flock(other, fcntl.LOCK_EX)  # another process writing
+            first = asyncio.ensure_future(group.append("note", text="first"))
+            assert await asyncio.to_thread(prepared.wait, 5)
+            rest = [asyncio.ensure_future(group.append("note", text=f"n{i}")) for i in range(9)]
+            await asyncio.sleep(0.1)
+            assert not first.done()
+        records = await asyncio.gather(first, *rest)
+        assert [r["seq"] for r in records] == list(range(1, 11))
+        assert group.groups == 1
+        assert verify(log.path).ok
+
+    async def test_the_lock_is_let_go_before_the_flush(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A group is flushed to disk once the lock is let go, and returned only then: another
+        writer appends while the first one's flush is still going."""
+        path = tmp_path / "audit.jsonl"
+        mine, other = AuditLog(path, clock=utcnow), AuditLog(path, clock=utcnow)
+        flushing, flushed = threading.Event(), threading.Event()
+        real = files.sync_log
+
+        def slow_sync(fd: int) -> None:
+            if not flushing.is_set():
+                flushing.set()
+                assert flushed.wait(5)
+            real(fd)
+
+        monkeypatch.setattr(files, "sync_log", slow_sync)
+        group = GroupCommit(mine)
+        first = asyncio.ensure_future(group.append("note", text="mine"))
+        assert await asyncio.to_thread(flushing.wait, 5)
+        written = await asyncio.wait_for(
+            asyncio.to_thread(other.append, "note", text="theirs"), 5
+        )
+        assert written["seq"] == 2 and not first.done()
+        flushed.set()
+        assert (await first)["seq"] == 1
+        assert verify(path).ok
 
     def test_append_many_writes_one_chain(self, tmp_path: Path) -> None:
         """append_many continues the chain of earlier appends and verifies end to end."""

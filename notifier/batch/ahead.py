@@ -29,6 +29,9 @@ SETTLE = 0.1  # seconds a recipient's addresses stay the same before its message
 _LOOK_EVERY = 0.1  # seconds between two looks for settled recipients
 _FULL_WAIT = 0.01  # seconds before asking again when the workers had enough in hand
 _INDEX_SLICE = 16_384  # rows indexed between two turns of the event loop
+# seconds one look spends handing jobs to the workers: a hundred recipients settling together
+# held the event loop (and the registries' turns waiting on it) for 30 ms
+_LOOK_BUDGET = 0.004
 
 
 class Ahead:
@@ -121,6 +124,8 @@ class Ahead:
                 return _FULL_WAIT  # the workers have enough in hand (or none are up yet)
             del self._changed[address]
             self._keys[address] = keys
+            if time.monotonic() - now > _LOOK_BUDGET:
+                return 0.0  # the rest after a turn of the loop
         return _LOOK_EVERY
 
     def _compose(self, address: str) -> list[Hashable] | None:

@@ -62,6 +62,13 @@ class Ledger(abc.ABC):
         """Write the items whose guard (called in order, under the store's lock) says yes;
         None for the others. A guard sees the chain as stored, no other writer able to add."""
 
+    def _append_taken(
+        self, take: Callable[[], tuple[list[tuple[str, Record]], list[Guard | None]]]
+    ) -> list[Record | None]:
+        """``_append_guarded`` of what ``take()`` gives, asked for as late as the store allows
+        (once its lock is held, where taking then costs nothing)."""
+        return self._append_guarded(*take())
+
     @abc.abstractmethod
     def follow(self, cursor: int = 0) -> Iterator[tuple[Record, int]]:
         """Each record after ``cursor`` (0: from the start) with the cursor just past it."""

@@ -264,8 +264,9 @@ def parse_line(body: bytes) -> Record:
         if name in value and not isinstance(value[name], str):
             raise LineError("malformed", f"{name} is not a string")
     try:
-        text_form = canonical(value)
-        computed = record_hash(value)
+        parts = pieces(value)
+        text_form = joined(parts)
+        computed = pieces_hash(parts)
     except (ValueError, RecursionError):
         raise LineError("malformed", "holds values JSON cannot round-trip") from None
     if text_form != text:

@@ -20,6 +20,7 @@ from .fileio import Tail, TornTail, count_lines, fsync_dir, iter_lines, make_dir
 
 __all__ = [
     "append_lines",
+    "sync_log",
     "count_head",
     "detect_torn",
     "locked",
@@ -76,8 +77,9 @@ def next_link(fd: int, tail: Tail) -> tuple[int, str]:
     return last["seq"] + 1, last["hash"]
 
 
-def append_lines(fd: int, size: int, data: bytes) -> None:
-    """Write ``data`` in one ``write`` and ``fsync`` it; on failure cut the log back to ``size``."""
+def append_lines(fd: int, size: int, data: bytes, *, sync: bool = True) -> None:
+    """Write ``data`` in one ``write`` and (``sync``) ``fsync`` it; on a failed write cut the
+    log back to ``size``."""
     try:
         written = os.write(fd, data)
     except OSError as exc:
@@ -86,6 +88,11 @@ def append_lines(fd: int, size: int, data: bytes) -> None:
     if written != len(data):
         _roll_back(fd, size)
         raise AuditError("cannot write the audit log: short write (disk full?)")
+    if sync:
+        sync_log(fd)
+
+
+def sync_log(fd: int) -> None:
     try:
         os.fsync(fd)
     except OSError as exc:

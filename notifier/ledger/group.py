@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -26,9 +27,14 @@ class GroupCommit:
     cap) fails every record of its group, and nothing of that group is written.
     """
 
-    def __init__(self, log: Ledger, *, max_group: int = 256) -> None:
+    def __init__(
+        self, log: Ledger, *, max_group: int = 256, prepare: Callable[[], object] | None = None
+    ) -> None:
+        """``prepare``: called in the writing thread before it takes the log's lock (a guard's
+        reading of what other processes wrote is then mostly done without holding it)."""
         self.log = log
         self.max_group = max(1, max_group)
+        self._prepare = prepare
         self.groups = 0  # writes (and fsyncs) done
         self._pending: deque[_Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
@@ -65,13 +71,9 @@ class GroupCommit:
 
     async def _drain(self) -> None:
         while self._pending:
-            group = [
-                self._pending.popleft() for _ in range(min(self.max_group, len(self._pending)))
-            ]
-            items = [(event, plain) for event, plain, _, _ in group]
-            guards = [guard for _, _, guard, _ in group]
+            group: list[_Pending] = []
             try:
-                records = await asyncio.to_thread(self.log._append_guarded, items, guards)
+                records = await asyncio.to_thread(self._write, group)
             except BaseException as exc:
                 for _, _, _, done in group:
                     if done.done():
@@ -87,6 +89,20 @@ class GroupCommit:
             for (_, _, _, done), record in zip(group, records, strict=True):
                 if not done.done():
                     done.set_result(record)
+
+    def _write(self, group: list[_Pending]) -> list[Record | None]:
+        if self._prepare is not None:
+            self._prepare()
+        return self.log._append_taken(functools.partial(self._take, group))
+
+    def _take(
+        self, group: list[_Pending]
+    ) -> tuple[list[tuple[str, Record]], list[Callable[[], bool] | None]]:
+        """The records pending, into ``group``. The writing thread asks once it holds the log's
+        lock: what was handed in while it waited (another process writing) joins the group."""
+        while self._pending and len(group) < self.max_group:
+            group.append(self._pending.popleft())
+        return [(e, plain) for e, plain, _, _ in group], [g for _, _, g, _ in group]
 
 
 _Pending = tuple[str, Record, "Callable[[], bool] | None", "asyncio.Future[Record | None]"]
