@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from notifier.cli import app
 from notifier.compose import choose_language, compose, load
+from notifier.compose.library import check_shipped
 from notifier.config import Settings
 from notifier.errors import TemplateError
 from notifier.models import Contact, Finding, Role
@@ -127,6 +128,12 @@ class TestNamesInHeaders:
         assert str(parsed["To"]) == "Evil Corp Team <abuse@ripe.net>"
         for mark in ("\u202e", "\u200f", "\u2066", "\u0007", "\u0000"):
             assert mark not in str(parsed["Subject"]) and mark not in head
+
+
+def test_the_shipped_templates_pass_the_check() -> None:
+    """A run checks only a folder of the user's at start; the shipped templates are checked
+    here, as that folder's are."""
+    check_shipped()
 
 
 class TestLoadChecks:
