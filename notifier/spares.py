@@ -89,6 +89,12 @@ class Spares:
                 # as httpcore sets it for every HTTP/1.1 connection it makes with this context
                 context.set_alpn_protocols(["http/1.1"])
                 stream = await plain.start_tls(context, server_hostname=host, timeout=limit)
+                # the session tickets a TLS 1.3 server sends after the handshake read now, not
+                # by the request that takes the spare (a wait of a few ms at its turn)
+                await asyncio.sleep(_DRAIN_SECONDS)
+                if not await _idle(stream):
+                    await _quietly_close(stream)
+                    return
         except Exception:  # noqa: BLE001 - a spare that cannot be made is simply not there
             return
         self.opened += 1

@@ -333,6 +333,17 @@ class TestSpares:
             assert statuses == [200, 200]
             assert http.spares.used == 2 and box.web.connections == 2
 
+    async def test_a_spare_is_kept_with_nothing_left_to_read(self, box: Box) -> None:
+        """What the server sends after the handshake (TLS 1.3 session tickets) is read when the
+        spare is opened: the request that takes it has nothing to read first."""
+        async with client(box.settings) as http:
+            assert isinstance(http, GuardedClient)
+            http.spare(box.url(REGISTRY), 1)
+            await _spared(http, 1)
+            [spare] = [s for kept in http.spares._kept.values() for s in kept]
+            assert spare.stream.get_extra_info("ssl_object").version() == "TLSv1.3"
+            assert not spare.stream.get_extra_info("is_readable")
+
     async def test_a_spare_the_server_closed_is_not_used(self, box: Box) -> None:
         """A spare whose server hung up meanwhile is dropped: the request connects afresh."""
         async with client(box.settings) as http:
