@@ -315,10 +315,19 @@ class TestTLS:
         assert server.messages == []
 
     def test_unreadable_ca_bundle(self, tmp_path: Path) -> None:
-        """A missing CA bundle is a configuration error before anything is sent."""
+        """A missing CA bundle is a configuration error before anything is sent, for every
+        connection asking for it (a failure is not remembered as a context)."""
         settings = settings_for(security="tls", ca_bundle=str(tmp_path / "missing.pem"))
-        with pytest.raises(ConfigError, match="ca_bundle"):
-            Mailer(settings)
+        for _ in range(2):
+            with pytest.raises(ConfigError, match="ca_bundle"):
+                Mailer(settings)
+
+    def test_connections_share_one_tls_context(self, tmp_path: Path) -> None:
+        """The system's CA store is read once a process, not once a connection (20 ms each)."""
+        ca = SandboxCA()
+        settings = settings_for(security="starttls", ca_bundle=str(ca.pem_path(tmp_path)))
+        assert Mailer(settings)._tls_context is Mailer(settings)._tls_context
+        assert Mailer(settings_for(security="none"))._tls_context is None
 
 
 class TestAuth:
