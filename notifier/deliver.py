@@ -14,6 +14,7 @@ appears in a log line, a repr or an exception message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import inspect
 import os
@@ -139,6 +140,13 @@ class Mailer:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    async def connect(self) -> None:
+        """Open the connection now, EHLO and all, for the first message to find it open; a
+        failure is left for that message to meet."""
+        async with self._lock:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await self._connection()
 
     async def aclose(self) -> None:
         """Say QUIT and close the connection (quietly: the messages are already handed over)."""

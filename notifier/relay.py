@@ -237,6 +237,7 @@ async def _serve(settings: Settings, sock: socket.socket, tracing: bool) -> None
     async with AsyncExitStack() as stack:
         journal = GroupCommit(ledger, prepare=gate.refresh)
         dispatcher = Dispatcher(settings, ledger, journal, gate, stack, trace)
+        dispatcher.warm(MAX_SMTP_CONNECTIONS)  # a relay starts for many messages
 
         async def one(number: int, item: Handover) -> None:
             task = asyncio.current_task()

@@ -72,7 +72,9 @@ class Sender:
         self._relay: Relay | None = None
 
     def relay(self, messages: int) -> None:
-        """This run will send about ``messages`` messages: start the relay if it pays."""
+        """This run will send about ``messages`` messages: open this process's connections to
+        the mail server for the first of them, and start the relay if it pays."""
+        self._dispatch().warm(messages)
         if self._relay is None and pays(self._n.settings, messages):
             self._relay = Relay(self._n.settings, self._n.trace if self._n.tracing else None)
             self._stack.push_async_callback(self._relay.close)

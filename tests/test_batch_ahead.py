@@ -84,3 +84,26 @@ async def test_messages_composed_ahead_are_sent_and_a_late_address_is_not_left_o
     assert len(intents) == NETWORKS
     for message in sandbox.smtp.messages:
         assert hashlib.sha256(message.raw).hexdigest() in digests
+
+
+async def test_the_mail_servers_connections_are_opened_while_the_lookups_go_on(
+    tmp_path: Path,
+) -> None:
+    """As a batch learns its recipients it opens its SMTP connections (one per recipient, up to
+    the pool's size): its messages find them open, and no other is made."""
+    world = World(networks=desk_networks(43, 3, "abuse@org0.test"), hosts=desk_hosts(43, 3))
+    async with Sandbox(world, directory=tmp_path) as box:
+        box.registries["apnic"].slow(0.002)  # network 2's: its address resolves well after
+        async with Notifier(box.settings()) as notifier:
+            batch = Batch(notifier)
+            for n in range(3):
+                await batch.submit(Finding(ip_address(f"127.43.{n}.1"), "Redis open", port=6379))
+            flushing = asyncio.ensure_future(batch.flush())
+            async with asyncio.timeout(10):
+                while box.smtp.connections < 2:
+                    await asyncio.sleep(0.005)
+            # opened while the slow address was still resolving, before any message
+            assert batch.counts.resolved < 3 and not box.smtp.messages
+            await flushing
+        assert len(box.smtp.messages) == 3
+        assert box.smtp.connections == 3

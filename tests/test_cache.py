@@ -740,6 +740,25 @@ class TestInFlight:
         second.close()
 
 
+    def test_many_let_go_at_once(self, tmp_path: Path) -> None:
+        """``release_many`` lets go of this process's marks, more than one statement's worth,
+        and of no other's."""
+        from notifier.cache import LookupCache
+
+        path = tmp_path / "cache.sqlite"
+        first, second = LookupCache(path), LookupCache(path)
+        keys = [f"lookups:4:{n:x}/24" for n in range(1200)]
+        assert all(first.claim(key, 60) for key in keys)
+        assert second.claim("theirs", 60)
+        assert not any(second.claim(key, 60) for key in keys[::100])
+        first.release_many([*keys, "theirs"])
+        assert all(second.claim(key, 60) for key in keys)
+        assert not first.claim("theirs", 60)
+        first.release_many([])
+        first.close()
+        second.close()
+
+
 class TestWriteBehind:
     """A batch's stores are written together: one transaction, seen by others once written."""
 

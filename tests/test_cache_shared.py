@@ -132,6 +132,19 @@ time.sleep(600)
 """
 
 
+def test_many_marks_let_go_at_once(db: str, tmp_path: Path) -> None:
+    """``release_many`` on PostgreSQL: this process's marks, in more than one statement, and
+    no other's."""
+    first, second = _open(db, tmp_path), _open(db, tmp_path / "second")
+    keys = [f"lookups:4:{n:x}/24" for n in range(1200)]
+    assert all(first.claim(key, 600) for key in keys)
+    assert second.claim("theirs", 600)
+    assert not second.claim(keys[0], 600)
+    first.release_many([*keys, "theirs"])
+    assert all(second.claim(key, 600) for key in keys)
+    assert not first.claim("theirs", 600)
+
+
 def test_in_flight_marks_across_processes_and_a_killed_holder(db: str, tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(_HOLD), db, str(tmp_path / "other")],

@@ -38,6 +38,8 @@ class _Shared(Protocol):
 
     def release(self, key: str) -> None: ...
 
+    def release_many(self, keys: Iterable[str]) -> None: ...
+
 
 _T = TypeVar("_T")
 
@@ -73,6 +75,9 @@ class SharedUnits:
 
     def give_back(self, unit: str) -> None:
         self._shared.release(unit)
+
+    def give_back_all(self, units: Iterable[str]) -> None:
+        self._shared.release_many(units)
 
     async def wait_for(self, units: list[str]) -> None:
         """Until no live process holds any of ``units`` (each taken and let go at once)."""
@@ -143,9 +148,7 @@ class Blocks:
     async def theirs(self) -> list[int]:
         """Once this process's own lookups are done: let its blocks go, then the addresses set
         aside, as each block is let go by the process that took it (or that process dies)."""
-        for block, mine in self._taken.items():
-            if mine:
-                self._units.give_back(_block_unit(block))
+        self._units.give_back_all(_block_unit(b) for b, mine in self._taken.items() if mine)
         await self._units.wait_for([_block_unit(block) for block in self._theirs])
         later = [ip_id for ids in self._theirs.values() for ip_id in ids]
         self._taken, self._theirs = {}, {}

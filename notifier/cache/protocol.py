@@ -89,6 +89,8 @@ class Store(Protocol):
 
     def release(self, key: bytes) -> None: ...
 
+    def release_many(self, keys: list[bytes]) -> None: ...
+
     def reserve(self, key: str, interval: float, hold: float) -> float:
         """The next free turn for ``key`` (turns ``interval`` apart, none in the next ``hold``
         seconds): taken, and how many seconds from now it is."""

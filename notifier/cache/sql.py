@@ -12,6 +12,7 @@ UPSERT = (
     "INSERT INTO cache_entries (kind, key, value, expires) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, expires = excluded.expires"
 )
+_KEYS_A_STATEMENT = 500  # under SQLite's oldest limit of 999 parameters a statement
 
 
 class SqlStore:
@@ -55,3 +56,12 @@ class SqlStore:
 
     def release(self, key: bytes) -> None:
         self._run("DELETE FROM cache_in_flight WHERE key = ? AND holder = ?", (key, self._holder))
+
+    def release_many(self, keys: list[bytes]) -> None:
+        for start in range(0, len(keys), _KEYS_A_STATEMENT):
+            chunk = keys[start : start + _KEYS_A_STATEMENT]
+            marks = ",".join("?" * len(chunk))
+            self._run(
+                f"DELETE FROM cache_in_flight WHERE holder = ? AND key IN ({marks})",  # noqa: S608
+                (self._holder, *chunk),
+            )
