@@ -85,9 +85,10 @@ class Dispatcher:
         self._stack = stack
         self._trace = trace
         self._mailers: list[Mailer] = []  # idle connections, reused
+        self._made: list[Mailer] = []  # every connection of the pool, closed together
+        self._opening: list[asyncio.Future[None]] = []  # connections opened ahead (``warm``)
         self._width = max(1, min(settings.limits.concurrency, MAX_SMTP_CONNECTIONS))
         self._slots = asyncio.Semaphore(self._width)
-        self._warmed = 0  # connections opened ahead (``warm``)
         self._domains = RateLimiter(settings.limits.per_domain_per_minute / 60)
 
     def warm(self, messages: int) -> None:
@@ -96,33 +97,31 @@ class Dispatcher:
         messages 20 ms. They wait in the pool; a message that takes one still opening waits
         for it."""
         try:
-            wanted = min(messages, self._width) - self._warmed
-            mailers = [Mailer(self.settings) for _ in range(wanted)]
+            mailers = [self._new() for _ in range(min(messages, self._width) - len(self._made))]
         except ConfigError:
             return  # the first message meets it, and says so
-        if not mailers:
-            return
-        self._warmed += len(mailers)
         self._mailers.extend(mailers)
-        opening = [asyncio.ensure_future(m.connect()) for m in mailers]
+        self._opening += [asyncio.ensure_future(m.connect()) for m in mailers]
 
-        async def close() -> None:
-            for task in opening:
-                task.cancel()
-            await asyncio.gather(*opening, return_exceptions=True)
-            for mailer in mailers:
-                await mailer.aclose()
+    def _new(self) -> Mailer:
+        mailer = Mailer(self.settings)
+        if not self._made:
+            self._stack.push_async_callback(self._close)
+        self._made.append(mailer)
+        return mailer
 
-        self._stack.push_async_callback(close)
+    async def _close(self) -> None:
+        """Every connection closed at once (each says QUIT and waits for the answer)."""
+        for opening in self._opening:
+            opening.cancel()
+        await asyncio.gather(*self._opening, return_exceptions=True)
+        await asyncio.gather(*(mailer.aclose() for mailer in self._made))
 
     @asynccontextmanager
     async def _mailer(self) -> AsyncIterator[Mailer]:
         """An SMTP connection of the run's small pool, for one message."""
         async with self._slots:
-            if self._mailers:
-                mailer = self._mailers.pop()
-            else:
-                mailer = await self._stack.enter_async_context(Mailer(self.settings))
+            mailer = self._mailers.pop() if self._mailers else self._new()
             try:
                 yield mailer
             finally:

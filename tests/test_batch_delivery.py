@@ -101,3 +101,44 @@ async def test_many_networks_with_one_desk_start_no_workers(tmp_path: Path) -> N
             assert notifier._composer._starter is None
             assert notifier._composer.in_process == 1
         assert [m.rcpt_tos for m in box.smtp.messages] == [("abuse@one.test",)]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_outcomes_remembered_per_route_are_those_worked_out_per_row(seed: int) -> None:
+    """``Reach`` remembers a route's answer only where every row alike went the same way: the
+    outcomes it gives are those worked out afresh for each row, plans of several messages and
+    findings an earlier run had dealt with included."""
+    import random
+    from array import array
+
+    from notifier.batch.states import Plan, Reach, Route
+    from notifier.models import Contact, Role
+
+    rng = random.Random(seed)
+    desks = [Contact(f"abuse@org{n}.test", Role.NETWORK, ("rdap",), 0.9) for n in range(40)]
+    cert = Contact("cert@cert.test", Role.NATIONAL_CERT, ("contacts",), 0.5)
+    # most desks one route's (a plan of a message or two), some shared by two routes
+    routes = [
+        Route((desks[n],) if rng.random() < 0.7 else (desks[n], desks[(n + 1) % 40]), (cert,), None)
+        for n in range(40)
+    ]
+    row_route = [rng.randrange(len(routes)) for _ in range(120)]
+    limit = 4
+    first: dict[str, Plan] = {}
+    for index, route_id in enumerate(row_route):
+        for contact in routes[route_id].recipients:
+            first.setdefault(contact.address, Plan(contact)).rows.append(index)
+    for plan in first.values():
+        plan.priors = bytearray(rng.random() < 0.05 for _ in plan.rows)
+        plan.message_ids = [f"<{plan.contact.address}.{n}@x>" for n in range(len(plan.rows))]
+    states = [rng.randrange(4) for _ in row_route]
+    climbed = Plan(cert, rows=array("I", [i for i, s in enumerate(states) if s == 3]))
+    climbed.priors = bytearray(len(climbed.rows))
+    climbed.message_ids = ["<cert@x>"]
+    rounds = [first, {cert.address: climbed}]
+    remembered = Reach(rounds, limit)
+    for index, route_id in enumerate(row_route):
+        route, state = routes[route_id], states[index]
+        fresh = Reach(rounds, limit)(index, route_id + 1, route, state)
+        assert remembered(index, route_id + 1, route, state) == fresh
+    assert remembered._known  # some were remembered

@@ -36,8 +36,8 @@ from .states import (
     BatchCounts,
     FindingOutcome,
     Plan,
+    Reach,
     Route,
-    reached,
 )
 
 __all__ = ["Batch", "BatchCounts", "FindingOutcome"]
@@ -284,8 +284,9 @@ class Batch:
 
         await self._prepare_manual(rows)
         shown: dict[int, str] = {}  # each address written once, not once per finding
+        reach = Reach(rounds, self.notifier.settings.batch.max_findings_per_message)
         for index in range(rows):
-            self._on_outcome(self._outcome(index, state[index], rounds, shown))
+            self._on_outcome(self._outcome(index, state[index], reach, shown))
         return self.result
 
     async def _prepare_manual(self, rows: int) -> None:
@@ -301,14 +302,13 @@ class Batch:
             self.result.manual += await self.notifier.prepare_manual(resolution, by_ip[ip_id])
 
     def _outcome(
-        self, index: int, state: int, rounds: list[dict[str, Plan]], shown: dict[int, str]
+        self, index: int, state: int, reach: Reach, shown: dict[int, str]
     ) -> FindingOutcome:
         rows = self._rows
         port = rows.row_port[index]
-        recipients, message_ids = reached(
-            index, self._route(index), rounds, self.notifier.settings.batch.max_findings_per_message
-        )
         ip_id = rows.row_ip[index]
+        route_id = self._ip_route[ip_id]
+        recipients, message_ids = reach(index, route_id, self._address_route(ip_id), state)
         ip = shown.get(ip_id)
         if ip is None:
             ip = shown[ip_id] = str(rows.ips[ip_id])
