@@ -142,3 +142,22 @@ def test_outcomes_remembered_per_route_are_those_worked_out_per_row(seed: int) -
         fresh = Reach(rounds, limit)(index, route_id + 1, route, state)
         assert remembered(index, route_id + 1, route, state) == fresh
     assert remembered._known  # some were remembered
+
+
+def test_a_findings_key_is_worked_out_once_and_left_out_of_its_identity() -> None:
+    """``Finding.key`` is remembered on the finding (a batch asks it several times); the copy
+    that crosses to another process, equality, hashing and ``replace`` all ignore it."""
+    import copy
+    import dataclasses
+    import pickle
+
+    finding = Finding(ip_address("127.44.0.1"), "Redis  open", port=6379)
+    fresh = Finding(ip_address("127.44.0.1"), "Redis  open", port=6379)
+    key = finding.key
+    assert finding.key is key and finding == fresh and hash(finding) == hash(fresh)
+    crossed = pickle.loads(pickle.dumps(finding))
+    assert crossed == finding and crossed.key == key
+    assert copy.copy(finding).key == key
+    moved = dataclasses.replace(finding, port=6380)
+    assert moved.key != key and moved.key == Finding(moved.ip, moved.text, port=6380).key
+    assert "_key" not in repr(finding)
