@@ -24,6 +24,7 @@ from .chain import (
     EVENT,
     MAX_RECORD_BYTES,
     Clock,
+    Fields,
     Record,
     canonical,
     format_head,
@@ -41,6 +42,9 @@ from .timestamps import parse_timestamp_reply, timestamp_head, token_name
 from .verify import VerifyReport, verify
 
 __all__ = ["Ledger", "prepare", "LiveView"]
+
+# the fields a record gets from the chain as it is sealed (``worker``: an intent's writer)
+_SEALED = ("seq", "time", "event", "worker", "prev", "key_id")
 
 Guard = Callable[[], bool]
 
@@ -138,7 +142,8 @@ class Ledger(abc.ABC):
         signer = self._signer if event == "outcome" else None
         if signer is not None:
             record["key_id"] = self._key_id
-        parts = pieces(record)
+        own = {k: record[k] for k in _SEALED if k in record}  # what the chain adds
+        parts = {**(fields.parts if isinstance(fields, Fields) else pieces(fields)), **pieces(own)}
         record["hash"] = pieces_hash(parts)
         if signer is not None:
             signature = signer.sign(bytes.fromhex(record["hash"]))

@@ -66,6 +66,7 @@ __all__ = [
     "MAX_RECORD_BYTES",
     "HEX64",
     "EVENT",
+    "Fields",
     "canonical",
     "joined",
     "pieces",
@@ -88,10 +89,16 @@ Record = dict[str, Any]
 # --------------------------------------------------------------------------- canonical form
 
 
+_CANONICAL: dict[str, Any] = {
+    "sort_keys": True,
+    "separators": (",", ":"),
+    "ensure_ascii": False,
+    "allow_nan": False,
+}
+
+
 def canonical(obj: Mapping[str, Any]) -> str:
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    return json.dumps(obj, **_CANONICAL)
 
 
 def record_hash(record: Mapping[str, Any]) -> str:
@@ -198,20 +205,38 @@ def _suspect(value: object, depth: int) -> bool:
     return False
 
 
-def normalise_fields(fields: Mapping[str, object]) -> Record:
+class Fields(dict[str, Any]):
+    """A record's fields as ``normalise_fields`` makes them, with each one's canonical text
+    (``pieces``) from the same encoding: the chain writes them without encoding them again (an
+    intent's findings make it some 10 kB)."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, values: dict[str, Any], parts: dict[str, str]) -> None:
+        super().__init__(values)
+        self.parts = parts
+
+
+def normalise_fields(fields: Mapping[str, object]) -> Fields:
     for name in fields:
         if name in _RESERVED:
             raise ValueError(f"{name!r} is set by the audit log itself")
     try:
-        text = json.dumps(dict(fields), default=_jsonable, ensure_ascii=False, allow_nan=False)
+        parts = {
+            name: json.dumps({name: value}, default=_jsonable, **_CANONICAL)[1:-1]
+            for name, value in fields.items()
+        }
+        text = "{" + ",".join(parts.values()) + "}"
         plain: Record = json.loads(text)
     except (TypeError, RecursionError) as exc:
         raise ValueError(f"audit fields are not JSON-serialisable: {exc}") from None
     # a key's PEM header is plain ASCII, written unescaped: absent from the text, absent from
     # every string in it
     if _PEM_PRIVATE.search(text) or _suspect(plain, 0):
-        _refuse_secrets(plain, "")
-    return plain
+        # said of the fields in the order they were given (the canonical text sorts them)
+        given = json.dumps(dict(fields), default=_jsonable, ensure_ascii=False)
+        _refuse_secrets(json.loads(given), "")
+    return Fields(plain, parts)
 
 
 # --------------------------------------------------------------------------- heads
