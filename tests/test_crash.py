@@ -12,6 +12,7 @@ the same scenario with a genuine interpreter for every run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import email
 import hashlib
@@ -217,7 +218,9 @@ async def spawn(argv: list[str], kill_after: float | None, log: Path) -> Run:
         try:
             await asyncio.wait_for(proc.wait(), RUN_TIMEOUT if kill_after is None else kill_after)
         except TimeoutError:
-            proc.send_signal(signal.SIGKILL)
+            # it may end just as its kill is due: then there is nothing left to kill
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
             await proc.wait()
             killed = proc.returncode == -signal.SIGKILL
     assert proc.returncode is not None
