@@ -199,6 +199,27 @@ class TestGroupCommit:
         assert group.groups == 1
         assert verify(log.path).ok
 
+    async def test_a_write_given_up_takes_no_record_handed_in_after(self, tmp_path: Path) -> None:
+        """A group's writer cancelled while it waits for the lock takes nothing when it gets
+        it: the records still queued, and one handed in afterwards, are written and answered
+        by the next writer."""
+        log = AuditLog(tmp_path / "audit.jsonl", clock=utcnow)
+        waiting = threading.Event()
+        group = GroupCommit(log, prepare=waiting.set)
+        with open(tmp_path / "audit.jsonl.lock", "a") as other:
+            fcntl.flock(other, fcntl.LOCK_EX)
+            first = asyncio.ensure_future(group.append("note", text="given up"))
+            assert await asyncio.to_thread(waiting.wait, 5)
+            writer = group._writer
+            assert writer is not None
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            second = asyncio.ensure_future(group.append("note", text="after"))
+            await asyncio.sleep(0.05)
+        records = await asyncio.wait_for(asyncio.gather(first, second), 5)
+        assert [r["text"] for r in records] == ["given up", "after"]
+        assert [r["text"] for r in log.records()] == ["given up", "after"]
+
     async def test_the_lock_is_let_go_before_the_flush(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -219,9 +240,7 @@ class TestGroupCommit:
         group = GroupCommit(mine)
         first = asyncio.ensure_future(group.append("note", text="mine"))
         assert await asyncio.to_thread(flushing.wait, 5)
-        written = await asyncio.wait_for(
-            asyncio.to_thread(other.append, "note", text="theirs"), 5
-        )
+        written = await asyncio.wait_for(asyncio.to_thread(other.append, "note", text="theirs"), 5)
         assert written["seq"] == 2 and not first.done()
         flushed.set()
         assert (await first)["seq"] == 1

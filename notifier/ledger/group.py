@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -38,6 +39,10 @@ class GroupCommit:
         self.groups = 0  # writes (and fsyncs) done
         self._pending: deque[_Pending] = deque()
         self._writer: asyncio.Task[None] | None = None
+        # the group the writing thread may still take records into (``_take``); None once the
+        # write was given up, so that no record is taken that nobody would answer
+        self._taking: list[_Pending] | None = None
+        self._taking_lock = threading.Lock()
 
     async def append(self, event: str, /, **fields: object) -> Record:
         """Queue one record and wait until it is on disk (``AuditLog.append``'s contract)."""
@@ -72,9 +77,12 @@ class GroupCommit:
     async def _drain(self) -> None:
         while self._pending:
             group: list[_Pending] = []
+            self._taking = group
             try:
                 records = await asyncio.to_thread(self._write, group)
             except BaseException as exc:
+                with self._taking_lock:
+                    self._taking = None
                 for _, _, _, done in group:
                     if done.done():
                         continue
@@ -100,8 +108,9 @@ class GroupCommit:
     ) -> tuple[list[tuple[str, Record]], list[Callable[[], bool] | None]]:
         """The records pending, into ``group``. The writing thread asks once it holds the log's
         lock: what was handed in while it waited (another process writing) joins the group."""
-        while self._pending and len(group) < self.max_group:
-            group.append(self._pending.popleft())
+        with self._taking_lock:
+            while self._taking is group and self._pending and len(group) < self.max_group:
+                group.append(self._pending.popleft())
         return [(e, plain) for e, plain, _, _ in group], [g for _, _, g, _ in group]
 
 
