@@ -99,6 +99,7 @@ class Relay:
         self.handed = 0  # messages handed to the relay
         self.failure = ""  # why the relay stopped taking messages, if it did
         self._closing = False
+        self._ending: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         """Start the relay beside the event loop (starting a process may wait for the fork
@@ -189,8 +190,19 @@ class Relay:
             if not future.done():
                 future.set_result(LOST)
 
+    def finish(self) -> None:
+        """Tell the relay it is done now (it ends once its messages are recorded), while this
+        process goes on with its own last work; ``close`` then waits for the end."""
+        if self._ending is None:
+            self._ending = asyncio.ensure_future(self._end())
+
     async def close(self) -> None:
         """Tell the relay it is done (it ends once its messages are recorded), wait for it."""
+        self.finish()
+        assert self._ending is not None
+        await self._ending
+
+    async def _end(self) -> None:
         self._ready = False
         self._closing = True
         if self._starter is not None:

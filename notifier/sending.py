@@ -80,6 +80,11 @@ class Sender:
             self._stack.push_async_callback(self._relay.close)
             self._relay.start()
 
+    def relayed_all(self) -> None:
+        """The run hands over no more messages: the relay ends while it writes its reports."""
+        if self._relay is not None:
+            self._relay.finish()
+
     @property
     def relayed(self) -> int:
         """Messages the relay took (``relay.py``)."""

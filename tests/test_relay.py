@@ -93,6 +93,29 @@ async def test_a_relay_sends_part_of_a_batch_and_the_log_says_exactly_what_went(
     assert len(sandbox.smtp.messages) == NETWORKS
 
 
+@needs_a_core
+async def test_the_relay_is_told_to_end_before_the_outcomes_are_written(
+    sandbox: Sandbox,
+) -> None:
+    """Once the last message is handed over the relay ends while the batch writes its
+    per-finding outcomes; the run's close then only waits for that end."""
+    told: list[bool] = []
+    async with Notifier(sandbox.settings(limits={"relay_from": 1})) as notifier:
+
+        def seen(outcome: FindingOutcome) -> None:
+            relay = notifier.sending._relay
+            told.append(relay is not None and relay._ending is not None)
+
+        batch = Batch(notifier, on_outcome=seen)
+        for finding in _findings():
+            await batch.submit(finding)
+        await batch.flush()
+        assert notifier.sending.relayed > 0
+    assert told and all(told)
+    relay = notifier.sending._relay
+    assert relay is not None and relay._ending is not None and relay._ending.done()
+
+
 async def test_without_a_relay_one_process_sends_everything(sandbox: Sandbox) -> None:
     notifier, outcomes = await _run(sandbox, relay_from=0)
     assert notifier.sending.relayed == 0

@@ -282,6 +282,7 @@ class Batch:
             rounds.append(plans)
             await self._deliver_round(plans, state, rung)
 
+        self.notifier.sending.relayed_all()
         await self._prepare_manual(rows)
         shown: dict[int, str] = {}  # each address written once, not once per finding
         reach = Reach(rounds, self.notifier.settings.batch.max_findings_per_message)
