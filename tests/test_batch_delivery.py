@@ -161,3 +161,6 @@ def test_a_findings_key_is_worked_out_once_and_left_out_of_its_identity() -> Non
     moved = dataclasses.replace(finding, port=6380)
     assert moved.key != key and moved.key == Finding(moved.ip, moved.text, port=6380).key
     assert "_key" not in repr(finding)
+    from notifier.ledger.chain import normalise_fields
+
+    assert "_key" not in normalise_fields({"finding": finding})["finding"]  # nor in a record

@@ -145,7 +145,8 @@ def _jsonable(value: object) -> object:
     if isinstance(value, set | frozenset):
         return sorted(value, key=str)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        # what its constructor takes: a field worked out from those (a cache) is not its record
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.init}
     if isinstance(value, bytes | bytearray):
         raise ValueError("raw bytes do not go into the audit log: store them with store_message")
     raise ValueError(f"cannot record a value of type {type(value).__name__}")
