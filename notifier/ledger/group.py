@@ -21,9 +21,10 @@ class GroupCommit:
     """Appends from concurrent tasks, written together: one lock, one write, one fsync a group.
 
     ``await group.append(event, **fields)`` returns the record once it is on disk, exactly as
-    ``AuditLog.append`` does, so an intent is still durable before its SMTP transaction. Records
-    that tasks hand in while a group is being written wait for the next one; the disk work runs
-    in a worker thread, so the event loop goes on while the disk syncs. Fields are checked in
+    ``AuditLog.append`` does, so an intent is still durable before its SMTP transaction. A group
+    is what was handed in by the time the writing thread holds the log's lock (it may wait for
+    another process's write); what comes later waits for the next one. The disk work runs in a
+    worker thread, so the event loop goes on while the disk syncs. Fields are checked in
     the caller, so a refused record raises there; a failed write (or a record over the size
     cap) fails every record of its group, and nothing of that group is written.
     """
