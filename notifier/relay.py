@@ -190,6 +190,11 @@ class Relay:
             if not future.done():
                 future.set_result(LOST)
 
+    @property
+    def finished(self) -> bool:
+        """Told to end (``finish``): it takes no more messages."""
+        return self._ending is not None
+
     def finish(self) -> None:
         """Tell the relay it is done now (it ends once its messages are recorded), while this
         process goes on with its own last work; ``close`` then waits for the end."""

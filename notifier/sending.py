@@ -70,12 +70,16 @@ class Sender:
         self._stack = stack
         self._dispatcher: Dispatcher | None = None
         self._relay: Relay | None = None
+        self._relayed_before = 0  # messages the relays of earlier batches took
 
     def relay(self, messages: int) -> None:
         """This run will send about ``messages`` messages: open this process's connections to
         the mail server for the first of them, and start the relay if it pays."""
         self._dispatch().warm(messages)
-        if self._relay is None and pays(self._n.settings, messages):
+        # a run's next batch, after the relay of the one before was told to end, gets its own
+        if (self._relay is None or self._relay.finished) and pays(self._n.settings, messages):
+            if self._relay is not None:
+                self._relayed_before += self._relay.handed
             self._relay = Relay(self._n.settings, self._n.trace if self._n.tracing else None)
             self._stack.push_async_callback(self._relay.close)
             self._relay.start()
@@ -87,13 +91,13 @@ class Sender:
 
     @property
     def relayed(self) -> int:
-        """Messages the relay took (``relay.py``)."""
-        return self._relay.handed if self._relay is not None else 0
+        """Messages the relays took (``relay.py``)."""
+        return self._relayed_before + (self._relay.handed if self._relay is not None else 0)
 
     @property
     def relay_depth(self) -> int:
         """Messages the relay may hold besides this process's own: 0 without one."""
-        return DEPTH if self._relay is not None else 0
+        return DEPTH if self._relay is not None and not self._relay.finished else 0
 
     def _refuse(
         self, findings: list[Finding], address: str, status: DeliveryStatus, reason: str

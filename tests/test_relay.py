@@ -116,6 +116,23 @@ async def test_the_relay_is_told_to_end_before_the_outcomes_are_written(
     assert relay is not None and relay._ending is not None and relay._ending.done()
 
 
+@needs_a_core
+async def test_a_second_batch_of_one_run_gets_a_relay_of_its_own(sandbox: Sandbox) -> None:
+    """The relay of a run's first batch ends with it; the next batch on the same ``Notifier``
+    starts another, which takes part of its messages too."""
+    async with Notifier(sandbox.settings(limits={"relay_from": 1})) as notifier:
+        for port in (6379, 6381):
+            batch = Batch(notifier)
+            for n in range(NETWORKS):
+                await batch.submit(Finding(ip_address(f"127.43.{n}.1"), "Redis open", port=port))
+            await batch.flush()
+            if port == 6379:
+                first = notifier.sending.relayed
+        assert 0 < first < notifier.sending.relayed
+    assert len(sandbox.smtp.messages) == 2 * NETWORKS
+    _verified(sandbox)
+
+
 async def test_without_a_relay_one_process_sends_everything(sandbox: Sandbox) -> None:
     notifier, outcomes = await _run(sandbox, relay_from=0)
     assert notifier.sending.relayed == 0
