@@ -44,6 +44,7 @@ from .errors import (
 )
 from .models import Delivery, DeliveryStatus
 from .smtp_errors import REPLY_LIMIT, SMTP_ERROR_RULES, classify, describe
+from .tls import ClientTLS
 
 # a connection used this recently is taken as still open, without a NOOP to ask: servers keep
 # an idle connection for minutes (RFC 5321 asks for five), and one closed after all fails at
@@ -83,16 +84,10 @@ def _addr_spec(text: str) -> str:
 
 
 @lru_cache(maxsize=4)
-def _tls_context(ca_bundle: str) -> ssl.SSLContext:
+def _client_tls(ca_bundle: str) -> ClientTLS:
     """The TLS context of a process's SMTP connections, made once: reading the system's CA
     store costs 20 ms, which a run opening eight connections paid eight times."""
-    context = ssl.create_default_context()
-    if ca_bundle:
-        try:
-            context.load_verify_locations(cafile=ca_bundle)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"smtp.ca_bundle: cannot load {ca_bundle}: {exc}") from None
-    return context
+    return ClientTLS(ca_bundle, setting="smtp.ca_bundle")
 
 
 class Mailer:
@@ -115,9 +110,11 @@ class Mailer:
                     "holding the password is not"
                 )
             self._password = password
+        self._tls: ClientTLS | None = None
         self._tls_context: ssl.SSLContext | None = None
         if smtp.security != "none":
-            self._tls_context = _tls_context(smtp.ca_bundle)
+            self._tls = _client_tls(smtp.ca_bundle)
+            self._tls_context = self._tls.context
         self._local_hostname = parseaddr(settings.sender.address)[1].rpartition("@")[2]
         self._client: aiosmtplib.SMTP | None = None
         self._used = 0.0  # when the connection last answered (time.monotonic)
@@ -189,6 +186,8 @@ class Mailer:
             password=self._password,
         )
         self.connections += 1
+        if self._tls is not None:
+            await self._tls.ready()
         await client.connect()
         self._client = client
         self._used = time.monotonic()

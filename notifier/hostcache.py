@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import importlib
 import ipaddress
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
@@ -149,15 +150,15 @@ class GuardedClient(httpx.AsyncClient):
         imported meanwhile (anyio's, which httpcore imports at its first connection: 20 ms
         that would follow the answer)."""
         host = httpx.URL(url).host
-        warming = [] if _BACKEND_READY else [asyncio.to_thread(_import_backend)]
+        ready = all(name in sys.modules for name in _BACKEND)
+        warming = [] if ready else [asyncio.to_thread(_import_backend)]
         with contextlib.suppress(Exception):
             await asyncio.gather(self.hosts.get(host), *warming)
 
 
-_BACKEND_READY: list[bool] = []
+_BACKEND = ("anyio._backends._asyncio", "anyio.streams.tls")
 
 
 def _import_backend() -> None:
-    for name in ("anyio._backends._asyncio", "anyio.streams.tls"):
+    for name in _BACKEND:
         importlib.import_module(name)
-    _BACKEND_READY.append(True)

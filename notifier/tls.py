@@ -1,10 +1,12 @@
-"""The TLS context of a run's HTTPS connections, its system trust store read in a thread.
+"""The TLS context of a run's client connections (HTTPS, SMTP), its system trust store read in
+a thread.
 
 Reading the system's CA certificates costs some 20 ms of OpenSSL's time (OpenSSL 3 parses the
 whole bundle at once), which would otherwise come before a run's first lookup. OpenSSL leaves
 the interpreter free meanwhile, so the store is read in a thread while the run opens, and a
-connection's first step waits until it is in. Extra CAs (``http.ca_bundle``) are read at once,
-so that a wrong file is a configuration error when the run opens, not a failed connection.
+connection's first step waits until it is in. Extra CAs (``http.ca_bundle``, ``smtp.ca_bundle``)
+are read at once, so that a wrong file is a configuration error when the run opens, not a failed
+connection.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ __all__ = ["ClientTLS"]
 class ClientTLS:
     """``context``, with the system's CA certificates loading (``ready`` once they are in)."""
 
-    def __init__(self, ca_bundle: str = "") -> None:
+    def __init__(self, ca_bundle: str = "", setting: str = "http.ca_bundle") -> None:
         # what ssl.create_default_context() sets up for a client, but for the system's CAs
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # hostname and chain checked
         if ca_bundle:
@@ -30,7 +32,7 @@ class ClientTLS:
             except (OSError, ssl.SSLError) as exc:
                 from .errors import ConfigError
 
-                raise ConfigError(f"cannot load CA bundle {ca_bundle}: {exc}") from None
+                raise ConfigError(f"cannot load CA bundle {ca_bundle} ({setting}): {exc}") from None
         self._loaded: concurrent.futures.Future[None] = concurrent.futures.Future()
         threading.Thread(target=self._load, name="notifier-trust-store", daemon=True).start()
 
