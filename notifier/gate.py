@@ -66,13 +66,16 @@ class Gate:
         with self._lock:
             return self._view.refresh()
 
-    def prior(self, finding_key: str, recipient: str) -> str | None:
-        """What the log says of this finding for this recipient: delivered, in-doubt,
+    def priors(self, finding_keys: Sequence[str], recipient: str) -> list[str | None]:
+        """What the log says of each finding for this recipient: delivered, in-doubt,
         in-flight (a live process is delivering it now) or None."""
-        known = self._view.prior(finding_key, recipient)
-        if known is None and (finding_key, recipient.lower()) in self._claimed:
-            return "in-doubt"
-        return known
+        said = self._view.priors(finding_keys, recipient)
+        if self._claimed:
+            lowered = recipient.lower()
+            for n, (key, known) in enumerate(zip(finding_keys, said, strict=True)):
+                if known is None and (key, lowered) in self._claimed:
+                    said[n] = "in-doubt"
+        return said
 
     def refusal(self, address: str, *, rehearsal: bool = False) -> Refusal | None:
         """Why a message to ``address`` must not be sent now, if it must not.

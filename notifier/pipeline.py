@@ -218,9 +218,9 @@ class Notifier:
         self.wrote()
         return await self.journal.append(event, **fields)
 
-    def prior(self, finding: Finding, recipient: str) -> str | None:
-        """What earlier runs did with ``finding`` for ``recipient``: delivered, in-doubt or None."""
-        return self.gate.prior(finding.key, recipient)
+    def priors(self, findings: Sequence[Finding], recipient: str) -> list[str | None]:
+        """What the log says of each finding for ``recipient`` (``Gate.priors``)."""
+        return self.gate.priors([f.key for f in findings], recipient)
 
     def suppress(self, address: str, reason: str = "") -> None:
         """Never write to ``address`` again (recorded in the audit log, honoured everywhere)."""

@@ -53,7 +53,7 @@ class _Run(Protocol):
 
     def trace(self, event: str, fields: Mapping[str, object]) -> None: ...
 
-    def prior(self, finding: Finding, recipient: str) -> str | None: ...
+    def priors(self, findings: Sequence[Finding], recipient: str) -> list[str | None]: ...
 
     def wrote(self) -> None: ...
 
@@ -147,7 +147,7 @@ class Sender:
         if options.checks_history:
             doubt = "in doubt: an earlier run may have sent this (use --force to resend)"
             if priors is None:
-                priors = [self._n.prior(f, contact.address) for f in findings]
+                priors = self._n.priors(findings, contact.address)
             new = [f for f, p in zip(findings, priors, strict=True) if p is None]
             doubtful = [f for f, p in zip(findings, priors, strict=True) if p == "in-doubt"]
             busy = [f for f, p in zip(findings, priors, strict=True) if p == "in-flight"]
@@ -281,7 +281,7 @@ class Sender:
         if options.test_recipient:
             return None
         if options.checks_history and any(
-            self._n.prior(f, contact.address) is not None for f in findings
+            p is not None for p in self._n.priors(findings, contact.address)
         ):
             return None
         return self._composer.ahead(self._job(contact, findings, network, options))

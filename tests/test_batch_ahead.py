@@ -17,6 +17,7 @@ from desks import desk_hosts, desk_networks
 from notifier import Finding, Notifier
 from notifier.batch import Batch
 from notifier.batch import ahead as ahead_module
+from notifier.batch.states import Plan
 from notifier.compose.pool import IN_PROCESS_FIRST
 from notifier.sandbox.world import World, WorldHost, WorldNetwork
 from notifier.testing import Sandbox
@@ -47,6 +48,14 @@ async def test_messages_composed_ahead_are_sent_and_a_late_address_is_not_left_o
         monkeypatch.setattr(ahead_module, "_LOOK_BUDGET", 0.0)
     sandbox.registries["afrinic"].slow(0.002)  # seconds per byte of its answer
     dropped: list[Hashable] = []
+    given: dict[str, bool] = {}  # recipient -> whether its round took the findings built ahead
+    give = ahead_module.Ahead.give
+
+    def watched_give(self: ahead_module.Ahead, plans: dict[str, Plan]) -> None:
+        give(self, plans)
+        given.update({address: plan.findings is not None for address, plan in plans.items()})
+
+    monkeypatch.setattr(ahead_module.Ahead, "give", watched_give)
     async with Notifier(sandbox.settings(rdap={"timeout": 20})) as notifier:
         drop = notifier._composer.drop
 
@@ -72,6 +81,8 @@ async def test_messages_composed_ahead_are_sent_and_a_late_address_is_not_left_o
     assert dropped
     # the others were sent as composed ahead (all of them, unless the machine is very busy)
     assert NETWORKS // 2 <= ahead <= NETWORKS - 1
+    # their findings, too, as composing built them; the shared desk's share changed: built anew
+    assert sum(given.values()) == ahead and not given[SHARED]
     shared = [m for m in sandbox.smtp.messages if m.rcpt_tos == (SHARED,)]
     assert len(shared) == 1
     assert b"127.41.0.1" in shared[0].raw and LATE.encode() in shared[0].raw

@@ -739,7 +739,6 @@ class TestInFlight:
         first.close()
         second.close()
 
-
     def test_many_let_go_at_once(self, tmp_path: Path) -> None:
         """``release_many`` lets go of this process's marks, more than one statement's worth,
         and of no other's."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import logging
+import random
 import re
 import socket
 import ssl
@@ -21,7 +23,7 @@ import pytest
 
 from notifier.compose import ComposedMessage, compose
 from notifier.config import Settings
-from notifier.deliver import SMTP_ERROR_RULES, Mailer, classify, envelope_sender
+from notifier.deliver import SMTP_ERROR_RULES, Mailer, _wire, classify, envelope_sender
 from notifier.errors import (
     ConfigError,
     DeliveryError,
@@ -543,3 +545,52 @@ class TestClassify:
         """An exception that is no delivery failure is not silently classified."""
         with pytest.raises(TypeError):
             classify(KeyError("x"))
+
+
+class TestWire:
+    """DATA carries a composed message exactly as aiosmtplib's ``data`` would, without its two
+    regular expressions over the whole message (``deliver._wire``)."""
+
+    def test_same_bytes_as_aiosmtplib(self) -> None:
+        # aiosmtplib's own transform, the oracle: line ends made CRLF, leading dots doubled
+        from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+
+        rng = random.Random(7)
+        fast = 0
+        for _ in range(20_000):
+            raw = bytes(rng.choice(b"a.\r\n ") for _ in range(rng.randrange(0, 14)))
+            wire = _wire(raw)
+            if wire is None:  # a bare line end: aiosmtplib's ``data`` takes it
+                assert raw.count(b"\r") != raw.count(b"\r\n") or raw.count(b"\n") != raw.count(
+                    b"\r\n"
+                )
+                continue
+            fast += 1
+            expected = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(raw)) + b".\r\n"
+            assert wire == expected, raw
+        assert fast > 2_000
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b".leading dot\r\n..two\r\n.\r\nlast line unended.",
+            b"\r\n.\r\n",
+            b"",
+            b"bare\nline feed\r\n.dot\n",  # aiosmtplib's way: lines made CRLF on the wire
+        ],
+    )
+    async def test_odd_messages_arrive_as_sent(
+        self, smtp_server: ServerFactory, body: bytes
+    ) -> None:
+        server = await smtp_server()
+        settings = settings_for(server)
+        composed = message(settings)
+        raw = composed.raw + body
+        async with Mailer(settings) as mailer:
+            delivery = await mailer.send(dataclasses.replace(composed, raw=raw))
+            again = await mailer.send(composed)  # the session goes on after either way
+        assert delivery.status == again.status == DeliveryStatus.DELIVERED
+        received = [m.raw for m in server.messages]
+        crlf = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+        # every line ended in CRLF, the last one too, and no dot lost or added
+        assert received == [crlf.removesuffix(b"\r\n") + b"\r\n", composed.raw]

@@ -1,13 +1,17 @@
-"""The ledger's typed records and read model, over logs in the shapes earlier versions wrote."""
+"""The ledger's typed records and read model, over logs in the shapes earlier versions wrote;
+and a process reading its own appends back exactly as another reads them from the file."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from notifier.ledger import AuditLog, Intent, Outcome, ReadModel, verify
+from notifier.ledger import AuditLog, GroupCommit, Intent, Outcome, ReadModel, verify
+from notifier.ledger.base import LiveView
 from notifier.ledger.records import EVENTS, parse
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -160,3 +164,98 @@ def test_every_written_kind_has_a_class_and_wrong_types_are_refused(tmp_path: Pa
         entry = parse(record)
         assert isinstance(entry, cls)
         assert entry.seq == record["seq"]
+
+
+# -- reading one's own appends back
+
+
+def _intent(n: int) -> dict[str, object]:
+    return {
+        "attempt_id": f"a{n}",
+        "ip": "8.8.8.8",
+        "recipient": f"abuse{n}@example.net",
+        "intended_recipient": None,
+        "role": "network",
+        "message_id": f"<m{n}@example>",
+        "digest": f"{n:064x}",
+        "case": "NTF-ONE",
+        "language": "de",
+        "guides": ["exposed-service"],
+        "finding_keys": [f"k{n}.{i}" for i in range(5)],
+        "finding_texts": [f"8.8.8.{i}:9200 Elasticsearch — offen\u2028" for i in range(5)],
+        "findings": [
+            {"ip": f"8.8.8.{i}", "port": 9200, "text": "open", "extra": [["score", 7.5]]}
+            for i in range(5)
+        ],
+    }
+
+
+def _from_file(path: Path) -> list[tuple[dict[str, object], int]]:
+    return list(AuditLog(path, clock=Clock()).follow(0))
+
+
+def test_own_records_read_back_as_the_file_has_them(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    one, two = AuditLog(path, clock=Clock()), AuditLog(path, clock=Clock())  # two processes
+    views = [LiveView(one), LiveView(two)]
+    for n in range(6):
+        writer = one if n % 2 else two
+        writer.append("intent", **_intent(n))
+        writer.append_many(
+            [
+                ("attempt", {"attempt_id": f"a{n}", "number": 1, "error": "451 try later"}),
+                ("outcome", {"attempt_id": f"a{n}", "ip": "8.8.8.8", "status": "delivered"}),
+            ]
+        )
+        if n % 3 == 0:
+            for view in views:
+                view.refresh()
+    expected = _from_file(path)
+    assert len(expected) == 18
+    for ledger in (one, two):
+        assert list(ledger.follow(0)) == expected
+        # taken once: a second reader of the same handle reads the file, to the same end
+        assert list(ledger.follow(0)) == expected
+    for view in views:
+        view.refresh()
+        assert view._cursor == expected[-1][1]
+
+
+def test_group_commit_appends_are_taken_back_too(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, clock=Clock())
+    view = LiveView(log)
+
+    async def write() -> None:
+        group = GroupCommit(log, prepare=view.refresh)
+        await asyncio.gather(
+            *(group.append_if(lambda: True, "intent", **_intent(n)) for n in range(8)),
+            *(group.append_if(lambda: False, "intent", **_intent(n)) for n in range(8, 10)),
+        )
+
+    asyncio.run(write())
+    view.refresh()
+    expected = _from_file(path)
+    assert len(expected) == 8
+    assert view._cursor == expected[-1][1]
+    assert list(log.follow(0)) == expected
+
+
+def test_more_runs_than_kept_and_a_replaced_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, clock=Clock())
+    for n in range(100):  # more runs than are kept: the oldest are read from the file
+        log.append("intent", **_intent(n))
+    expected = _from_file(path)
+    assert list(log.follow(0)) == expected
+    record = log.append("intent", **_intent(100))
+    [(taken, end)] = list(log.follow(expected[-1][1]))
+    assert taken is record  # from memory, not parsed again
+    later = log.append("intent", **_intent(101))
+    # the same bytes under a new inode: what was kept for the old file is not used
+    copy = tmp_path / "copy.jsonl"
+    shutil.copyfile(path, copy)
+    copy.replace(path)
+    [(read, _)] = list(log.follow(end))
+    assert read == later and read is not later
+    assert list(log.follow(0)) == _from_file(path)

@@ -179,14 +179,14 @@ def test_a_live_writer_is_in_flight_a_dead_one_in_doubt(
         assert writer.stdout.readline().strip() == "written"
         view = ledger.view()
         view.refresh()
-        assert view.prior("k", "X@example.net") == "in-flight"
+        assert view.priors(["k"], "X@example.net")[0] == "in-flight"
     finally:
         writer.kill()
         writer.wait()
     deadline = time.monotonic() + 10
-    while view.prior("k", "x@example.net") == "in-flight" and time.monotonic() < deadline:
+    while view.priors(["k"], "x@example.net")[0] == "in-flight" and time.monotonic() < deadline:
         time.sleep(0.05)  # the server notices the closed connection a moment later
-    assert view.prior("k", "x@example.net") == "in-doubt"
+    assert view.priors(["k"], "x@example.net")[0] == "in-doubt"
 
 
 # ---------------------------------------------------------------- the database's own errors

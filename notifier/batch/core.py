@@ -256,6 +256,7 @@ class Batch:
                 for contact in route.recipients:
                     plans.setdefault(contact.address, Plan(contact)).rows.append(index)
         self.counts.recipients = len(plans)
+        self._ahead.give(plans)
         rounds = [plans]
         if self._keys_ahead:  # in the order of sending, before those waiting from the lookups
             self.notifier.prefetch_keys([plans[a].contact for a in sorted(plans)], first=True)
@@ -371,7 +372,7 @@ class Batch:
             findings = plan.built(self._rows.finding)[start : start + limit]
             networks = {route.network for i in chunk if (route := self._route(i)) is not None}
             network: Network | None = networks.pop() if len(networks) == 1 else None
-            priors = [self.notifier.prior(f, address) if checks else None for f in findings]
+            priors = self.notifier.priors(findings, address) if checks else [None] * len(chunk)
             # a scratch result: the batch keeps the deliveries, not every message's bytes
             scratch = SendResult()
             delivery = await self.notifier.deliver(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import base64
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal, TextIO
@@ -296,15 +296,16 @@ class LiveView:
         self.model = ReadModel(lean=lean)
         self._cursor = 0
 
-    def prior(self, finding_key: str, recipient: str) -> str | None:
-        """As ``ReadModel.prior``, but "in-flight" for a finding a live process is delivering
+    def priors(self, finding_keys: Sequence[str], recipient: str) -> list[str | None]:
+        """As ``ReadModel.priors``, but "in-flight" for a finding a live process is delivering
         right now (its intent has no outcome yet): that is not in doubt, only unfinished."""
-        said = self.model.prior(finding_key, recipient)
-        if said != "in-doubt":
-            return said
-        intents = self.model.open_for(finding_key, recipient)
-        if any(i.worker and self.ledger.alive(i.worker) for i in intents):
-            return "in-flight"
+        said = self.model.priors(finding_keys, recipient)
+        for n, (key, known) in enumerate(zip(finding_keys, said, strict=True)):
+            if known == "in-doubt" and any(
+                i.worker and self.ledger.alive(i.worker)
+                for i in self.model.open_for(key, recipient)
+            ):
+                said[n] = "in-flight"
         return said
 
     def refresh(self) -> ReadModel:

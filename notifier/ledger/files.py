@@ -12,6 +12,7 @@ Files under the state directory::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from .chain import HEX64, LOG_NAME, Clock, Record
 from .evidence import FileArtifacts
 from .filechain import (
     Counted,
+    Written,
     append_lines,
     count_head,
     detect_torn,
@@ -75,6 +77,7 @@ class AuditLog(Ledger):
         self._orphans_checked = False
         # (inode, offset, complete lines before it): where ``head`` stopped counting last time
         self._counted: Counted | None = None
+        self._written = Written()  # what ``follow`` takes without parsing it again
 
     @classmethod
     def from_settings(cls, settings: Settings, *, clock: Clock) -> AuditLog:
@@ -181,7 +184,7 @@ class AuditLog(Ledger):
     def follow(self, cursor: int = 0) -> Iterator[tuple[Record, int]]:
         """Each record after byte offset ``cursor``, with the offset just past it: a reader
         keeping up with what this and other processes append."""
-        return read_records(self.path, cursor)
+        return read_records(self.path, cursor, written=self._written)
 
     def message_digests(self) -> Iterator[str]:
         try:
@@ -224,6 +227,9 @@ class AuditLog(Ledger):
             lines.append((line + "\n").encode("utf-8"))
             seq, prev = seq + 1, record["hash"]
         append_lines(fd, tail.size, b"".join(lines), sync=sync)
+        ends = itertools.accumulate(map(len, lines), initial=tail.size)
+        next(ends)
+        self._written.add(os.fstat(fd).st_ino, tail.size, list(zip(records, ends, strict=True)))
         write_head_mark(self.head_path, records[-1]["seq"], records[-1]["hash"])
         return records
 

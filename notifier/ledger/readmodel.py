@@ -11,7 +11,7 @@ the log gained since (``Ledger.view()`` does that: ``view.refresh()``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from ..addresses import clean_address, header_text
@@ -130,13 +130,21 @@ class ReadModel(CaseLadder):
 
     def prior(self, finding_key: str, recipient: str) -> str | None:
         """What the log says of this finding for this recipient: delivered, in-doubt or None."""
+        return self.priors([finding_key], recipient)[0]
+
+    def priors(self, finding_keys: Sequence[str], recipient: str) -> list[str | None]:
+        """``prior`` of each finding, for one recipient (a message's findings asked together:
+        ten thousand asked one by one cost 25 ms of a batch's delivery)."""
         recipient = recipient.lower()
-        if _packed(finding_key) in self._delivered.get(recipient, ()):
-            return "delivered"
-        pair = (finding_key, recipient)
-        if pair in self._doubt:
-            return "in-doubt"
-        return None
+        delivered, doubt = self._delivered.get(recipient, ()), self._doubt
+        return [
+            "delivered"
+            if _packed(key) in delivered
+            else "in-doubt"
+            if (key, recipient) in doubt
+            else None
+            for key in finding_keys
+        ]
 
     def in_doubt(self) -> list[Intent]:
         """Intents with no outcome: the process stopped between handing over and recording."""
