@@ -26,6 +26,8 @@ from .deliver import Mailer
 from .errors import ConfigError, DeliveryError, TransientDeliveryError
 from .gate import Gate, Refusal
 from .ledger import GroupCommit, Ledger
+from .ledger.chain import Fields, normalise_fields
+from .ledger.records import intent_findings
 from .models import Contact, Delivery, Finding
 from .net import RateLimiter
 from .sources import Tracer
@@ -156,9 +158,8 @@ class Dispatcher:
             nonlocal written
             if written:
                 return  # a retry of the same message: its intent stands
-            record = await self._journal.append_if(
-                guard, "intent", **_intent(item, attempt_id, keys)
-            )
+            own, ready = _intent(item, attempt_id)
+            record = await self._journal.append_if(guard, "intent", ready, **own)
             if record is None:
                 raise _NotOurs(refused[-1])
             written = True
@@ -194,7 +195,8 @@ class Dispatcher:
             # case still has to show whom it was meant for, so intent and outcome follow now
             if on_intent is not None:
                 on_intent()
-            await self._journal.append("intent", **_intent(item, attempt_id, keys))
+            own, ready = _intent(item, attempt_id)
+            await self._journal.append("intent", ready, **own)
             await asyncio.to_thread(self._ledger.store_message, composed.raw)
         await self._journal.append(
             "outcome",
@@ -221,13 +223,18 @@ class Dispatcher:
         return delivery
 
 
-def _intent(item: Handover, attempt_id: str, keys: list[str]) -> dict[str, object]:
-    findings = item.findings
-    # a message carries some ten findings an address: each address written out once
-    shown = {ip: str(ip) for ip in {f.ip for f in findings}}
-    return {
+def _intent(item: Handover, attempt_id: str) -> tuple[dict[str, object], Fields]:
+    """The intent's own fields, and what it says of the findings (as the compose worker wrote
+    it, or written now)."""
+    parts = item.composed.record_parts
+    ready = (
+        Fields.from_parts(parts)
+        if parts is not None
+        else normalise_fields(intent_findings(item.findings))
+    )
+    own: dict[str, object] = {
         "attempt_id": attempt_id,
-        "ip": shown[findings[0].ip],
+        "ip": str(item.findings[0].ip),
         "recipient": item.contact.address,
         "intended_recipient": item.intended,
         "role": str(item.contact.role),
@@ -239,19 +246,5 @@ def _intent(item: Handover, attempt_id: str, keys: list[str]) -> dict[str, objec
         "language": item.composed.language,
         "language_reason": item.composed.language_reason,
         "guides": list(item.composed.guides),
-        "finding_keys": keys,
-        "finding_texts": [f"{shown[f.ip]}:{f.port or ''} {f.text}" for f in findings],
-        # structured, so that a follow-up or a bounce fallback can rebuild the findings
-        "findings": [
-            {
-                "ip": shown[f.ip],
-                "port": f.port,
-                "text": f.text,
-                "hostname": f.hostname,
-                "observed_at": f.observed_at,
-                "extra": [list(pair) for pair in f.extra],
-                "service": f.service,
-            }
-            for f in findings
-        ],
     }
+    return own, ready

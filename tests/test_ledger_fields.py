@@ -82,3 +82,35 @@ def test_fields_encoded_one_at_a_time_make_the_canonical_form(seed: int) -> None
         except ValueError:
             continue  # a secret-looking name: refused, as the tests above check
         assert normalised.parts == pieces(normalised)
+
+
+def test_findings_written_where_composed_make_the_same_record() -> None:
+    """An intent's findings, normalised in a compose worker and sent as their pieces, make the
+    record the sending process would have made itself."""
+    from datetime import UTC, datetime
+    from ipaddress import ip_address
+
+    from notifier.ledger.chain import Fields
+    from notifier.ledger.records import intent_findings
+    from notifier.models import Finding
+
+    rng = random.Random(3)
+    findings = [
+        Finding(
+            ip_address(rng.choice(["127.0.0.1", "::1", "127.3.4.5"])),
+            rng.choice(["Redis open", "Elasticsearch — offen\u2028", 'a "quoted" text']),
+            port=rng.choice([None, 6379, 9200]),
+            hostname=rng.choice([None, "h.example"]),
+            observed_at=rng.choice([None, datetime(2026, 1, 2, 3, 4, tzinfo=UTC)]),
+            extra=rng.choice([(), (("score", "7.5"),)]),
+        )
+        for _ in range(40)
+    ]
+    own = {"attempt_id": "a1", "recipient": "abuse@example.net", "protection": None}
+    ready = Fields.from_parts(dict(normalise_fields(intent_findings(findings)).parts))
+    merged = normalise_fields(own, ready)
+    direct = normalise_fields({**own, **intent_findings(findings)})
+    assert merged == direct and merged.parts == direct.parts
+    assert joined(merged.parts) == canonical(direct)
+    with pytest.raises(ValueError, match="given twice"):
+        normalise_fields({"findings": []}, ready)

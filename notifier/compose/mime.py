@@ -12,7 +12,7 @@ import random
 import re
 import sys
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.contentmanager import ContentManager, raw_data_manager
 from email.generator import BytesGenerator
@@ -187,6 +187,10 @@ class ComposedMessage:
     language_reason: str = ""  # why that language, one line for the log
     guides: tuple[str, ...] = ()  # exposure guides used (service names)
     built: EmailMessage | None = field(default=None, repr=False, compare=False)
+    # what its intent record says of its findings, in the form the log writes it, where a
+    # compose worker wrote it (``ledger.chain.Fields.parts``): the sending process only adds
+    # the attempt's own fields to it
+    record_parts: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def message(self) -> EmailMessage:

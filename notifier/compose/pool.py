@@ -30,6 +30,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from ..config import Settings
+from ..ledger.chain import normalise_fields
+from ..ledger.records import intent_findings
 from ..models import Contact, Finding, Network
 from ..workers import forkserver, other_cores
 from . import compose, library_for
@@ -120,9 +122,12 @@ def _compose_in_worker(job: Job) -> ComposedMessage | None:
     assert _settings is not None
     try:
         composed = job.run(_settings)
+        # written here, off the sending process's path: encoded and checked, the findings of
+        # an intent cost it 0.3 ms a message
+        parts = normalise_fields(intent_findings(job.findings)).parts
     except Exception:
         return None  # composed again by the caller, which raises the error itself
-    return replace(composed, built=None)  # the bytes travel back, not the object
+    return replace(composed, built=None, record_parts=parts)  # the bytes travel, not the object
 
 
 def default_workers() -> int:
@@ -181,8 +186,9 @@ class Composer:
             return
         composed = future.result()
         if composed is not None:
-            self._sizes[key] = len(composed.raw)
-            self._ahead_bytes += len(composed.raw)
+            size = len(composed.raw) + sum(map(len, (composed.record_parts or {}).values()))
+            self._sizes[key] = size
+            self._ahead_bytes += size
 
     def drop(self, keys: Sequence[Hashable] | None = None) -> None:
         """Forget messages composed ahead (every one when ``keys`` is None): what they said

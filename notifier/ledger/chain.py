@@ -225,11 +225,18 @@ class Fields(dict[str, Any]):
         super().__init__(values)
         self.parts = parts
 
+    @classmethod
+    def from_parts(cls, parts: Mapping[str, str]) -> Fields:
+        """The fields whose pieces ``normalise_fields`` made (in another process)."""
+        return cls(json.loads("{" + ",".join(parts.values()) + "}"), dict(parts))
 
-def normalise_fields(fields: Mapping[str, object]) -> Fields:
+
+def normalise_fields(fields: Mapping[str, object], ready: Fields | None = None) -> Fields:
+    """``fields`` in the form the chain writes them, checked; with ``ready``, fields this
+    function made already (where the message was composed), added as they are."""
     for name in fields:
-        if name in _RESERVED:
-            raise ValueError(f"{name!r} is set by the audit log itself")
+        if name in _RESERVED or (ready is not None and name in ready):
+            raise ValueError(f"{name!r} is set by the audit log itself or given twice")
     try:
         parts = {name: _FIELD_ENCODER.encode({name: value})[1:-1] for name, value in fields.items()}
         text = "{" + ",".join(parts.values()) + "}"
@@ -242,6 +249,8 @@ def normalise_fields(fields: Mapping[str, object]) -> Fields:
         # said of the fields in the order they were given (the canonical text sorts them)
         given = json.dumps(dict(fields), default=_jsonable, ensure_ascii=False)
         _refuse_secrets(json.loads(given), "")
+    if ready is not None:
+        return Fields({**plain, **ready}, {**parts, **ready.parts})
     return Fields(plain, parts)
 
 

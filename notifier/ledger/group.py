@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from .chain import EVENT, Record, normalise_fields
+from .chain import EVENT, Fields, Record, normalise_fields
 
 __all__ = ["GroupCommit"]
 
@@ -45,14 +45,20 @@ class GroupCommit:
         self._taking: list[_Pending] | None = None
         self._taking_lock = threading.Lock()
 
-    async def append(self, event: str, /, **fields: object) -> Record:
-        """Queue one record and wait until it is on disk (``AuditLog.append``'s contract)."""
-        record = await self._queue(event, None, fields)
+    async def append(self, event: str, ready: Fields | None = None, /, **fields: object) -> Record:
+        """Queue one record and wait until it is on disk (``AuditLog.append``'s contract);
+        ``ready``: more of its fields, normalised already (``normalise_fields``)."""
+        record = await self._queue(event, None, fields, ready)
         assert record is not None
         return record
 
     async def append_if(
-        self, guard: Callable[[], bool], event: str, /, **fields: object
+        self,
+        guard: Callable[[], bool],
+        event: str,
+        ready: Fields | None = None,
+        /,
+        **fields: object,
     ) -> Record | None:
         """As ``append``, if ``guard()`` says so; None when it does not (nothing written).
 
@@ -60,14 +66,18 @@ class GroupCommit:
         written: what it reads of the log cannot change before the record is on disk, so a
         check-then-claim (has another process sent this?) is atomic across processes.
         """
-        return await self._queue(event, guard, fields)
+        return await self._queue(event, guard, fields, ready)
 
     async def _queue(
-        self, event: str, guard: Callable[[], bool] | None, fields: Mapping[str, object]
+        self,
+        event: str,
+        guard: Callable[[], bool] | None,
+        fields: Mapping[str, object],
+        ready: Fields | None,
     ) -> Record | None:
         if not EVENT.fullmatch(event):
             raise ValueError(f"bad audit event name: {event!r}")
-        plain = normalise_fields(fields)
+        plain = normalise_fields(fields, ready)
         done: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
         self._pending.append((event, plain, guard, done))
         if self._writer is None or self._writer.done():

@@ -10,12 +10,16 @@ class; ``Entry.fields`` gives what goes on the line (the writer adds ``seq``, ``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .chain import Record
+
+if TYPE_CHECKING:
+    from ..models import Finding
 
 __all__ = [
     "EVENTS",
@@ -29,6 +33,7 @@ __all__ = [
     "Followup",
     "FollowupDeferred",
     "Intent",
+    "intent_findings",
     "Letter",
     "ManualDone",
     "ManualStep",
@@ -110,6 +115,29 @@ class Intent(Entry):
     language: str = ""  # Content-Language of the message
     language_reason: str = ""  # why that language (the recipient's preference, or none)
     guides: list[str] = []  # exposure guides the message carries
+
+
+def intent_findings(findings: Sequence[Finding]) -> dict[str, object]:
+    """What an intent says of its message's findings: their keys, one line each, and each in
+    full, so that a follow-up or a bounce fallback can rebuild them."""
+    # a message carries some ten findings an address: each address written out once
+    shown = {ip: str(ip) for ip in {f.ip for f in findings}}
+    return {
+        "finding_keys": [f.key for f in findings],
+        "finding_texts": [f"{shown[f.ip]}:{f.port or ''} {f.text}" for f in findings],
+        "findings": [
+            {
+                "ip": shown[f.ip],
+                "port": f.port,
+                "text": f.text,
+                "hostname": f.hostname,
+                "observed_at": f.observed_at,
+                "extra": [list(pair) for pair in f.extra],
+                "service": f.service,
+            }
+            for f in findings
+        ],
+    }
 
 
 class Attempt(Entry):
