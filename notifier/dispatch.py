@@ -25,7 +25,7 @@ from .config import Settings
 from .deliver import Mailer
 from .errors import ConfigError, DeliveryError, TransientDeliveryError
 from .gate import Gate, Refusal
-from .ledger import GroupCommit, Ledger
+from .ledger import GroupCommit
 from .ledger.chain import Fields, normalise_fields
 from .ledger.records import intent_findings
 from .models import Contact, Delivery, Finding
@@ -74,14 +74,12 @@ class Dispatcher:
     def __init__(
         self,
         settings: Settings,
-        ledger: Ledger,
         journal: GroupCommit,
         gate: Gate,
         stack: AsyncExitStack,
         trace: Tracer,
     ) -> None:
         self.settings = settings
-        self._ledger = ledger
         self._journal = journal
         self._gate = gate
         self._stack = stack
@@ -159,15 +157,13 @@ class Dispatcher:
             if written:
                 return  # a retry of the same message: its intent stands
             own, ready = _intent(item, attempt_id)
-            record = await self._journal.append_if(guard, "intent", ready, **own)
+            # the message kept once its intent is on disk: every kept message has an intent
+            record = await self._journal.append_if(guard, "intent", ready, composed.raw, **own)
             if record is None:
                 raise _NotOurs(refused[-1])
             written = True
             if on_intent is not None:
                 on_intent()
-            # stored after its intent, so that every stored message has an intent line (verify
-            # checks it); in a worker thread: deliveries in parallel sync their files together
-            await asyncio.to_thread(self._ledger.store_message, composed.raw)
 
         async def on_attempt(number: int, error: DeliveryError | None, reply: str) -> None:
             if error is not None:
@@ -196,8 +192,7 @@ class Dispatcher:
             if on_intent is not None:
                 on_intent()
             own, ready = _intent(item, attempt_id)
-            await self._journal.append("intent", ready, **own)
-            await asyncio.to_thread(self._ledger.store_message, composed.raw)
+            await self._journal.append("intent", ready, composed.raw, **own)
         await self._journal.append(
             "outcome",
             attempt_id=attempt_id,

@@ -253,7 +253,7 @@ async def _serve(settings: Settings, sock: socket.socket, tracing: bool) -> None
     tasks: set[asyncio.Task[None]] = set()
     async with AsyncExitStack() as stack:
         journal = GroupCommit(ledger, prepare=gate.refresh)
-        dispatcher = Dispatcher(settings, ledger, journal, gate, stack, trace)
+        dispatcher = Dispatcher(settings, journal, gate, stack, trace)
         dispatcher.warm(MAX_SMTP_CONNECTIONS)  # a relay starts for many messages
 
         async def one(number: int, item: Handover) -> None:

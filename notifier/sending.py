@@ -290,6 +290,6 @@ class Sender:
         if self._dispatcher is None:
             run = self._n
             self._dispatcher = Dispatcher(
-                run.settings, run.audit, run.journal, run.gate, self._stack, run.trace
+                run.settings, run.journal, run.gate, self._stack, run.trace
             )
         return self._dispatcher

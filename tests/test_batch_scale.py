@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import json
 import threading
 import time
@@ -197,6 +198,30 @@ class TestGroupCommit:
         records = await asyncio.gather(first, *rest)
         assert [r["seq"] for r in records] == list(range(1, 11))
         assert group.groups == 1
+        assert verify(log.path).ok
+
+    async def test_messages_kept_with_their_records(self, tmp_path: Path) -> None:
+        """A message handed in with its record is stored once the record is on disk, in the
+        same trip (several at once); none is stored for a record its guard refused, and every
+        stored one has its intent (verify)."""
+        log = AuditLog(tmp_path / "audit.jsonl", clock=utcnow)
+        group = GroupCommit(log)
+        bodies = [f"Subject: {n}\r\n\r\n.{n}\r\n".encode() for n in range(6)]
+
+        def intent(n: int) -> dict[str, object]:
+            digest = hashlib.sha256(bodies[n]).hexdigest()
+            return {"attempt_id": f"a{n}", "recipient": "x@example.net", "digest": digest}
+
+        records = await asyncio.gather(
+            *(
+                group.append_if(lambda n=n: n != 3, "intent", None, bodies[n], **intent(n))
+                for n in range(6)
+            )
+        )
+        assert [r is None for r in records] == [n == 3 for n in range(6)]
+        kept = {d: log.load_message(d) for d in log.message_digests()}
+        assert kept == {hashlib.sha256(b).hexdigest(): b for n, b in enumerate(bodies) if n != 3}
+        assert not list((tmp_path / "messages").glob(".*.tmp"))
         assert verify(log.path).ok
 
     async def test_a_write_given_up_takes_no_record_handed_in_after(self, tmp_path: Path) -> None:

@@ -85,6 +85,10 @@ class Ledger(abc.ABC):
     def store_message(self, raw: bytes) -> str:
         """Keep the exact bytes of a message handed to a mail server; return their SHA-256."""
 
+    def store_messages(self, raws: Sequence[bytes]) -> list[str]:
+        """``store_message`` for each (a store may keep several at once for less)."""
+        return [self.store_message(raw) for raw in raws]
+
     @abc.abstractmethod
     def load_message(self, digest: str) -> bytes:
         """The stored message with this digest; ``AuditError`` if missing or altered."""

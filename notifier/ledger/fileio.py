@@ -7,7 +7,7 @@ import errno
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -22,6 +22,7 @@ __all__ = [
     "fsync_dir",
     "make_dir",
     "atomic_write",
+    "atomic_write_all",
     "file_sha256",
     "iter_lines",
     "count_lines",
@@ -97,21 +98,34 @@ def make_dir(directory: Path) -> None:
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a 0600 temporary file, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    atomic_write_all([(path, data)])
+
+
+def atomic_write_all(files: Iterable[tuple[Path, bytes]]) -> None:
+    """``atomic_write`` of each ``(path, data)``: all written, then each synced (the first sync
+    carries most of the others' blocks), then renamed, and each folder synced once."""
+    written: list[tuple[int, Path, Path]] = []
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        for path, data in files:
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            written.append((fd, tmp, path))
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        for fd, _, _ in written:
+            os.fsync(fd)
     except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        for fd, tmp, _ in written:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise
-    os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    for fd, tmp, path in written:
+        os.close(fd)
+        os.replace(tmp, path)
+    for folder in dict.fromkeys(path.parent for _, _, path in written):
+        fsync_dir(folder)
 
 
 def file_sha256(path: Path) -> str:

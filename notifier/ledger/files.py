@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,15 @@ from .filechain import (
     sync_log,
     write_head_mark,
 )
-from .fileio import Tail, TornTail, atomic_write, file_sha256, make_dir, read_tail
+from .fileio import (
+    Tail,
+    TornTail,
+    atomic_write,
+    atomic_write_all,
+    file_sha256,
+    make_dir,
+    read_tail,
+)
 from .keys import load_signing_key
 from .torn import move_torn, record_orphans
 from .workers import FileWorkers
@@ -134,17 +142,23 @@ class AuditLog(Ledger):
 
     def store_message(self, raw: bytes) -> str:
         """Keep the exact bytes of a message as ``messages/<sha256>.eml``; return the digest."""
-        digest = hashlib.sha256(raw).hexdigest()
+        return self.store_messages([raw])[0]
+
+    def store_messages(self, raws: Sequence[bytes]) -> list[str]:
+        """Several at once: written, then synced, then renamed, the folder synced once."""
+        digests = [hashlib.sha256(raw).hexdigest() for raw in raws]
         try:
             make_dir(self.state_dir)
             make_dir(self.messages_dir)
-            target = self.messages_dir / f"{digest}.eml"
-            if target.is_file() and file_sha256(target) == digest:
-                return digest
-            atomic_write(target, raw)
+            files: dict[Path, bytes] = {}
+            for digest, raw in zip(digests, raws, strict=True):
+                target = self.messages_dir / f"{digest}.eml"
+                if not (target.is_file() and file_sha256(target) == digest):
+                    files[target] = raw
+            atomic_write_all(files.items())
         except OSError as exc:
-            raise AuditError(f"cannot store message {digest}: {exc.strerror or exc}") from None
-        return digest
+            raise AuditError(f"cannot store message {digests[0]}: {exc.strerror or exc}") from None
+        return digests
 
     def load_message(self, digest: str) -> bytes:
         """The stored message with this digest; ``AuditError`` if missing or altered."""
