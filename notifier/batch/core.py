@@ -370,7 +370,8 @@ class Batch:
             self.counts.queued += 1
             self._on_progress(self.counts)
             findings = plan.built(self._rows.finding)[start : start + limit]
-            networks = {route.network for i in chunk if (route := self._route(i)) is not None}
+            routes = {self._ip_route[self._rows.row_ip[i]] for i in chunk}  # not hashed: numbers
+            networks = {self._routes.values[r].network for r in routes if r > 0}
             network: Network | None = networks.pop() if len(networks) == 1 else None
             priors = self.notifier.priors(findings, address) if checks else [None] * len(chunk)
             # a scratch result: the batch keeps the deliveries, not every message's bytes
@@ -386,9 +387,8 @@ class Batch:
                 self.counts.failed += 1
             elif delivery.status == DeliveryStatus.HELD_BACK:
                 self.counts.held_back += 1
-                self.counts.held_reasons[delivery.reason] = (
-                    self.counts.held_reasons.get(delivery.reason, 0) + 1
-                )
+                reasons = self.counts.held_reasons
+                reasons[delivery.reason] = reasons.get(delivery.reason, 0) + 1
             else:
                 self.counts.skipped += 1
             plan.message_ids.append(delivery.message_id)
