@@ -334,7 +334,7 @@ def _wire(raw: bytes) -> bytes | None:
     regular expressions over the whole message: 0.4 ms for 50 kB, a sixth of a batch's CPU a
     message in the sending process. A composed message's lines already end in CRLF (three
     counts make sure: a bare line end is how SMTP smuggling starts), so only its leading dots
-    are doubled, by a split and a join: the same bytes in 0.13 ms.
+    are doubled, by a split and a join: the same bytes in 0.12 ms.
     """
     crlf = raw.count(b"\r\n")
     if raw.count(b"\r") != crlf or raw.count(b"\n") != crlf:
