@@ -259,6 +259,7 @@ async def run_mode(
     bw.add_pool_names(sandbox.dns)
     async with sandbox:
         benchlib.configure_sandbox(sandbox, args.rate, args.burst, not args.no_keep_alive)
+        benchlib.quiet_collector()
         sections = benchlib.bench_sections(args.rate, args.concurrency)
         sections["limits"]["dns_concurrency"] = args.dns_concurrency
         if args.lookup_workers is not None:

@@ -79,6 +79,7 @@ async def main(args: argparse.Namespace) -> int:
         box.dns.own_process = True
         async with box:
             benchlib.configure_sandbox(box, args.rate, args.burst)
+            benchlib.quiet_collector()
             config = box.write_config(None, **benchlib.bench_sections(args.rate, args.concurrency))
             argv = ["-m", "notifier", "batch", str(input_path), "--config", str(config), "--json"]
             if args.dry_run:
