@@ -20,6 +20,7 @@ import pytest
 
 from notifier.batch import Batch, FindingOutcome
 from notifier.cache import LookupCache
+from notifier.errors import AuditError
 from notifier.ledger import AuditLog, GroupCommit, files, head, verify
 from notifier.models import Finding
 from notifier.pipeline import Notifier
@@ -223,6 +224,27 @@ class TestGroupCommit:
         assert kept == {hashlib.sha256(b).hexdigest(): b for n, b in enumerate(bodies) if n != 3}
         assert not list((tmp_path / "messages").glob(".*.tmp"))
         assert verify(log.path).ok
+
+    async def test_a_message_that_cannot_be_kept_fails_only_its_caller(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The disk refuses a kept message: its record is on disk, its caller hears the error,
+        and the records beside it in the same group are answered as written."""
+        log = AuditLog(tmp_path / "audit.jsonl", clock=utcnow)
+        group = GroupCommit(log)
+
+        def full(raws: object) -> list[str]:
+            raise AuditError("cannot store message: No space left on device")
+
+        monkeypatch.setattr(log, "store_messages", full)
+        results = await asyncio.gather(
+            group.append("intent", None, b"Subject: x\r\n\r\nbody\r\n", attempt_id="a1"),
+            group.append("note", text="beside it"),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], AuditError)
+        assert not isinstance(results[1], BaseException) and results[1]["text"] == "beside it"
+        assert [r["event"] for r in log.records()] == ["intent", "note"]
 
     async def test_a_write_given_up_takes_no_record_handed_in_after(self, tmp_path: Path) -> None:
         """A group's writer cancelled while it waits for the lock takes nothing when it gets

@@ -120,17 +120,29 @@ class GroupCommit:
                 continue
             self.groups += 1
             for pending, record in zip(group, records, strict=True):
-                if not pending.done.done():
+                if pending.done.done():
+                    continue
+                if isinstance(record, Exception):
+                    pending.done.set_exception(record)
+                else:
                     pending.done.set_result(record)
 
-    def _write(self, group: list[_Pending]) -> list[Record | None]:
+    def _write(self, group: list[_Pending]) -> list[Record | Exception | None]:
+        """The group's records, as written; where a message kept with its record could not be
+        stored, the error instead (the record is on disk: only its own caller hears of it)."""
         if self._prepare is not None:
             self._prepare()
-        records = self.log._append_taken(functools.partial(self._take, group))
+        records: list[Record | Exception | None] = list(
+            self.log._append_taken(functools.partial(self._take, group))
+        )
         # each kept message after its record: every stored message has an intent (verify says)
-        kept = [p.keep for p, r in zip(group, records, strict=True) if r and p.keep is not None]
+        kept = [n for n, p in enumerate(group) if records[n] and p.keep is not None]
         if kept:
-            self.log.store_messages(kept)
+            try:
+                self.log.store_messages([group[n].keep or b"" for n in kept])
+            except Exception as exc:  # noqa: BLE001 - told to those who handed the messages in
+                for n in kept:
+                    records[n] = exc
         return records
 
     def _take(
