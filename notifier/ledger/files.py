@@ -157,7 +157,8 @@ class AuditLog(Ledger):
                     files[target] = raw
             atomic_write_all(files.items())
         except OSError as exc:
-            raise AuditError(f"cannot store message {digests[0]}: {exc.strerror or exc}") from None
+            which = f"message {digests[0]}" if len(digests) == 1 else f"{len(digests)} messages"
+            raise AuditError(f"cannot store {which}: {exc.strerror or exc}") from None
         return digests
 
     def load_message(self, digest: str) -> bytes:

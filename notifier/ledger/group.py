@@ -136,12 +136,12 @@ class GroupCommit:
             self.log._append_taken(functools.partial(self._take, group))
         )
         # each kept message after its record: every stored message has an intent (verify says)
-        kept = [n for n, p in enumerate(group) if records[n] and p.keep is not None]
+        kept = [(n, p.keep) for n, p in enumerate(group) if records[n] and p.keep is not None]
         if kept:
             try:
-                self.log.store_messages([group[n].keep or b"" for n in kept])
+                self.log.store_messages([raw for _, raw in kept])
             except Exception as exc:  # noqa: BLE001 - told to those who handed the messages in
-                for n in kept:
+                for n, _ in kept:
                     records[n] = exc
         return records
 
